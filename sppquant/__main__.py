@@ -1,0 +1,5 @@
+import sys
+
+from sppquant.cli import main
+
+sys.exit(main())

@@ -1,0 +1,281 @@
+"""Typed configuration: YAML -> frozen dataclasses, validated with one-line errors.
+
+Every error names the config file and the key path (``calibration.batch_size``) and
+says what was expected; an unknown key suggests the closest valid one. Relative
+paths resolve against the config file's folder, so a config works from any cwd.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from sppquant.errors import ConfigError
+from sppquant.preprocess import COLORS, INTERPOLATIONS, PAD_POSITIONS, RESIZES, PreprocessConfig
+
+PATH = {"path": True}  # field metadata: resolve against the config file's folder
+
+Algorithm = Literal["entropy2", "minmax", "percentile"]
+Backend = Literal["auto", "onnxruntime", "tensorrt"]
+Precision = Literal["fp32", "fp16", "int8"]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    path: Path = field(metadata=PATH)
+    input_name: str = "image"
+    channels: int = 3
+
+
+@dataclass(frozen=True)
+class DynamicShape:
+    """TensorRT optimization-profile bounds for H and W (N comes from batch sizes)."""
+
+    min: tuple[int, int]
+    max: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class InputConfig:
+    sizes: tuple[tuple[int, int], ...]
+    dynamic: DynamicShape | None = None
+
+
+@dataclass(frozen=True)
+class CalibrationConfig:
+    images: Path | None = field(default=None, metadata=PATH)
+    list_file: Path | None = field(default=None, metadata=PATH)
+    extensions: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+    recursive: bool = True
+    max_images: int | None = None
+    shuffle: bool = False
+    seed: int = 0
+    batch_size: int = 16
+    last_batch: Literal["keep", "drop"] = "keep"
+    bad_files: Literal["skip", "error"] = "skip"
+    workers: int = 2
+    algorithm: Algorithm = "entropy2"
+    percentile: float = 99.99
+    tie_scales: bool = True
+    output: Path = field(default=Path("calibration.cache"), metadata=PATH)
+    trt_version: str = "10.16.1"
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    output_dir: Path = field(default=Path("engines"), metadata=PATH)
+    precisions: tuple[Precision, ...] = ("fp32", "fp16", "int8")
+    max_batch: int = 16
+    int8_allow_fp16: bool = True
+    workspace_mb: int = 1024
+    timing_cache: Path | None = field(default=None, metadata=PATH)
+    plugin_library: Path | None = field(default=None, metadata=PATH)
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    images: Path | None = field(default=None, metadata=PATH)
+    labels: str = "folders"  # "folders", "none", or a CSV path (path,label)
+    output_dir: Path = field(default=Path("report"), metadata=PATH)
+    max_images: int | None = None
+    batch_size: int = 32
+    algorithms: tuple[Algorithm, ...] = ("entropy2",)
+    bad_files: Literal["skip", "error"] = "skip"
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelConfig
+    input: InputConfig
+    preprocess: PreprocessConfig = PreprocessConfig()
+    calibration: CalibrationConfig = CalibrationConfig()
+    build: BuildConfig = BuildConfig()
+    report: ReportConfig = ReportConfig()
+    backend: Backend = "auto"
+    source: Path | None = None  # the YAML file this came from (not a YAML key)
+
+    def preprocess_fingerprint(self) -> str:
+        return self.preprocess.fingerprint()
+
+
+# --------------------------------------------------------------------------- loading
+
+
+class _Ctx:
+    def __init__(self, source: str, base: Path) -> None:
+        self.source, self.base = source, base
+
+    def fail(self, key: str, msg: str) -> typing.NoReturn:
+        raise ConfigError(f"{self.source}: {key}: {msg}")
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _convert(value: Any, tp: Any, key: str, ctx: _Ctx, meta: typing.Mapping[str, Any]) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _convert(value, args[0], key, ctx, meta)
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            ctx.fail(key, f"expected one of {', '.join(map(str, choices))}, got {_describe(value)}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key, ctx)
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            ctx.fail(key, f"expected a list, got {_describe(value)}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(v, args[0], f"{key}[{i}]", ctx, meta) for i, v in enumerate(value))
+        if len(value) != len(args):
+            ctx.fail(key, f"expected a list of {len(args)} values, got {_describe(value)}")
+        return tuple(_convert(v, a, f"{key}[{i}]", ctx, meta) for i, (v, a) in enumerate(zip(value, args)))
+    if tp is bool:
+        if not isinstance(value, bool):
+            ctx.fail(key, f"expected true or false, got {_describe(value)}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            ctx.fail(key, f"expected an integer, got {_describe(value)}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            ctx.fail(key, f"expected a number, got {_describe(value)}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            ctx.fail(key, f"expected a string, got {_describe(value)}")
+        return value
+    if tp is Path:
+        if not isinstance(value, str) or not value:
+            ctx.fail(key, f"expected a path string, got {_describe(value)}")
+        p = Path(value).expanduser()
+        return p if p.is_absolute() or not meta.get("path") else (ctx.base / p)
+    raise TypeError(f"unsupported config type {tp} at {key}")  # a bug, not user error
+
+
+def _build(cls: type, data: Any, key: str, ctx: _Ctx) -> Any:
+    where = key or "top level"
+    if not isinstance(data, dict):
+        ctx.fail(where, f"expected a mapping of keys, got {_describe(data)}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source"}
+    kwargs = {}
+    for name, value in data.items():
+        path = f"{key}.{name}" if key else str(name)
+        if name not in fields:
+            close = difflib.get_close_matches(str(name), list(fields), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(fields)}"
+            ctx.fail(path, f"unknown key{hint}")
+        kwargs[name] = _convert(value, hints[name], path, ctx, fields[name].metadata)
+    for name, f in fields.items():
+        if name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            ctx.fail(f"{key}.{name}" if key else name, "required key is missing")
+        if name in kwargs:
+            continue
+        if f.metadata.get("path") and isinstance(f.default, Path):
+            kwargs[name] = ctx.base / f.default  # default paths resolve like written ones
+        elif dataclasses.is_dataclass(hints[name]):
+            kwargs[name] = _build(hints[name], {}, f"{key}.{name}" if key else name, ctx)
+    return cls(**kwargs)
+
+
+def _check_positive_size(size: tuple[int, int], key: str, ctx: _Ctx) -> None:
+    if size[0] <= 0 or size[1] <= 0:
+        ctx.fail(key, f"expected positive [H, W], got {list(size)}")
+
+
+def _validate(cfg: Config, ctx: _Ctx) -> None:
+    if cfg.model.channels not in (1, 3):
+        ctx.fail("model.channels", f"expected 1 or 3, got {cfg.model.channels}")
+    if not cfg.input.sizes:
+        ctx.fail("input.sizes", "expected at least one [H, W] size")
+    for i, size in enumerate(cfg.input.sizes):
+        _check_positive_size(size, f"input.sizes[{i}]", ctx)
+    if cfg.input.dynamic is not None:
+        dmin, dmax = cfg.input.dynamic.min, cfg.input.dynamic.max
+        _check_positive_size(dmin, "input.dynamic.min", ctx)
+        _check_positive_size(dmax, "input.dynamic.max", ctx)
+        for i, size in enumerate(cfg.input.sizes):
+            if not (dmin[0] <= size[0] <= dmax[0] and dmin[1] <= size[1] <= dmax[1]):
+                ctx.fail(f"input.sizes[{i}]", f"{list(size)} is outside input.dynamic {list(dmin)}..{list(dmax)}")
+    pp = cfg.preprocess
+    for name, choices in (("color", COLORS), ("resize", RESIZES), ("pad_position", PAD_POSITIONS),
+                          ("interpolation", tuple(INTERPOLATIONS))):
+        if getattr(pp, name) not in choices:
+            ctx.fail(f"preprocess.{name}", f"expected one of {', '.join(choices)}, got {_describe(getattr(pp, name))}")
+    if pp.channels != cfg.model.channels:
+        ctx.fail("preprocess.color", f"{pp.color!r} gives {pp.channels} channel(s) but model.channels is {cfg.model.channels}")
+    for name in ("mean", "std"):
+        vals = getattr(pp, name)
+        if len(vals) != cfg.model.channels:
+            ctx.fail(f"preprocess.{name}", f"expected {cfg.model.channels} values (model.channels), got {len(vals)}")
+    if any(s <= 0 for s in pp.std):
+        ctx.fail("preprocess.std", f"expected positive values, got {list(pp.std)}")
+    cal = cfg.calibration
+    if cal.batch_size <= 0:
+        ctx.fail("calibration.batch_size", f"expected a positive integer, got {cal.batch_size}")
+    if cal.workers <= 0:
+        ctx.fail("calibration.workers", f"expected a positive integer, got {cal.workers}")
+    if cal.max_images is not None and cal.max_images <= 0:
+        ctx.fail("calibration.max_images", f"expected a positive integer, got {cal.max_images}")
+    if not 0.0 < cal.percentile <= 100.0:
+        ctx.fail("calibration.percentile", f"expected a number in (0, 100], got {cal.percentile}")
+    if cal.images is not None and cal.list_file is not None:
+        ctx.fail("calibration.list_file", "give either calibration.images or calibration.list_file, not both")
+    try:
+        parts = [int(p) for p in cal.trt_version.split(".")]
+        if len(parts) != 3 or parts[0] < 8:
+            raise ValueError
+    except ValueError:
+        ctx.fail("calibration.trt_version", f"expected a TensorRT version like '10.16.1', got {cal.trt_version!r}")
+    if cfg.build.max_batch <= 0:
+        ctx.fail("build.max_batch", f"expected a positive integer, got {cfg.build.max_batch}")
+    if cfg.build.workspace_mb <= 0:
+        ctx.fail("build.workspace_mb", f"expected a positive integer, got {cfg.build.workspace_mb}")
+    if cfg.report.batch_size <= 0:
+        ctx.fail("report.batch_size", f"expected a positive integer, got {cfg.report.batch_size}")
+
+
+def config_from_dict(data: Any, source: str = "<config>", base: Path | None = None) -> Config:
+    """Build and validate a Config from parsed YAML (also handy in tests)."""
+    ctx = _Ctx(source, (base or Path.cwd()).resolve())
+    cfg = _build(Config, data, "", ctx)
+    _validate(cfg, ctx)
+    return cfg
+
+
+def load_config(path: str | Path) -> Config:
+    """Read a YAML config; ConfigError (one line, exit 2) for anything wrong with it."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p}: cannot read config: {getattr(exc, 'strerror', None) or exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{p}: YAML syntax error at {where}{problem}") from None
+    if data is None:
+        raise ConfigError(f"{p}: config is empty, expected the sections model, input, ...")
+    cfg = config_from_dict(data, str(p), p.parent)
+    return dataclasses.replace(cfg, source=p.resolve())
