@@ -34,11 +34,42 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from sppquant.calibration.calibrate import calibrate
+
+    cfg = load_config(args.config)
+    result = calibrate(cfg, output=args.output, algorithm=args.algorithm, backend=args.backend)
+    print(f"{result.table_path}  ({len(result.table.scales)} tensors, {result.images} images, "
+          f"{result.seconds:.1f} s; provenance {result.provenance_path.name})")
+    return 0
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from sppquant.calibration.inspect import describe_table, format_description
+
+    info = describe_table(args.table, sort=args.sort)
+    print(json.dumps(info, indent=2) if args.json else format_description(info))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sppquant", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"sppquant {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("calibrate", help="compute a TensorRT calibration table (+ provenance)")
+    p.add_argument("--config", required=True, help="YAML config")
+    p.add_argument("--output", help="table path (default: calibration.output)")
+    p.add_argument("--algorithm", choices=["entropy2", "minmax", "percentile"], help="default: calibration.algorithm")
+    p.add_argument("--backend", choices=["auto", "onnxruntime", "tensorrt"], help="default: the config's backend")
+    p.set_defaults(func=_cmd_calibrate)
+
+    p = sub.add_parser("inspect", help="show a calibration table and its provenance")
+    p.add_argument("table", help="calibration table (cache) file")
+    p.add_argument("--sort", choices=["name", "amax"], default="name")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_cmd_inspect)
 
     p = sub.add_parser("predict", help="FP32 inference on images (ONNX Runtime)")
     p.add_argument("--config", required=True, help="YAML config")

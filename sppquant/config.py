@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -164,7 +165,7 @@ def _convert(value: Any, tp: Any, key: str, ctx: _Ctx, meta: typing.Mapping[str,
         if not isinstance(value, str) or not value:
             ctx.fail(key, f"expected a path string, got {_describe(value)}")
         p = Path(value).expanduser()
-        return p if p.is_absolute() or not meta.get("path") else (ctx.base / p)
+        return p if p.is_absolute() or not meta.get("path") else Path(os.path.normpath(ctx.base / p))
     raise TypeError(f"unsupported config type {tp} at {key}")  # a bug, not user error
 
 
@@ -188,7 +189,7 @@ def _build(cls: type, data: Any, key: str, ctx: _Ctx) -> Any:
         if name in kwargs:
             continue
         if f.metadata.get("path") and isinstance(f.default, Path):
-            kwargs[name] = ctx.base / f.default  # default paths resolve like written ones
+            kwargs[name] = Path(os.path.normpath(ctx.base / f.default))  # defaults resolve like written paths
         elif dataclasses.is_dataclass(hints[name]):
             kwargs[name] = _build(hints[name], {}, f"{key}.{name}" if key else name, ctx)
     return cls(**kwargs)

@@ -1,0 +1,238 @@
+"""Streaming 2048-bin histograms of |x|, exact and independent of batch order.
+
+Design: the histogram range is always a power of two, ``range = 2**ceil(log2(max|x|))``
+(exactly ``max|x|`` when that is a power of two). Bin ``j`` covers
+``[j * range/2048, (j+1) * range/2048)``; ``2048/range`` is a power of two, so the bin
+index ``floor(|x| * 2048/range)`` is computed without rounding error.
+
+When a value beyond the range arrives, the range grows by a power of two ``2**k`` and
+the old counts merge exactly (bin ``j`` -> ``j >> k``). Streaming with growth
+therefore yields EXACTLY the counts of binning all the data at the final range:
+results do not depend on batch (file) order, and two histograms merge exactly
+(re-bin the narrower one, add), so calibration can be sharded across processes.
+
+TensorRT's own calibrator starts from the first batch's max and grows from there, so
+its bins depend on batch order. Ours are up to 2x wider than a range of exactly
+``max|x|`` would give (at most one bit of resolution), in exchange for
+order-independence.
+
+Edge cases: a value exactly at the top edge (``|x| == range``) lands in the last bin;
+it is tracked separately inside so that a later growth puts it where binning at the
+final range would (``2048 >> k``). Zeros go to bin 0; a histogram of only zeros has
+range 0.0 and everything in ``counts[0]``. NaNs are skipped and counted; +/-inf raises.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+NUM_BINS = 2048
+_LOG2_BINS = 11  # NUM_BINS == 2**_LOG2_BINS
+_FORMAT = "sppquant.histogram/1"
+
+
+def _range_exponent(max_abs: float) -> int:
+    """Smallest ``e`` with ``max_abs <= 2**e`` (``max_abs`` > 0, finite)."""
+    mantissa, exp = math.frexp(max_abs)  # max_abs = mantissa * 2**exp, mantissa in [0.5, 1)
+    return exp - 1 if mantissa == 0.5 else exp
+
+
+class Histogram:
+    """Histogram of |x| over ``[0, range)`` in ``NUM_BINS`` bins; see the module docstring."""
+
+    NUM_BINS = NUM_BINS
+
+    __slots__ = ("_counts", "_exp", "max_abs", "count", "nan_count")
+
+    def __init__(self) -> None:
+        # NUM_BINS + 1 bins: the extra one holds values exactly at the top edge.
+        self._counts = np.zeros(NUM_BINS + 1, dtype=np.int64)
+        self._exp: int | None = None  # range == 2**_exp; None while everything is zero
+        self.max_abs = 0.0
+        self.count = 0
+        self.nan_count = 0
+
+    # -- properties -------------------------------------------------------------------
+    @property
+    def range(self) -> float:
+        return 0.0 if self._exp is None else math.ldexp(1.0, self._exp)
+
+    @property
+    def bin_width(self) -> float:
+        return 0.0 if self._exp is None else math.ldexp(1.0, self._exp - _LOG2_BINS)
+
+    @property
+    def counts(self) -> np.ndarray:
+        """The ``NUM_BINS`` counts (a copy); top-edge values are in the last bin."""
+        out = self._counts[:NUM_BINS].copy()
+        out[-1] += self._counts[NUM_BINS]
+        return out
+
+    # -- updates ----------------------------------------------------------------------
+    def update(self, x: Any) -> Histogram:
+        """Add the values of ``x`` (any shape, float16/32/64 or integer). Returns self."""
+        a = np.asarray(x)
+        if a.dtype.kind in "iub":
+            a = a.astype(np.float64)
+        elif a.dtype.kind != "f":
+            raise TypeError(f"Histogram.update needs a real array, got dtype {a.dtype}")
+        elif a.dtype.itemsize < 4:
+            a = a.astype(np.float32)  # exact; float32 arithmetic is much faster
+        a = np.abs(a.ravel())
+        if a.size == 0:
+            return self
+        m = float(a.max())
+        if math.isnan(m):
+            nan = np.isnan(a)
+            self.nan_count += int(nan.sum())
+            a = a[~nan]
+            if a.size == 0:
+                return self
+            m = float(a.max())
+        if math.isinf(m):
+            raise ValueError(
+                "Histogram.update: tensor contains +/-inf; the model overflows on this "
+                "input (check preprocessing) and no finite threshold can be computed"
+            )
+        if m > self.max_abs:
+            self.max_abs = m
+        if m > 0.0:
+            self._grow_to(_range_exponent(m))
+        self.count += int(a.size)
+        if self._exp is None:  # all zeros so far
+            self._counts[0] += a.size
+            return self
+        self._counts += np.bincount(self._bin_index(a), minlength=NUM_BINS + 1)
+        return self
+
+    def _bin_index(self, a: np.ndarray) -> np.ndarray:
+        """``floor(a * 2048 / range)``, exact: the factor is a power of two."""
+        assert self._exp is not None
+        shift = _LOG2_BINS - self._exp
+        finfo = np.finfo(a.dtype)
+        if finfo.minexp <= shift <= finfo.maxexp - 1:
+            a *= a.dtype.type(math.ldexp(1.0, shift))  # in place: `a` is our own copy
+        else:  # factor not representable (subnormal-sized ranges): exact ldexp
+            a = np.ldexp(a, shift)
+        return a.astype(np.intp)  # truncation == floor for values >= 0
+
+    def _grow_to(self, exp: int) -> None:
+        if exp > 1023:
+            raise ValueError("Histogram.update: |x| > 2**1023 is out of the supported range")
+        if self._exp is None:
+            self._exp = exp  # zeros already in bin 0 stay there at any range
+            return
+        k = exp - self._exp
+        if k <= 0:
+            return
+        old = self._counts
+        new = np.zeros_like(old)
+        if k <= _LOG2_BINS:
+            new[: NUM_BINS >> k] = old[:NUM_BINS].reshape(NUM_BINS >> k, 1 << k).sum(axis=1)
+            new[NUM_BINS >> k] += old[NUM_BINS]
+        else:
+            new[0] = old.sum()
+        self._counts = new
+        self._exp = exp
+
+    # -- merging ----------------------------------------------------------------------
+    def merge(self, other: Histogram) -> Histogram:
+        """A new histogram equal to one fed the data of both (exact)."""
+        out = self.copy()
+        if other._exp is not None:
+            out._grow_to(other._exp)
+        src = other.copy()
+        if out._exp is not None:
+            src._grow_to(out._exp)
+        out._counts += src._counts
+        out.max_abs = max(out.max_abs, other.max_abs)
+        out.count += other.count
+        out.nan_count += other.nan_count
+        return out
+
+    def __add__(self, other: object) -> Histogram:
+        if not isinstance(other, Histogram):
+            return NotImplemented
+        return self.merge(other)
+
+    def copy(self) -> Histogram:
+        out = Histogram()
+        out._counts = self._counts.copy()
+        out._exp = self._exp
+        out.max_abs = self.max_abs
+        out.count = self.count
+        out.nan_count = self.nan_count
+        return out
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Histogram):
+            return NotImplemented
+        return (
+            self._exp == other._exp
+            and self.max_abs == other.max_abs
+            and self.count == other.count
+            and self.nan_count == other.nan_count
+            and bool(np.array_equal(self._counts, other._counts))
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __repr__(self) -> str:
+        return (
+            f"Histogram(range={self.range!r}, max_abs={self.max_abs!r}, count={self.count}, nan_count={self.nan_count})"
+        )
+
+    # -- serialisation ----------------------------------------------------------------
+    def to_summary(self) -> dict[str, Any]:
+        """Small human-readable facts for provenance records and reports."""
+        counts = self.counts
+        nonzero = np.flatnonzero(counts)
+        return {
+            "range": self.range,
+            "bin_width": self.bin_width,
+            "max_abs": self.max_abs,
+            "count": self.count,
+            "nan_count": self.nan_count,
+            "zero_bin_count": int(counts[0]),
+            "nonzero_bins": int(nonzero.size),
+            "last_nonzero_bin": int(nonzero[-1]) if nonzero.size else None,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """Lossless, JSON-ready form (``from_dict(h.to_dict()) == h``)."""
+        return {
+            "format": _FORMAT,
+            "num_bins": NUM_BINS,
+            "range": self.range,
+            "max_abs": self.max_abs,
+            "count": self.count,
+            "nan_count": self.nan_count,
+            "counts": [int(c) for c in self._counts[:NUM_BINS]],
+            "top_edge_count": int(self._counts[NUM_BINS]),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Histogram:
+        if data.get("format") != _FORMAT or data.get("num_bins") != NUM_BINS:
+            raise ValueError(f"not a {_FORMAT} histogram with {NUM_BINS} bins")
+        counts = np.asarray(data["counts"], dtype=np.int64)
+        if counts.shape != (NUM_BINS,) or (counts < 0).any():
+            raise ValueError(f"histogram counts must be {NUM_BINS} non-negative integers")
+        rng = float(data["range"])
+        out = cls()
+        if rng > 0.0:
+            mantissa, exp = math.frexp(rng)
+            if mantissa != 0.5:
+                raise ValueError(f"histogram range must be a power of two, got {rng!r}")
+            out._exp = exp - 1
+        out._counts[:NUM_BINS] = counts
+        out._counts[NUM_BINS] = int(data.get("top_edge_count", 0))
+        out.max_abs = float(data["max_abs"])
+        out.count = int(data["count"])
+        out.nan_count = int(data["nan_count"])
+        if int(out._counts.sum()) != out.count:
+            raise ValueError("histogram counts do not add up to its count")
+        return out

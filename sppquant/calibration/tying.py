@@ -1,0 +1,45 @@
+"""Scale tying: layers that cannot widen a range reuse their input's amax.
+
+Max pooling picks input values, SPP (max) picks input values, and pure data movement
+(Reshape, Flatten, Squeeze, Unsqueeze, Transpose, Identity) keeps them: their output
+range never exceeds their input's. Giving the output the input's amax means INT8
+needs no requantization there (the CUDA SPP kernel then copies int8 values through).
+"""
+
+from __future__ import annotations
+
+import onnx
+
+from sppquant.spp.onnx import is_spp_node, spp_node_attributes
+
+RANGE_PRESERVING_OPS = frozenset({"MaxPool", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Identity"})
+
+
+def tie_sources(model: onnx.ModelProto) -> dict[str, str]:
+    """``{output tensor: tensor whose amax it takes}``, chains resolved to their root."""
+    direct: dict[str, str] = {}
+    for node in model.graph.node:
+        if not node.input or not node.output:
+            continue
+        if node.op_type in RANGE_PRESERVING_OPS and node.domain in ("", "ai.onnx"):
+            direct[node.output[0]] = node.input[0]
+        elif is_spp_node(node) and spp_node_attributes(node)[1] == "max":
+            direct[node.output[0]] = node.input[0]
+    resolved = {}
+    for out, src in direct.items():
+        seen = {out}
+        while src in direct and src not in seen:  # follow pool -> flatten -> ... chains
+            seen.add(src)
+            src = direct[src]
+        resolved[out] = src
+    return resolved
+
+
+def apply_ties(amax: dict[str, float], ties: dict[str, str]) -> dict[str, str]:
+    """Overwrite tied outputs' amax in place; returns the ties actually applied."""
+    applied = {}
+    for out, src in ties.items():
+        if out in amax and src in amax:
+            amax[out] = amax[src]
+            applied[out] = src
+    return applied
