@@ -1,0 +1,471 @@
+// sppquant: Spatial Pyramid Pooling forward kernels (see spp_kernels.h for the semantics).
+//
+// Structure (one launch, every input element read once for all levels):
+//   The bins of all levels along an axis start and end on a small set of boundaries; the
+//   gaps between consecutive boundaries are disjoint "segments" and every bin of every
+//   level is a run of consecutive segments (bins may overlap each other, segments never
+//   do). So per (n, c) plane:
+//     step 1  column reduce: Cbuf[sy][x] = op over the rows of row-segment sy of in[y][x]
+//             (coalesced, vectorised global loads, each element read exactly once);
+//     step 2  Gbuf[sy][sx] = op over x in column-segment sx of Cbuf[sy][x] (shared memory);
+//     step 3  each output bin = op over its block of Gbuf cells, written level-major.
+//   The segment grid has at most (2*sum(n))^2 cells, far fewer than H*W for real SPP shapes.
+//   A block handles P consecutive planes (small planes) and walks W in chunks when the
+//   column buffer would not fit in shared memory (large W).
+//
+// The boundary tables are computed on the host per call (O(sum n)) and passed by value in
+// the kernel parameters, so a launch needs no device allocation and is graph-capturable.
+
+#include "spp_kernels.h"
+
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+
+namespace {
+
+constexpr int kMaxSeg = 255;  // segments per axis (boundaries <= 256)
+constexpr int kBlock = 256;
+
+struct SppParams {
+    long long nc;       // N * C planes
+    int C, H, W;
+    int nlev;
+    int total_bins;     // sum n^2
+    int sumn;           // sum n
+    int sy, sx;         // segments along H and W
+    int planes;         // planes per block
+    int wc;             // chunk width along W (multiple of the vector width)
+    float ratio;        // int8: in_scale / out_scale
+    int requant;        // int8: 0 = copy values
+    unsigned char lev[SPPQ_MAX_LEVELS];
+    unsigned short ybnd[kMaxSeg + 1];
+    unsigned short xbnd[kMaxSeg + 1];
+    unsigned char ylo[SPPQ_MAX_SUM_BINS], yhi[SPPQ_MAX_SUM_BINS];  // per (level, bin row): segment range
+    unsigned char xlo[SPPQ_MAX_SUM_BINS], xhi[SPPQ_MAX_SUM_BINS];
+};
+
+// ---- element traits ---------------------------------------------------------------------
+template <typename T, int POOL> struct Acc;
+template <> struct Acc<float, SPPQ_MAX> { using type = float; };
+template <> struct Acc<__half, SPPQ_MAX> { using type = float; };
+template <> struct Acc<int8_t, SPPQ_MAX> { using type = int; };
+template <typename T> struct Acc<T, SPPQ_AVG> { using type = float; };
+
+__device__ __forceinline__ float cvt(float v) { return v; }
+__device__ __forceinline__ float cvt(__half v) { return __half2float(v); }
+__device__ __forceinline__ int cvt(int8_t v) { return static_cast<int>(v); }
+
+template <int POOL, typename A> struct Op;
+template <> struct Op<SPPQ_MAX, float> {
+    static __device__ __forceinline__ float init() { return -INFINITY; }
+    // NaN-propagating max: once NaN, stays NaN; a NaN operand wins.
+    static __device__ __forceinline__ float apply(float a, float b) { return (b > a || b != b) ? b : a; }
+};
+template <> struct Op<SPPQ_MAX, int> {
+    static __device__ __forceinline__ int init() { return -128; }
+    static __device__ __forceinline__ int apply(int a, int b) { return max(a, b); }
+};
+template <> struct Op<SPPQ_AVG, float> {
+    static __device__ __forceinline__ float init() { return 0.0f; }
+    static __device__ __forceinline__ float apply(float a, float b) { return a + b; }
+};
+
+template <typename T, int V> struct alignas(sizeof(T) * V) Vec { T v[V]; };
+
+__device__ __forceinline__ int8_t requant(float q, float ratio) {
+    float r = rintf(__fmul_rn(q, ratio));
+    r = fminf(fmaxf(r, -128.0f), 127.0f);
+    return static_cast<int8_t>(static_cast<int>(r));
+}
+
+template <typename T, int POOL> struct Store;
+template <> struct Store<float, SPPQ_MAX> {
+    static __device__ __forceinline__ float get(float a, int, const SppParams&) { return a; }
+};
+template <> struct Store<float, SPPQ_AVG> {
+    static __device__ __forceinline__ float get(float a, int cnt, const SppParams&) { return a / static_cast<float>(cnt); }
+};
+template <> struct Store<__half, SPPQ_MAX> {
+    static __device__ __forceinline__ __half get(float a, int, const SppParams&) { return __float2half_rn(a); }
+};
+template <> struct Store<__half, SPPQ_AVG> {
+    static __device__ __forceinline__ __half get(float a, int cnt, const SppParams&) {
+        return __float2half_rn(a / static_cast<float>(cnt));
+    }
+};
+template <> struct Store<int8_t, SPPQ_MAX> {
+    static __device__ __forceinline__ int8_t get(int a, int, const SppParams& p) {
+        return p.requant ? requant(static_cast<float>(a), p.ratio) : static_cast<int8_t>(a);
+    }
+};
+template <> struct Store<int8_t, SPPQ_AVG> {
+    static __device__ __forceinline__ int8_t get(float a, int cnt, const SppParams& p) {
+        return requant(a / static_cast<float>(cnt), p.requant ? p.ratio : 1.0f);
+    }
+};
+
+// ---- the kernel -----------------------------------------------------------------------------
+template <typename T, int POOL, int V>
+__global__ void __launch_bounds__(kBlock) spp_forward_kernel(const T* __restrict__ in, T* __restrict__ out, const SppParams p) {
+    using A = typename Acc<T, POOL>::type;
+    using O = Op<POOL, A>;
+    extern __shared__ __align__(16) unsigned char smem[];
+    A* cbuf = reinterpret_cast<A*>(smem);                              // planes * sy * wc
+    A* gbuf = cbuf + static_cast<size_t>(p.planes) * p.sy * p.wc;     // planes * sy * sx
+    A* hbuf = gbuf + p.planes * p.sy * p.sx;                           // planes * sy * sumn
+    unsigned short* ybnd = reinterpret_cast<unsigned short*>(hbuf + p.planes * p.sy * p.sumn);
+    unsigned short* xbnd = ybnd + (p.sy + 1);
+    unsigned char* ylo = reinterpret_cast<unsigned char*>(xbnd + (p.sx + 1));
+    unsigned char* yhi = ylo + p.sumn;
+    unsigned char* xlo = yhi + p.sumn;
+    unsigned char* xhi = xlo + p.sumn;
+
+    const int tid = threadIdx.x;
+    for (int i = tid; i <= p.sy; i += blockDim.x) ybnd[i] = p.ybnd[i];
+    for (int i = tid; i <= p.sx; i += blockDim.x) xbnd[i] = p.xbnd[i];
+    for (int i = tid; i < p.sumn; i += blockDim.x) {
+        ylo[i] = p.ylo[i]; yhi[i] = p.yhi[i]; xlo[i] = p.xlo[i]; xhi[i] = p.xhi[i];
+    }
+    __syncthreads();
+
+    const long long p0 = static_cast<long long>(blockIdx.x) * p.planes;
+    const int H = p.H, W = p.W;
+    const size_t hw = static_cast<size_t>(H) * W;
+    const int wcv = p.wc / V;
+    const int items1 = p.planes * p.sy * wcv;
+    const int items2 = p.planes * p.sy * p.sx;
+
+    for (int cx0 = 0; cx0 < W; cx0 += p.wc) {
+        // step 1: column reduce over each row segment
+        for (int it = tid; it < items1; it += blockDim.x) {
+            const int pl = it / (p.sy * wcv);
+            const int r = it - pl * (p.sy * wcv);
+            const int sy = r / wcv;
+            const int xv = r - sy * wcv;
+            const int x = cx0 + xv * V;
+            if (p0 + pl >= p.nc || x >= W) continue;
+            const int y0 = ybnd[sy], y1 = ybnd[sy + 1];
+            const T* src = in + static_cast<size_t>(p0 + pl) * hw + static_cast<size_t>(y0) * W + x;
+            A acc[V];
+#pragma unroll
+            for (int k = 0; k < V; ++k) acc[k] = O::init();
+            int y = y0;
+            for (; y + 4 <= y1; y += 4) {
+                const Vec<T, V> a = *reinterpret_cast<const Vec<T, V>*>(src);
+                const Vec<T, V> b = *reinterpret_cast<const Vec<T, V>*>(src + W);
+                const Vec<T, V> c = *reinterpret_cast<const Vec<T, V>*>(src + 2 * W);
+                const Vec<T, V> d = *reinterpret_cast<const Vec<T, V>*>(src + 3 * W);
+#pragma unroll
+                for (int k = 0; k < V; ++k) {
+                    acc[k] = O::apply(acc[k], cvt(a.v[k]));
+                    acc[k] = O::apply(acc[k], cvt(b.v[k]));
+                    acc[k] = O::apply(acc[k], cvt(c.v[k]));
+                    acc[k] = O::apply(acc[k], cvt(d.v[k]));
+                }
+                src += 4 * static_cast<size_t>(W);
+            }
+            for (; y < y1; ++y) {
+                const Vec<T, V> a = *reinterpret_cast<const Vec<T, V>*>(src);
+#pragma unroll
+                for (int k = 0; k < V; ++k) acc[k] = O::apply(acc[k], cvt(a.v[k]));
+                src += W;
+            }
+            A* dst = cbuf + (static_cast<size_t>(pl) * p.sy + sy) * p.wc + xv * V;
+#pragma unroll
+            for (int k = 0; k < V; ++k) dst[k] = acc[k];
+        }
+        __syncthreads();
+        // step 2: row reduce over each column segment (accumulated over W chunks)
+        const int cx1 = min(W, cx0 + p.wc);
+        for (int it = tid; it < items2; it += blockDim.x) {
+            const int pl = it / (p.sy * p.sx);
+            const int r = it - pl * (p.sy * p.sx);
+            const int sy = r / p.sx;
+            const int sx = r - sy * p.sx;
+            const int xa = max(static_cast<int>(xbnd[sx]), cx0), xb = min(static_cast<int>(xbnd[sx + 1]), cx1);
+            A acc = cx0 == 0 ? O::init() : gbuf[it];
+            const A* row = cbuf + (static_cast<size_t>(pl) * p.sy + sy) * p.wc - cx0;
+            for (int x = xa; x < xb; ++x) acc = O::apply(acc, row[x]);
+            gbuf[it] = acc;
+        }
+        __syncthreads();
+    }
+
+    // step 3a: per row segment, reduce the column segments of every x-bin of every level
+    const int items3 = p.planes * p.sy * p.sumn;
+    for (int it = tid; it < items3; it += blockDim.x) {
+        const int pl = it / (p.sy * p.sumn);
+        const int r = it - pl * (p.sy * p.sumn);
+        const int sy = r / p.sumn;
+        const int j = r - sy * p.sumn;
+        const A* g = gbuf + (static_cast<size_t>(pl) * p.sy + sy) * p.sx;
+        A acc = O::init();
+        for (int sx = xlo[j]; sx < xhi[j]; ++sx) acc = O::apply(acc, g[sx]);
+        hbuf[it] = acc;
+    }
+    __syncthreads();
+
+    // step 3b: every bin of every level, written level-major / channel / bin row-major
+    const long long per_image = static_cast<long long>(p.C) * p.total_bins;
+    int base = 0;      // offset of this level in the per-axis bin tables
+    int loff = 0;      // sum of n^2 of the previous levels
+    for (int l = 0; l < p.nlev; ++l) {
+        const int n = p.lev[l];
+        const int nn = n * n;
+        for (int it = tid; it < p.planes * nn; it += blockDim.x) {
+            const int pl = it / nn;
+            const int b = it - pl * nn;
+            const long long plane = p0 + pl;
+            if (plane >= p.nc) continue;
+            const int by = b / n, bx = b - (b / n) * n;
+            const int sy0 = ylo[base + by], sy1 = yhi[base + by];
+            const A* h = hbuf + static_cast<size_t>(pl) * p.sy * p.sumn + base + bx;
+            A acc = O::init();
+            for (int sy = sy0; sy < sy1; ++sy) acc = O::apply(acc, h[sy * p.sumn]);
+            const int cnt = (ybnd[sy1] - ybnd[sy0]) * (xbnd[xhi[base + bx]] - xbnd[xlo[base + bx]]);
+            const long long img = plane / p.C;
+            const long long c = plane - img * p.C;
+            out[img * per_image + static_cast<long long>(p.C) * loff + c * nn + b] = Store<T, POOL>::get(acc, cnt, p);
+        }
+        base += n;
+        loff += nn;
+    }
+}
+
+__global__ void sppq_empty_kernel() {}
+
+thread_local int g_last_cuda_error = 0;
+
+// Sorted, de-duplicated bin boundaries of one axis and each bin's segment range.
+bool plan_axis(int a, const int* levels, int nlev, unsigned short* bnd, int* nseg, unsigned char* lo,
+    unsigned char* hi) {
+    int vals[2 * SPPQ_MAX_SUM_BINS + 2];
+    int nv = 0;
+    for (int l = 0; l < nlev; ++l) {
+        const long long n = levels[l];
+        for (long long i = 0; i < n; ++i) {
+            vals[nv++] = static_cast<int>((i * a) / n);
+            vals[nv++] = static_cast<int>(((i + 1) * a + n - 1) / n);
+        }
+    }
+    std::sort(vals, vals + nv);
+    nv = static_cast<int>(std::unique(vals, vals + nv) - vals);
+    if (nv - 1 > kMaxSeg) return false;
+    for (int i = 0; i < nv; ++i) bnd[i] = static_cast<unsigned short>(vals[i]);
+    *nseg = nv - 1;
+    int k = 0;
+    for (int l = 0; l < nlev; ++l) {
+        const long long n = levels[l];
+        for (long long i = 0; i < n; ++i, ++k) {
+            const int s = static_cast<int>((i * a) / n);
+            const int e = static_cast<int>(((i + 1) * a + n - 1) / n);
+            lo[k] = static_cast<unsigned char>(std::lower_bound(vals, vals + nv, s) - vals);
+            hi[k] = static_cast<unsigned char>(std::lower_bound(vals, vals + nv, e) - vals);
+        }
+    }
+    return true;
+}
+
+struct DeviceInfo {
+    int sms = 0;
+    int smem_optin = 48 * 1024;
+};
+
+DeviceInfo device_info(int* err) {
+    static thread_local int cached_dev = -1;
+    static thread_local DeviceInfo cached;
+    int dev = 0;
+    cudaError_t e = cudaGetDevice(&dev);
+    if (e != cudaSuccess) { *err = e; return cached; }
+    if (dev != cached_dev) {
+        DeviceInfo d;
+        e = cudaDeviceGetAttribute(&d.sms, cudaDevAttrMultiProcessorCount, dev);
+        if (e == cudaSuccess) e = cudaDeviceGetAttribute(&d.smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
+        if (e != cudaSuccess) { *err = e; return cached; }
+        cached = d;
+        cached_dev = dev;
+    }
+    *err = 0;
+    return cached;
+}
+
+template <typename T, int POOL, int V>
+int launch_v(const void* in, void* out, const SppParams& p, size_t smem, int grid, int threads, cudaStream_t s) {
+    auto kern = spp_forward_kernel<T, POOL, V>;
+    if (smem > 48 * 1024) {
+        cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+        if (e != cudaSuccess) { g_last_cuda_error = e; return SPPQ_ERR_CUDA; }
+    }
+    kern<<<grid, threads, smem, s>>>(static_cast<const T*>(in), static_cast<T*>(out), p);
+    cudaError_t e = cudaGetLastError();
+    if (e != cudaSuccess) { g_last_cuda_error = e; return SPPQ_ERR_CUDA; }
+    return SPPQ_OK;
+}
+
+template <typename T, int POOL>
+int launch_t(const void* in, void* out, const SppParams& p, int vec, size_t smem, int grid, int threads, cudaStream_t s) {
+    constexpr int kMaxV = 16 / static_cast<int>(sizeof(T));
+    switch (vec) {
+    case 1: return launch_v<T, POOL, 1>(in, out, p, smem, grid, threads, s);
+    case 2: return launch_v<T, POOL, 2>(in, out, p, smem, grid, threads, s);
+    case 4: return launch_v<T, POOL, (kMaxV >= 4 ? 4 : 1)>(in, out, p, smem, grid, threads, s);
+    case 8: return launch_v<T, POOL, (kMaxV >= 8 ? 8 : 1)>(in, out, p, smem, grid, threads, s);
+    case 16: return launch_v<T, POOL, (kMaxV >= 16 ? 16 : 1)>(in, out, p, smem, grid, threads, s);
+    default: return SPPQ_ERR_UNSUPPORTED;
+    }
+}
+
+}  // namespace
+
+extern "C" {
+
+long long sppq_spp_output_width(int C, const int* levels, int num_levels) {
+    if (C <= 0 || levels == nullptr || num_levels < 1 || num_levels > SPPQ_MAX_LEVELS) return -1;
+    long long s = 0;
+    for (int i = 0; i < num_levels; ++i) {
+        if (levels[i] < 1 || levels[i] > SPPQ_MAX_LEVEL_BINS) return -1;
+        s += static_cast<long long>(levels[i]) * levels[i];
+    }
+    return s * C;
+}
+
+int sppq_spp_validate(int dtype, int pooling, int N, int C, int H, int W, const int* levels, int num_levels,
+    float in_scale, float out_scale) {
+    if (levels == nullptr) return SPPQ_ERR_NULL_POINTER;
+    if (dtype < SPPQ_FLOAT32 || dtype > SPPQ_INT8) return SPPQ_ERR_DTYPE;
+    if (pooling != SPPQ_MAX && pooling != SPPQ_AVG) return SPPQ_ERR_POOLING;
+    if (N <= 0 || C <= 0 || H <= 0 || W <= 0 || H > SPPQ_MAX_DIM || W > SPPQ_MAX_DIM) return SPPQ_ERR_SHAPE;
+    if (num_levels < 1 || num_levels > SPPQ_MAX_LEVELS) return SPPQ_ERR_LEVELS;
+    int sumn = 0;
+    for (int i = 0; i < num_levels; ++i) {
+        if (levels[i] < 1 || levels[i] > SPPQ_MAX_LEVEL_BINS) return SPPQ_ERR_LEVELS;
+        sumn += levels[i];
+    }
+    if (sumn > SPPQ_MAX_SUM_BINS) return SPPQ_ERR_LEVELS;
+    const long long nc = static_cast<long long>(N) * C;
+    const long long width = sppq_spp_output_width(C, levels, num_levels);
+    // grid.x limit and 64-bit element counts
+    if (nc > (1LL << 40) || static_cast<double>(N) * width > 9.0e18) return SPPQ_ERR_SHAPE;
+    if (dtype == SPPQ_INT8) {
+        if (!(std::isfinite(in_scale) && in_scale > 0.0f && std::isfinite(out_scale) && out_scale > 0.0f))
+            return SPPQ_ERR_SCALE;
+    }
+    return SPPQ_OK;
+}
+
+int sppq_spp_forward(const void* in, void* out, int dtype, int pooling, int N, int C, int H, int W,
+    const int* levels, int num_levels, float in_scale, float out_scale, cudaStream_t stream) {
+    if (in == nullptr || out == nullptr) return SPPQ_ERR_NULL_POINTER;
+    int st = sppq_spp_validate(dtype, pooling, N, C, H, W, levels, num_levels, in_scale, out_scale);
+    if (st != SPPQ_OK) return st;
+
+    SppParams p;
+    std::memset(&p, 0, sizeof(p));
+    p.nc = static_cast<long long>(N) * C;
+    p.C = C; p.H = H; p.W = W;
+    p.nlev = num_levels;
+    for (int i = 0; i < num_levels; ++i) {
+        p.lev[i] = static_cast<unsigned char>(levels[i]);
+        p.total_bins += levels[i] * levels[i];
+        p.sumn += levels[i];
+    }
+    if (!plan_axis(H, levels, num_levels, p.ybnd, &p.sy, p.ylo, p.yhi)) return SPPQ_ERR_UNSUPPORTED;
+    if (!plan_axis(W, levels, num_levels, p.xbnd, &p.sx, p.xlo, p.xhi)) return SPPQ_ERR_UNSUPPORTED;
+    if (dtype == SPPQ_INT8) {
+        p.requant = std::memcmp(&in_scale, &out_scale, sizeof(float)) != 0;
+        p.ratio = in_scale / out_scale;
+    } else {
+        p.ratio = 1.0f;
+    }
+
+    int err = 0;
+    const DeviceInfo dev = device_info(&err);
+    if (err != 0) { g_last_cuda_error = err; return SPPQ_ERR_CUDA; }
+
+    // widest vector load that every row start allows
+    const size_t esize = dtype == SPPQ_FLOAT32 ? 4 : (dtype == SPPQ_FLOAT16 ? 2 : 1);
+    int vec = static_cast<int>(16 / esize);
+    const uintptr_t addr = reinterpret_cast<uintptr_t>(in);
+    while (vec > 1 && ((W % vec) != 0 || (addr % (vec * esize)) != 0)) vec /= 2;
+
+    const size_t acc = 4;  // float or int accumulators
+    const size_t tables = 2 * (kMaxSeg + 1) * sizeof(unsigned short) + 4 * SPPQ_MAX_SUM_BINS + 16;
+    const long long wvec = (W + vec - 1) / vec;
+    const long long plane_bytes = static_cast<long long>(H) * W * static_cast<long long>(esize);
+    // Planes per block: about 16 KB of input per block (short blocks, many waves, so loads of
+    // some blocks overlap the reduction steps of others), but at least ~16 blocks per SM.
+    static const long long block_bytes = [] {
+        const char* e = std::getenv("SPPQ_BLOCK_BYTES");  // tuning experiments only
+        const long long v = e ? std::atoll(e) : 0;
+        return v > 0 ? v : 16384LL;
+    }();
+    long long planes = std::max<long long>(1, block_bytes / std::max<long long>(1, plane_bytes));
+    planes = std::min<long long>(planes, std::max<long long>(1, p.nc / (16LL * std::max(1, dev.sms))));
+    planes = std::min<long long>(planes, 32);
+    size_t budget = 48 * 1024;
+    // shared memory besides the column buffer: segment grid G and the per-x-bin buffer H
+    auto grid_bytes = [&](long long pl) { return static_cast<size_t>(pl) * p.sy * (p.sx + p.sumn) * acc; };
+    while (planes > 1 && grid_bytes(planes) + tables + static_cast<size_t>(planes) * p.sy * vec * acc > budget) planes /= 2;
+    if (grid_bytes(1) + tables + static_cast<size_t>(p.sy) * vec * acc > budget) {
+        budget = static_cast<size_t>(dev.smem_optin);
+        if (grid_bytes(1) + tables + static_cast<size_t>(p.sy) * vec * acc > budget) return SPPQ_ERR_UNSUPPORTED;
+    }
+    const size_t room = budget - tables - grid_bytes(planes);
+    long long wc = static_cast<long long>(room / (static_cast<size_t>(planes) * p.sy * acc));
+    wc = std::min<long long>(wc, wvec * vec);
+    wc = (wc / vec) * vec;
+    if (wc < vec) return SPPQ_ERR_UNSUPPORTED;
+    p.planes = static_cast<int>(planes);
+    p.wc = static_cast<int>(wc);
+    const size_t smem = static_cast<size_t>(planes) * p.sy * wc * acc + grid_bytes(planes) + tables;
+
+    const long long grid = (p.nc + planes - 1) / planes;
+    if (grid > 0x7fffffffLL) return SPPQ_ERR_SHAPE;
+    const long long work = std::max(std::max<long long>(planes * p.sy * (wc / vec), planes * p.sy * p.sumn),
+        planes * p.total_bins);
+    const int threads = static_cast<int>(std::min<long long>(kBlock, std::max<long long>(32, (work + 31) / 32 * 32)));
+
+    const int g = static_cast<int>(grid);
+    if (dtype == SPPQ_FLOAT32)
+        return pooling == SPPQ_MAX ? launch_t<float, SPPQ_MAX>(in, out, p, vec, smem, g, threads, stream)
+                                   : launch_t<float, SPPQ_AVG>(in, out, p, vec, smem, g, threads, stream);
+    if (dtype == SPPQ_FLOAT16)
+        return pooling == SPPQ_MAX ? launch_t<__half, SPPQ_MAX>(in, out, p, vec, smem, g, threads, stream)
+                                   : launch_t<__half, SPPQ_AVG>(in, out, p, vec, smem, g, threads, stream);
+    return pooling == SPPQ_MAX ? launch_t<int8_t, SPPQ_MAX>(in, out, p, vec, smem, g, threads, stream)
+                               : launch_t<int8_t, SPPQ_AVG>(in, out, p, vec, smem, g, threads, stream);
+}
+
+const char* sppq_error_string(int status) {
+    switch (status) {
+    case SPPQ_OK: return "success";
+    case SPPQ_ERR_NULL_POINTER: return "null pointer argument (input, output or levels)";
+    case SPPQ_ERR_DTYPE: return "unsupported dtype (expected 0 float32, 1 float16, 2 int8)";
+    case SPPQ_ERR_POOLING: return "unsupported pooling (expected 0 max, 1 avg)";
+    case SPPQ_ERR_SHAPE: return "invalid shape (N, C, H, W must be positive, H and W at most 65535)";
+    case SPPQ_ERR_LEVELS: return "invalid levels (1..16 levels, each 1..64, sum at most 128)";
+    case SPPQ_ERR_SCALE: return "invalid int8 scale (must be finite and positive)";
+    case SPPQ_ERR_UNSUPPORTED: return "pooling grid of this shape does not fit in shared memory";
+    case SPPQ_ERR_CUDA: return "CUDA error (see sppq_last_cuda_error)";
+    default: return "unknown sppquant status";
+    }
+}
+
+int sppq_last_cuda_error(void) { return g_last_cuda_error; }
+
+int sppq_empty_launch(cudaStream_t stream) {
+    sppq_empty_kernel<<<1, 32, 0, stream>>>();
+    cudaError_t e = cudaGetLastError();
+    if (e != cudaSuccess) { g_last_cuda_error = e; return SPPQ_ERR_CUDA; }
+    return SPPQ_OK;
+}
+
+int sppq_api_version(void) { return 1; }
+
+}  // extern "C"

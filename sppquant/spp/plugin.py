@@ -1,0 +1,207 @@
+"""Locate, build and load the CUDA SPP plugin library (``libsppquant_plugins.so``).
+
+The library holds the SPP kernels (plain C API ``sppq_spp_forward``) and the TensorRT
+IPluginV3 ``SpatialPyramidPooling`` (version "1", namespace "sppquant"). Loading it with
+``RTLD_GLOBAL`` after TensorRT registers the plugin creator with TensorRT's global registry;
+``IPluginRegistry.load_library(path)`` / ``trtexec --dynamicPlugins=path`` work too.
+
+Search order of :func:`find_plugin_library`: ``$SPPQUANT_PLUGIN_LIB``, then build folders in
+the repository (``cuda/build``, the default of :func:`build_plugin`), the package
+(``sppquant/spp/_build``), ``build/cuda`` and
+the current directory.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+from sppquant.errors import BackendUnavailable
+
+log = logging.getLogger(__name__)
+
+PLUGIN_LIBRARY = "libsppquant_plugins.so"
+KERNEL_LIBRARY = "libsppquant_spp_kernels.so"
+PLUGIN_NAME = "SpatialPyramidPooling"
+PLUGIN_VERSION = "1"
+PLUGIN_NAMESPACE = "sppquant"
+ENV_LIBRARY = "SPPQUANT_PLUGIN_LIB"
+ENV_TRT_INCLUDE = "SPPQUANT_TRT_INCLUDE"
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
+_REPO_DIR = _PACKAGE_DIR.parents[1]
+CUDA_SOURCE_DIR = _REPO_DIR / "cuda"
+DEFAULT_BUILD_DIR = CUDA_SOURCE_DIR / "build"  # ignored by git
+
+_loaded: dict[Path, ctypes.CDLL] = {}
+
+
+def candidate_paths(name: str = PLUGIN_LIBRARY) -> list[Path]:
+    """Where :func:`find_plugin_library` looks, in order (the env var first when set)."""
+    paths: list[Path] = []
+    env = os.environ.get(ENV_LIBRARY)
+    if env:
+        paths.append(Path(env).expanduser())
+    for folder in (DEFAULT_BUILD_DIR, _PACKAGE_DIR / "_build", _REPO_DIR / "build" / "cuda", Path.cwd()):
+        paths.append(folder / name)
+    return paths
+
+
+def find_plugin_library(name: str = PLUGIN_LIBRARY) -> Path:
+    """Path of the built library; raises BackendUnavailable (one line) when none exists."""
+    env = os.environ.get(ENV_LIBRARY)
+    if env:
+        path = Path(env).expanduser()
+        if not path.is_file():
+            raise BackendUnavailable(f"{ENV_LIBRARY}={env} does not name a file")
+        return path
+    for path in candidate_paths(name):
+        if path.is_file():
+            return path
+    raise BackendUnavailable(
+        f"{name} not found (set {ENV_LIBRARY} or build it with sppquant.spp.plugin.build_plugin()); "
+        f"looked in {', '.join(str(p.parent) for p in candidate_paths(name))}"
+    )
+
+
+def find_tensorrt_include(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """A folder with NvInferRuntime.h: the argument, $SPPQUANT_TRT_INCLUDE, $TENSORRT_ROOT/include,
+    the repository's ``../shared/tensorrt-10.16-include``, or the usual system places."""
+    if explicit:
+        folder = Path(explicit).expanduser()
+        if (folder / "NvInferRuntime.h").is_file():
+            return folder
+        raise BackendUnavailable(f"TensorRT headers not found: {explicit} has no NvInferRuntime.h")
+    candidates: list[Path] = []
+    if os.environ.get(ENV_TRT_INCLUDE):
+        candidates.append(Path(os.environ[ENV_TRT_INCLUDE]).expanduser())
+    if os.environ.get("TENSORRT_ROOT"):
+        candidates.append(Path(os.environ["TENSORRT_ROOT"]).expanduser() / "include")
+    candidates += [
+        _REPO_DIR.parent / "shared" / "tensorrt-10.16-include",
+        Path("/usr/include/x86_64-linux-gnu"),
+        Path("/usr/include/aarch64-linux-gnu"),
+        Path("/usr/include"),
+        Path("/usr/local/TensorRT/include"),
+    ]
+    for folder in candidates:
+        if (folder / "NvInferRuntime.h").is_file():
+            return folder
+    raise BackendUnavailable(f"TensorRT headers (NvInferRuntime.h) not found; set {ENV_TRT_INCLUDE} to their folder")
+
+
+def detect_cuda_arch() -> str | None:
+    """Compute capability of GPU 0 as CMake wants it (e.g. "90"), or None without a GPU."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return None
+    try:
+        res = subprocess.run([smi, "--query-gpu=compute_cap", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=20, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    match = re.match(r"\s*(\d+)\.(\d+)", res.stdout) if res.returncode == 0 else None
+    return f"{match.group(1)}{match.group(2)}" if match else None
+
+
+def build_plugin(
+    build_dir: str | os.PathLike[str] | None = None,
+    *,
+    tensorrt_include: str | os.PathLike[str] | None = None,
+    tensorrt_lib: str | os.PathLike[str] | None = None,
+    cuda_archs: str | Sequence[str] | None = None,
+    kernels_only: bool = False,
+    jobs: int | None = None,
+) -> Path:
+    """Configure and build the library with CMake; returns the built .so path.
+
+    ``cuda_archs`` defaults to the detected GPU's compute capability, else CMake's default
+    list (sm_75..sm_90 with PTX). ``kernels_only`` builds libsppquant_spp_kernels.so, which
+    needs no TensorRT headers.
+    """
+    cmake = shutil.which("cmake")
+    if cmake is None:
+        raise BackendUnavailable("cmake not found on PATH (needed to build the SPP plugin)")
+    nvcc = shutil.which("nvcc") or ("/usr/local/cuda/bin/nvcc" if Path("/usr/local/cuda/bin/nvcc").is_file() else None)
+    if nvcc is None:
+        raise BackendUnavailable("nvcc (CUDA toolkit) not found on PATH (needed to build the SPP plugin)")
+    if not (CUDA_SOURCE_DIR / "CMakeLists.txt").is_file():
+        raise BackendUnavailable(f"CUDA sources not found at {CUDA_SOURCE_DIR} (build from a source checkout)")
+    out = Path(build_dir) if build_dir is not None else DEFAULT_BUILD_DIR
+    args = [cmake, "-S", str(CUDA_SOURCE_DIR), "-B", str(out), f"-DCMAKE_CUDA_COMPILER={nvcc}"]
+    if not kernels_only:
+        args.append(f"-DTENSORRT_INCLUDE_DIR={find_tensorrt_include(tensorrt_include)}")
+        if tensorrt_lib:
+            args.append(f"-DTENSORRT_LIB_DIR={tensorrt_lib}")
+    archs = cuda_archs if cuda_archs is not None else detect_cuda_arch()
+    if archs:
+        archs = archs if isinstance(archs, str) else ";".join(archs)
+        args.append(f"-DCMAKE_CUDA_ARCHITECTURES={archs}")
+    target = "sppquant_spp_kernels" if kernels_only else "sppquant_plugins"
+    build = [cmake, "--build", str(out), "--target", target, "-j", str(jobs or os.cpu_count() or 2)]
+    for cmd in (args, build):
+        log.info("running %s", " ".join(cmd))
+        res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if res.returncode != 0:
+            tail = (res.stdout + res.stderr).strip().splitlines()[-15:]
+            log.error("build output:\n%s", "\n".join(tail))
+            last = tail[-1] if tail else "no output"
+            raise BackendUnavailable(f"building the SPP plugin failed ({Path(cmd[0]).name} exit {res.returncode}): {last}")
+    lib = out / (KERNEL_LIBRARY if kernels_only else PLUGIN_LIBRARY)
+    if not lib.is_file():
+        raise BackendUnavailable(f"the build finished but {lib} is missing")
+    log.info("built %s", lib)
+    return lib
+
+
+def load_plugin(path: str | os.PathLike[str] | None = None, *, build: bool = False) -> ctypes.CDLL:
+    """Load the plugin library (RTLD_GLOBAL) and register its creator with TensorRT if loaded.
+
+    With ``build=True`` a missing library is built first (:func:`build_plugin`).
+    """
+    if path is not None:
+        lib_path = Path(path)
+        if not lib_path.is_file():
+            raise BackendUnavailable(f"SPP plugin library {lib_path} does not exist")
+    else:
+        try:
+            lib_path = find_plugin_library()
+        except BackendUnavailable:
+            if not build:
+                raise
+            lib_path = build_plugin()
+    lib_path = lib_path.resolve()
+    if lib_path in _loaded:
+        return _loaded[lib_path]
+    try:
+        lib = ctypes.CDLL(str(lib_path), mode=ctypes.RTLD_GLOBAL)
+    except OSError as exc:
+        raise BackendUnavailable(f"cannot load {lib_path}: {exc}") from exc
+    for symbol in ("sppq_spp_forward", "sppq_error_string"):
+        if not hasattr(lib, symbol):
+            raise BackendUnavailable(f"{lib_path} is not an sppquant library (no {symbol})")
+    lib.sppq_error_string.restype = ctypes.c_char_p
+    lib.sppq_error_string.argtypes = [ctypes.c_int]
+    if hasattr(lib, "sppq_register_plugins"):
+        registered = lib.sppq_register_plugins() == 1
+        log.info("loaded %s; TensorRT plugin %s::%s %s", lib_path, PLUGIN_NAMESPACE, PLUGIN_NAME,
+                 "registered" if registered else "not registered (TensorRT not loaded)")
+    _loaded[lib_path] = lib
+    return lib
+
+
+def plugin_registered(lib: ctypes.CDLL) -> bool:
+    """Whether the library registered its creator with TensorRT's global plugin registry."""
+    return bool(hasattr(lib, "sppq_plugins_registered") and lib.sppq_plugins_registered() == 1)
+
+
+__all__ = [
+    "PLUGIN_LIBRARY", "PLUGIN_NAME", "PLUGIN_NAMESPACE", "PLUGIN_VERSION", "build_plugin", "candidate_paths",
+    "detect_cuda_arch", "find_plugin_library", "find_tensorrt_include", "load_plugin", "plugin_registered",
+]
