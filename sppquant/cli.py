@@ -23,7 +23,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config)
     size = tuple(args.size) if args.size else None
-    results = predict(cfg, args.images, top_k=max(1, args.top_k), size=size, progress=not args.json)
+    results = predict(cfg, args.images, top_k=max(1, args.top_k), size=size, progress=not args.json,
+                      engine=args.engine)
     if args.json:
         print(json.dumps([{"path": r.path, "label": r.label, "scores": r.scores,
                            "top_k": [[k, p] for k, p in r.top_k]} for r in results]))
@@ -41,6 +42,41 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     result = calibrate(cfg, output=args.output, algorithm=args.algorithm, backend=args.backend)
     print(f"{result.table_path}  ({len(result.table.scales)} tensors, {result.images} images, "
           f"{result.seconds:.1f} s; provenance {result.provenance_path.name})")
+    return 0
+
+
+def _cmd_build(args: argparse.Namespace) -> int:
+    from sppquant.backends.tensorrt.builder import build_engines
+
+    cfg = load_config(args.config)
+    for r in build_engines(cfg, args.precision, args.output_dir, args.force, args.int8_dummy_scales):
+        extra = " (dummy INT8 scales: timing only)" if r.int8_dummy_scales else ""
+        print(f"{r.engine}  ({r.precision}, TensorRT {r.tensorrt_version}, {r.build_seconds:.1f} s){extra}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from sppquant.report.evaluate import build_report
+
+    cfg = load_config(args.config)
+    algorithms = [a.strip() for a in args.algorithms.split(",") if a.strip()] if args.algorithms else None
+    result = build_report(cfg, output_dir=args.output_dir, backend=args.backend, algorithms=algorithms,
+                          table=args.table)
+    prec = result.report["precisions"]
+    for key, m in prec.items():
+        top1 = f"top-1 {100 * m['top1']:.2f}%  " if m.get("top1") is not None else ""
+        print(f"{key:<16} {top1}agreement {100 * m['agreement']:.2f}%")
+    print(f"{result.markdown_path}  ({result.seconds:.1f} s)")
+    return 0
+
+
+def _cmd_export_qdq(args: argparse.Namespace) -> int:
+    from sppquant.quantize.qdq import export_qdq
+
+    cfg = load_config(args.config)
+    result = export_qdq(cfg, args.output, table_path=args.table)
+    print(f"{result.path}  ({len(result.info.activations)} activation and {len(result.info.weights)} weight "
+          f"Q/DQ pairs from {result.table_path})")
     return 0
 
 
@@ -65,6 +101,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=["auto", "onnxruntime", "tensorrt"], help="default: the config's backend")
     p.set_defaults(func=_cmd_calibrate)
 
+    p = sub.add_parser("build", help="build TensorRT engines (FP32/FP16/INT8) with the SPP plugin")
+    p.add_argument("--config", required=True, help="YAML config")
+    p.add_argument("--precision", help="comma-separated subset of fp32,fp16,int8 (default: build.precisions)")
+    p.add_argument("--output-dir", help="engine folder (default: build.output_dir)")
+    p.add_argument("--force", action="store_true",
+                   help="build INT8 despite a stale table: TensorRT recalibrates and overwrites it")
+    p.add_argument("--int8-dummy-scales", action="store_true",
+                   help="INT8 engine with dummy ranges, for timing only (named *-dummy-scales)")
+    p.set_defaults(func=_cmd_build)
+
     p = sub.add_parser("inspect", help="show a calibration table and its provenance")
     p.add_argument("table", help="calibration table (cache) file")
     p.add_argument("--sort", choices=["name", "amax"], default="name")
@@ -77,7 +123,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=1, help="classes to show per image")
     p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="input size (default: first in config)")
     p.add_argument("--json", action="store_true", help="one JSON list: path, label, scores per image")
+    p.add_argument("--engine", help="run this TensorRT engine instead of the ONNX model (ONNX Runtime)")
     p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("report", help="FP32 vs FP16 vs INT8 accuracy report (Markdown, JSON, plots)")
+    p.add_argument("--config", required=True, help="YAML config")
+    p.add_argument("--output-dir", help="report folder (default: report.output_dir)")
+    p.add_argument("--backend", choices=["auto", "onnxruntime", "tensorrt"], help="default: the config's backend")
+    p.add_argument("--algorithms", help="comma list of entropy2,minmax,percentile: one INT8 column each "
+                                        "(default: report.algorithms)")
+    p.add_argument("--table", help="calibration table for the first algorithm, used as given "
+                                   "(default: calibration.output if valid, else calibrate)")
+    p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("export-qdq", help="write the explicit-quantization (Q/DQ) ONNX model for TensorRT 10/11")
+    p.add_argument("--config", required=True, help="YAML config")
+    p.add_argument("--output", required=True, help="Q/DQ ONNX model path")
+    p.add_argument("--table", help="calibration table (default: calibration.output, which must be valid)")
+    p.set_defaults(func=_cmd_export_qdq)
     return parser
 
 

@@ -33,14 +33,21 @@ def predict(
     top_k: int = 1,
     size: tuple[int, int] | None = None,
     progress: bool = False,
+    engine: str | Path | None = None,
 ) -> list[Prediction]:
     """Classify ``images`` with the FP32 model at ``size`` (default: the first input size).
 
-    Explicit files are never skipped silently: an unreadable one is an error.
+    Explicit files are never skipped silently: an unreadable one is an error. With
+    ``engine``, the TensorRT engine runs instead of the ONNX model (ONNX Runtime).
     """
     size = size or cfg.input.sizes[0]
-    model = load_model(cfg.model.path, cfg.model.input_name)
-    runner = OrtRunner(model)
+    if engine is not None:  # a TensorRT engine: same preprocessing and batching, same outputs
+        from sppquant.backends.tensorrt.runner import TrtRunner
+
+        runner = TrtRunner(engine, cfg.build.plugin_library)
+    else:
+        model = load_model(cfg.model.path, cfg.model.input_name)
+        runner = OrtRunner(model)
     output = runner.model_outputs[0]
     image_set = ImageSet(tuple(Path(p) for p in images))
     results: list[Prediction] = []

@@ -31,7 +31,7 @@ from sppquant.calibration.table import (
 from sppquant.calibration.tying import apply_ties, tie_sources
 from sppquant.config import Config
 from sppquant.data import BadFiles, ImageSet, calibration_set, iter_batches
-from sppquant.errors import BackendUnavailable, ModelError, TableError
+from sppquant.errors import ModelError, TableError
 
 log = logging.getLogger(__name__)
 
@@ -105,9 +105,13 @@ def calibrate(
     table_path = Path(output) if output is not None else cfg.calibration.output
     check_output(table_path)
     chosen = resolve_backend(backend or cfg.backend)
+    if chosen == "tensorrt" and algorithm == "percentile" and (backend or cfg.backend) == "auto":
+        log.info("TensorRT has no percentile calibrator: calibrating with ONNX Runtime (same table format)")
+        chosen = "onnxruntime"
     if chosen == "tensorrt":
-        raise BackendUnavailable("calibration with the TensorRT backend is not available in this version of "
-                                 "sppquant; use --backend onnxruntime (the table format is the same)")
+        from sppquant.backends.tensorrt.calibrate import calibrate_tensorrt
+
+        return calibrate_tensorrt(cfg, table_path, algorithm, progress=progress)
 
     from sppquant.backends.onnxruntime import OrtRunner, activation_names, load_model
 
