@@ -41,6 +41,8 @@ struct SppParams {
     int sy, sx;         // segments along H and W
     int planes;         // planes per block
     int wc;             // chunk width along W (multiple of the vector width)
+    int rows;           // rows per step-1 thread (row chunk); chunk starts are segment boundaries
+    int nch;            // row chunks, ceil(H / rows)
     float ratio;        // int8: in_scale / out_scale
     int requant;        // int8: 0 = copy values
     unsigned char lev[SPPQ_MAX_LEVELS];
@@ -48,6 +50,7 @@ struct SppParams {
     unsigned short xbnd[kMaxSeg + 1];
     unsigned char ylo[SPPQ_MAX_SUM_BINS], yhi[SPPQ_MAX_SUM_BINS];  // per (level, bin row): segment range
     unsigned char xlo[SPPQ_MAX_SUM_BINS], xhi[SPPQ_MAX_SUM_BINS];
+    unsigned char cseg[kMaxSeg + 1];  // first row segment of each row chunk
 };
 
 // ---- element traits ---------------------------------------------------------------------
@@ -110,14 +113,180 @@ template <> struct Store<int8_t, SPPQ_AVG> {
     }
 };
 
+// ---- step-1 strip accumulators -------------------------------------------------------------
+// One thread owns V adjacent columns of one plane and walks a chunk of rows with U independent
+// 16-byte loads in flight, reducing in registers and flushing one value per column at every
+// row-segment boundary into the column buffer (native type for max, float sums for avg).
+// Max keeps NaN (PTX max.NaN: a NaN operand wins), int8 max runs on sign-extended s16x2 pairs.
+__device__ __forceinline__ float fmax_nan(float a, float b) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    float r;
+    asm("max.NaN.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b));
+    return r;
+#else
+    return (b > a || b != b) ? b : a;
+#endif
+}
+__device__ __forceinline__ unsigned prmt(unsigned a, unsigned b, unsigned sel) {
+    unsigned r;
+    asm("prmt.b32 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(sel));
+    return r;
+}
+__device__ __forceinline__ unsigned vmax_s16x2(unsigned a, unsigned b) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    unsigned r;
+    asm("max.s16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
+    return r;
+#else
+    return __vmaxs2(a, b);
+#endif
+}
+
+template <typename T, int POOL, int V> struct Strip;
+
+template <int V> struct Strip<float, SPPQ_MAX, V> {
+    float a[V];
+    __device__ __forceinline__ void init() {
+#pragma unroll
+        for (int k = 0; k < V; ++k) a[k] = -INFINITY;
+    }
+    __device__ __forceinline__ void add(const Vec<float, V>& x) {
+#pragma unroll
+        for (int k = 0; k < V; ++k) a[k] = fmax_nan(a[k], x.v[k]);
+    }
+    __device__ __forceinline__ void store(float* dst) const {
+        Vec<float, V> o;
+#pragma unroll
+        for (int k = 0; k < V; ++k) o.v[k] = a[k];
+        *reinterpret_cast<Vec<float, V>*>(dst) = o;
+    }
+};
+
+template <int V> struct Strip<__half, SPPQ_MAX, V> {
+    static constexpr int NW = (V + 1) / 2;  // V == 1: one half in the low bits
+    unsigned a[NW];
+    __device__ __forceinline__ void init() {
+#pragma unroll
+        for (int k = 0; k < NW; ++k) a[k] = 0xFC00FC00u;  // -inf, -inf
+    }
+    __device__ __forceinline__ void add(const Vec<__half, V>& x) {
+        if constexpr (V == 1) {
+            const __half r = __hmax_nan(__ushort_as_half(static_cast<unsigned short>(a[0])), x.v[0]);
+            a[0] = __half_as_ushort(r);
+        } else {
+            const unsigned* w = reinterpret_cast<const unsigned*>(&x);
+#pragma unroll
+            for (int k = 0; k < NW; ++k) {
+                const __half2 r = __hmax2_nan(*reinterpret_cast<const __half2*>(&a[k]),
+                    *reinterpret_cast<const __half2*>(&w[k]));
+                a[k] = *reinterpret_cast<const unsigned*>(&r);
+            }
+        }
+    }
+    __device__ __forceinline__ void store(__half* dst) const {
+        if constexpr (V == 1) {
+            *dst = __ushort_as_half(static_cast<unsigned short>(a[0]));
+        } else {
+            Vec<__half, V> o;
+            unsigned* w = reinterpret_cast<unsigned*>(&o);
+#pragma unroll
+            for (int k = 0; k < NW; ++k) w[k] = a[k];
+            *reinterpret_cast<Vec<__half, V>*>(dst) = o;
+        }
+    }
+};
+
+template <int V> struct Strip<int8_t, SPPQ_MAX, V> {
+    // V % 4 == 0: V/2 words of two sign-extended int16 lanes; otherwise V ints.
+    static constexpr bool kPacked = V % 4 == 0;
+    static constexpr int NA = kPacked ? V / 2 : V;
+    unsigned a[NA];
+    __device__ __forceinline__ void init() {
+#pragma unroll
+        for (int k = 0; k < NA; ++k) a[k] = kPacked ? 0xFF80FF80u : static_cast<unsigned>(-128);
+    }
+    __device__ __forceinline__ void add(const Vec<int8_t, V>& x) {
+        if constexpr (kPacked) {
+            const unsigned* w = reinterpret_cast<const unsigned*>(&x);
+#pragma unroll
+            for (int k = 0; k < V / 4; ++k) {
+                a[2 * k] = vmax_s16x2(a[2 * k], prmt(w[k], 0u, 0x9180u));       // elements 0, 1
+                a[2 * k + 1] = vmax_s16x2(a[2 * k + 1], prmt(w[k], 0u, 0xB3A2u));  // elements 2, 3
+            }
+        } else {
+#pragma unroll
+            for (int k = 0; k < V; ++k)
+                a[k] = static_cast<unsigned>(max(static_cast<int>(a[k]), static_cast<int>(x.v[k])));
+        }
+    }
+    __device__ __forceinline__ void store(int8_t* dst) const {
+        Vec<int8_t, V> o;
+        if constexpr (kPacked) {
+            unsigned* w = reinterpret_cast<unsigned*>(&o);
+#pragma unroll
+            for (int k = 0; k < V / 4; ++k) w[k] = prmt(a[2 * k], a[2 * k + 1], 0x6420u);
+        } else {
+#pragma unroll
+            for (int k = 0; k < V; ++k) o.v[k] = static_cast<int8_t>(static_cast<int>(a[k]));
+        }
+        *reinterpret_cast<Vec<int8_t, V>*>(dst) = o;
+    }
+};
+
+template <typename T, int V> struct Strip<T, SPPQ_AVG, V> {
+    float a[V];  // same summation order as a plain row loop: rows in order, per column
+    __device__ __forceinline__ void init() {
+#pragma unroll
+        for (int k = 0; k < V; ++k) a[k] = 0.0f;
+    }
+    __device__ __forceinline__ void add(const Vec<T, V>& x) {
+#pragma unroll
+        for (int k = 0; k < V; ++k) a[k] = a[k] + static_cast<float>(cvt(x.v[k]));
+    }
+    __device__ __forceinline__ void store(float* dst) const {
+#pragma unroll
+        for (int k = 0; k < V; ++k) dst[k] = a[k];
+    }
+};
+
+// column-buffer element: the input type for max (exact), float sums for avg
+template <typename T, int POOL> struct CBuf { using type = T; };
+template <typename T> struct CBuf<T, SPPQ_AVG> { using type = float; };
+
+__device__ __forceinline__ float cvt_cb(float v) { return v; }
+__device__ __forceinline__ float cvt_cb(__half v) { return __half2float(v); }
+__device__ __forceinline__ int cvt_cb(int8_t v) { return static_cast<int>(v); }
+
+constexpr int kUnroll = 8;  // independent row loads in flight per thread (row chunks are multiples)
+// avg keeps V float sums: 4 loads in flight for the wide vectors so nothing spills
+template <int POOL, int V> struct Unroll { static constexpr int value = POOL != SPPQ_AVG ? kUnroll : (V > 8 ? 2 : (V > 4 ? 4 : kUnroll)); };
+
+// read-once input: streaming (evict-first) loads of the vector's width
+template <int B> struct Word;
+template <> struct Word<16> { using type = uint4; };
+template <> struct Word<8> { using type = uint2; };
+template <> struct Word<4> { using type = unsigned int; };
+template <> struct Word<2> { using type = unsigned short; };
+template <> struct Word<1> { using type = unsigned char; };
+
+template <typename T, int V>
+__device__ __forceinline__ Vec<T, V> ldg_stream(const T* p) {
+    using Wd = typename Word<sizeof(T) * V>::type;
+    union { Wd w; Vec<T, V> v; } u;
+    u.w = __ldcs(reinterpret_cast<const Wd*>(p));
+    return u.v;
+}
+
 // ---- the kernel -----------------------------------------------------------------------------
 template <typename T, int POOL, int V>
-__global__ void __launch_bounds__(kBlock) spp_forward_kernel(const T* __restrict__ in, T* __restrict__ out, const SppParams p) {
+__global__ void __launch_bounds__(kBlock, 4) spp_forward_kernel(const T* __restrict__ in, T* __restrict__ out, const SppParams p) {
     using A = typename Acc<T, POOL>::type;
     using O = Op<POOL, A>;
+    using CB = typename CBuf<T, POOL>::type;
     extern __shared__ __align__(16) unsigned char smem[];
-    A* cbuf = reinterpret_cast<A*>(smem);                              // planes * sy * wc
-    A* gbuf = cbuf + static_cast<size_t>(p.planes) * p.sy * p.wc;     // planes * sy * sx
+    CB* cbuf = reinterpret_cast<CB*>(smem);                            // planes * sy * wc
+    const size_t cb_bytes = (static_cast<size_t>(p.planes) * p.sy * p.wc * sizeof(CB) + 15) & ~static_cast<size_t>(15);
+    A* gbuf = reinterpret_cast<A*>(smem + cb_bytes);                   // planes * sy * sx
     A* hbuf = gbuf + p.planes * p.sy * p.sx;                           // planes * sy * sumn
     unsigned short* ybnd = reinterpret_cast<unsigned short*>(hbuf + p.planes * p.sy * p.sumn);
     unsigned short* xbnd = ybnd + (p.sy + 1);
@@ -138,47 +307,49 @@ __global__ void __launch_bounds__(kBlock) spp_forward_kernel(const T* __restrict
     const int H = p.H, W = p.W;
     const size_t hw = static_cast<size_t>(H) * W;
     const int wcv = p.wc / V;
-    const int items1 = p.planes * p.sy * wcv;
+    const int per_plane = p.nch * wcv;
+    const int items1 = p.planes * per_plane;
     const int items2 = p.planes * p.sy * p.sx;
 
     for (int cx0 = 0; cx0 < W; cx0 += p.wc) {
-        // step 1: column reduce over each row segment
+        // step 1: each thread walks rows [ch*R, ch*R+R) of V columns, U loads in flight,
+        // flushing the column maxima (sums) at every row-segment boundary
         for (int it = tid; it < items1; it += blockDim.x) {
-            const int pl = it / (p.sy * wcv);
-            const int r = it - pl * (p.sy * wcv);
-            const int sy = r / wcv;
-            const int xv = r - sy * wcv;
+            const int pl = it / per_plane;
+            const int r = it - pl * per_plane;
+            const int ch = r / wcv;
+            const int xv = r - ch * wcv;
             const int x = cx0 + xv * V;
             if (p0 + pl >= p.nc || x >= W) continue;
-            const int y0 = ybnd[sy], y1 = ybnd[sy + 1];
-            const T* src = in + static_cast<size_t>(p0 + pl) * hw + static_cast<size_t>(y0) * W + x;
-            A acc[V];
+            const int ya = ch * p.rows, yb = min(H, ya + p.rows);
+            int s = p.cseg[ch];
+            int nb = ybnd[s + 1];
+            CB* dst = cbuf + (static_cast<size_t>(pl) * p.sy + s) * p.wc + xv * V;
+            const size_t sstride = static_cast<size_t>(p.wc);
+            const T* src = in + static_cast<size_t>(p0 + pl) * hw + static_cast<size_t>(ya) * W + x;
+            Strip<T, POOL, V> acc;
+            acc.init();
+            constexpr int U = Unroll<POOL, V>::value;
+            for (int y = ya; y < yb; y += U) {
+                Vec<T, V> buf[U];
 #pragma unroll
-            for (int k = 0; k < V; ++k) acc[k] = O::init();
-            int y = y0;
-            for (; y + 4 <= y1; y += 4) {
-                const Vec<T, V> a = *reinterpret_cast<const Vec<T, V>*>(src);
-                const Vec<T, V> b = *reinterpret_cast<const Vec<T, V>*>(src + W);
-                const Vec<T, V> c = *reinterpret_cast<const Vec<T, V>*>(src + 2 * W);
-                const Vec<T, V> d = *reinterpret_cast<const Vec<T, V>*>(src + 3 * W);
+                for (int u = 0; u < U; ++u)
+                    if (y + u < yb) buf[u] = ldg_stream<T, V>(src + static_cast<size_t>(u) * W);
 #pragma unroll
-                for (int k = 0; k < V; ++k) {
-                    acc[k] = O::apply(acc[k], cvt(a.v[k]));
-                    acc[k] = O::apply(acc[k], cvt(b.v[k]));
-                    acc[k] = O::apply(acc[k], cvt(c.v[k]));
-                    acc[k] = O::apply(acc[k], cvt(d.v[k]));
+                for (int u = 0; u < U; ++u) {
+                    if (y + u < yb) {
+                        acc.add(buf[u]);
+                        if (y + u + 1 == nb) {  // end of a row segment (chunk ends are segment ends)
+                            acc.store(dst);
+                            acc.init();
+                            dst += sstride;
+                            ++s;
+                            nb = s < p.sy ? ybnd[s + 1] : 0x7fffffff;
+                        }
+                    }
                 }
-                src += 4 * static_cast<size_t>(W);
+                src += static_cast<size_t>(U) * W;
             }
-            for (; y < y1; ++y) {
-                const Vec<T, V> a = *reinterpret_cast<const Vec<T, V>*>(src);
-#pragma unroll
-                for (int k = 0; k < V; ++k) acc[k] = O::apply(acc[k], cvt(a.v[k]));
-                src += W;
-            }
-            A* dst = cbuf + (static_cast<size_t>(pl) * p.sy + sy) * p.wc + xv * V;
-#pragma unroll
-            for (int k = 0; k < V; ++k) dst[k] = acc[k];
         }
         __syncthreads();
         // step 2: row reduce over each column segment (accumulated over W chunks)
@@ -190,8 +361,8 @@ __global__ void __launch_bounds__(kBlock) spp_forward_kernel(const T* __restrict
             const int sx = r - sy * p.sx;
             const int xa = max(static_cast<int>(xbnd[sx]), cx0), xb = min(static_cast<int>(xbnd[sx + 1]), cx1);
             A acc = cx0 == 0 ? O::init() : gbuf[it];
-            const A* row = cbuf + (static_cast<size_t>(pl) * p.sy + sy) * p.wc - cx0;
-            for (int x = xa; x < xb; ++x) acc = O::apply(acc, row[x]);
+            const CB* row = cbuf + (static_cast<size_t>(pl) * p.sy + sy) * p.wc - cx0;
+            for (int x = xa; x < xb; ++x) acc = O::apply(acc, cvt_cb(row[x]));
             gbuf[it] = acc;
         }
         __syncthreads();
@@ -243,9 +414,11 @@ __global__ void sppq_empty_kernel() {}
 thread_local int g_last_cuda_error = 0;
 
 // Sorted, de-duplicated bin boundaries of one axis and each bin's segment range.
+// step > 0: also a boundary at every multiple of step (row chunks of the step-1 threads); at
+// most kMaxSeg + 1 boundaries in all, else false.
 bool plan_axis(int a, const int* levels, int nlev, unsigned short* bnd, int* nseg, unsigned char* lo,
-    unsigned char* hi) {
-    int vals[2 * SPPQ_MAX_SUM_BINS + 2];
+    unsigned char* hi, int step = 0) {
+    int vals[2 * SPPQ_MAX_SUM_BINS + 2 * (kMaxSeg + 1) + 2];
     int nv = 0;
     for (int l = 0; l < nlev; ++l) {
         const long long n = levels[l];
@@ -253,6 +426,10 @@ bool plan_axis(int a, const int* levels, int nlev, unsigned short* bnd, int* nse
             vals[nv++] = static_cast<int>((i * a) / n);
             vals[nv++] = static_cast<int>(((i + 1) * a + n - 1) / n);
         }
+    }
+    if (step > 0) {
+        if ((a + step - 1) / step > kMaxSeg + 1) return false;
+        for (int y = step; y < a; y += step) vals[nv++] = y;
     }
     std::sort(vals, vals + nv);
     nv = static_cast<int>(std::unique(vals, vals + nv) - vals);
@@ -375,7 +552,6 @@ int sppq_spp_forward(const void* in, void* out, int dtype, int pooling, int N, i
         p.total_bins += levels[i] * levels[i];
         p.sumn += levels[i];
     }
-    if (!plan_axis(H, levels, num_levels, p.ybnd, &p.sy, p.ylo, p.yhi)) return SPPQ_ERR_UNSUPPORTED;
     if (!plan_axis(W, levels, num_levels, p.xbnd, &p.sx, p.xlo, p.xhi)) return SPPQ_ERR_UNSUPPORTED;
     if (dtype == SPPQ_INT8) {
         p.requant = std::memcmp(&in_scale, &out_scale, sizeof(float)) != 0;
@@ -393,42 +569,72 @@ int sppq_spp_forward(const void* in, void* out, int dtype, int pooling, int N, i
     int vec = static_cast<int>(16 / esize);
     const uintptr_t addr = reinterpret_cast<uintptr_t>(in);
     while (vec > 1 && ((W % vec) != 0 || (addr % (vec * esize)) != 0)) vec /= 2;
-
-    const size_t acc = 4;  // float or int accumulators
-    const size_t tables = 2 * (kMaxSeg + 1) * sizeof(unsigned short) + 4 * SPPQ_MAX_SUM_BINS + 16;
     const long long wvec = (W + vec - 1) / vec;
-    const long long plane_bytes = static_cast<long long>(H) * W * static_cast<long long>(esize);
-    // Planes per block: about 16 KB of input per block (short blocks, many waves, so loads of
-    // some blocks overlap the reduction steps of others), but at least ~16 blocks per SM.
-    static const long long block_bytes = [] {
-        const char* e = std::getenv("SPPQ_BLOCK_BYTES");  // tuning experiments only
+
+    // Row chunks: a step-1 thread walks `rows` rows of V columns. Enough chunks that the
+    // whole launch has about 2048 threads per SM (so ~16-32 loads of 16 bytes in flight per
+    // SM scheduler), chunk length a multiple of the unroll; chunk starts become segment bounds.
+    static const long long threads_per_sm = [] {
+        const char* e = std::getenv("SPPQ_THREADS_PER_SM");  // tuning experiments only
         const long long v = e ? std::atoll(e) : 0;
-        return v > 0 ? v : 16384LL;
+        return v > 0 ? v : 2048LL;
     }();
-    long long planes = std::max<long long>(1, block_bytes / std::max<long long>(1, plane_bytes));
-    planes = std::min<long long>(planes, std::max<long long>(1, p.nc / (16LL * std::max(1, dev.sms))));
-    planes = std::min<long long>(planes, 32);
-    size_t budget = 48 * 1024;
+    const long long want = threads_per_sm * std::max(1, dev.sms);
+    const long long strips = p.nc * wvec;
+    int rows = H;
+    if (strips < want && H > kUnroll) {
+        long long nch = std::min<long long>(H, (want + strips - 1) / strips);
+        // keep one plane's step-1 items within one block pass (no thread walks two strips)
+        nch = std::max<long long>(1, std::min<long long>(nch, kBlock / std::max<long long>(1, wvec)));
+        rows = static_cast<int>((H + nch - 1) / nch);
+        rows = std::max(kUnroll, (rows + kUnroll - 1) / kUnroll * kUnroll);
+    }
+    const size_t acc = 4;  // float or int accumulators
+    const size_t cbsize = pooling == SPPQ_MAX ? esize : 4;  // column buffer: input type (max) or float (avg)
+    const size_t tables = 2 * (kMaxSeg + 1) * sizeof(unsigned short) + 4 * SPPQ_MAX_SUM_BINS + 16 + 16;
     // shared memory besides the column buffer: segment grid G and the per-x-bin buffer H
     auto grid_bytes = [&](long long pl) { return static_cast<size_t>(pl) * p.sy * (p.sx + p.sumn) * acc; };
-    while (planes > 1 && grid_bytes(planes) + tables + static_cast<size_t>(planes) * p.sy * vec * acc > budget) planes /= 2;
-    if (grid_bytes(1) + tables + static_cast<size_t>(p.sy) * vec * acc > budget) {
-        budget = static_cast<size_t>(dev.smem_optin);
-        if (grid_bytes(1) + tables + static_cast<size_t>(p.sy) * vec * acc > budget) return SPPQ_ERR_UNSUPPORTED;
+    auto cb_bytes = [&](long long pl, long long w) { return static_cast<size_t>(pl) * p.sy * w * cbsize; };
+    const size_t optin = static_cast<size_t>(std::max(dev.smem_optin, 48 * 1024));
+    // more segments than the tables or shared memory allow: longer chunks (rows == H adds no
+    // boundary, the plan of the previous versions)
+    for (;;) {
+        const bool ok = plan_axis(H, levels, num_levels, p.ybnd, &p.sy, p.ylo, p.yhi, rows < H ? rows : 0);
+        if (ok && (rows >= H || grid_bytes(1) + tables + cb_bytes(1, vec) <= optin)) break;
+        if (rows >= H) return SPPQ_ERR_UNSUPPORTED;
+        rows = std::min(H, rows * 2);
     }
+    p.rows = rows;
+    p.nch = (H + rows - 1) / rows;
+    for (int c = 0, sgi = 0; c < p.nch; ++c) {
+        while (p.ybnd[sgi] < c * rows) ++sgi;
+        p.cseg[c] = static_cast<unsigned char>(sgi);
+    }
+
+    size_t budget = 48 * 1024;
+    if (grid_bytes(1) + tables + cb_bytes(1, vec) > budget) {
+        budget = static_cast<size_t>(dev.smem_optin);
+        if (grid_bytes(1) + tables + cb_bytes(1, vec) > budget) return SPPQ_ERR_UNSUPPORTED;
+    }
+    // Planes per block: one step-1 item per thread of a 256-thread block (full width W).
+    long long planes = std::max<long long>(1, kBlock / std::max<long long>(1, p.nch * wvec));
+    planes = std::min<long long>(planes, 256);
+    // few planes (small N*C): one plane per block beats fewer, longer blocks on latency
+    planes = std::min<long long>(planes, std::max<long long>(1, p.nc / (8LL * std::max(1, dev.sms))));
+    while (planes > 1 && grid_bytes(planes) + tables + cb_bytes(planes, std::min<long long>(wvec * vec, 64)) > budget) planes /= 2;
     const size_t room = budget - tables - grid_bytes(planes);
-    long long wc = static_cast<long long>(room / (static_cast<size_t>(planes) * p.sy * acc));
+    long long wc = static_cast<long long>(room / (static_cast<size_t>(planes) * p.sy * cbsize));
     wc = std::min<long long>(wc, wvec * vec);
     wc = (wc / vec) * vec;
     if (wc < vec) return SPPQ_ERR_UNSUPPORTED;
     p.planes = static_cast<int>(planes);
     p.wc = static_cast<int>(wc);
-    const size_t smem = static_cast<size_t>(planes) * p.sy * wc * acc + grid_bytes(planes) + tables;
+    const size_t smem = ((cb_bytes(planes, wc) + 15) & ~static_cast<size_t>(15)) + grid_bytes(planes) + tables;
 
     const long long grid = (p.nc + planes - 1) / planes;
     if (grid > 0x7fffffffLL) return SPPQ_ERR_SHAPE;
-    const long long work = std::max(std::max<long long>(planes * p.sy * (wc / vec), planes * p.sy * p.sumn),
-        planes * p.total_bins);
+    const long long work = std::max(std::max<long long>(planes * p.nch * (wc / vec), planes * p.sy * p.sumn),
+        std::max<long long>(planes * p.total_bins, planes * p.sy * p.sx));
     const int threads = static_cast<int>(std::min<long long>(kBlock, std::max<long long>(32, (work + 31) / 32 * 32)));
 
     const int g = static_cast<int>(grid);
