@@ -146,13 +146,19 @@ def main() -> int:
     rows = []
     cases = [((32, 512, 64, 64), (1, 2, 4)), ((32, 512, 64, 64), (6, 3, 2, 1)), ((7, 96, 37, 53), (1, 2, 4)),
              ((7, 96, 37, 53), (6, 3, 2, 1))]
-    if os.environ.get("SPPQ_BENCH_ONLY_LARGE") == "1":
+    only_large = os.environ.get("SPPQ_BENCH_ONLY_LARGE") == "1"
+    if only_large:
         cases = cases[:2]
-    for nb in (1, 8, 64) if os.environ.get("SPPQ_BENCH_ONLY_LARGE") != "1" else ():
+    for nb in (1, 8, 64) if not only_large else ():
         cases += [((nb, 256, 13, 13), (1, 2, 4)), ((nb, 256, 13, 13), (6, 3, 2, 1))]
     for shape, levels in cases:
         for dtype in ("fp32", "fp16", "int8"):
             rows.append(bench_case(lib, shape, levels, dtype, copy_gbs))
+    if only_large:  # sweeps: the large-shape rows are all that is compared
+        for r in rows:
+            print(f"| {r['shape']} | {r['levels']} | {r['dtype']} | {r['ours_us']:.2f} | {r['gbs']:.0f} | "
+                  f"{r['pct_copy']:.0f}% |")
+        return 0
     stream = lambda: torch.cuda.current_stream().cuda_stream  # noqa: E731
     t_empty = time_graph(lambda: lib.sppq_empty_launch(stream()), k=200)
     t_empty_eager = time_eager(lambda: lib.sppq_empty_launch(stream()), k=200)

@@ -61,10 +61,10 @@ if [[ "${SPPQ_SKIP_BENCH:-0}" != "1" ]]; then
   tail -40 "$OUT/bench.log"
 fi
 if [[ "${SPPQ_SWEEP:-0}" == "1" ]]; then
-  step "sweep: input bytes per block (SPPQ_BLOCK_BYTES), large shape"
-  for bb in 4096 8192 32768 65536; do
-    echo "--- SPPQ_BLOCK_BYTES=$bb"
-    SPPQ_BLOCK_BYTES=$bb SPPQ_BENCH_ONLY_LARGE=1 python3 "$ROOT/benchmarks/gpu/bench_spp.py" "$LIB" 2>&1 | grep "^| 32x512" | tee -a "$OUT/sweep.log"
+  step "sweep: column strips per SM (SPPQ_THREADS_PER_SM), large shape"
+  for tps in 512 1024 2048 4096; do
+    echo "--- SPPQ_THREADS_PER_SM=$tps"
+    SPPQ_THREADS_PER_SM=$tps SPPQ_BENCH_ONLY_LARGE=1 python3 "$ROOT/benchmarks/gpu/bench_spp.py" "$LIB" 2>&1 | grep "^| 32x512" | tee -a "$OUT/sweep.log"
   done
 fi
 if [[ "${SPPQ_NCU:-0}" == "1" ]] && command -v ncu > /dev/null; then
