@@ -13,7 +13,8 @@ import numpy as np
 
 def kl_slow(counts: np.ndarray, i: int) -> float:
     """KL(P||Q) for candidate ``i`` (see sppquant.calibration.algorithms)."""
-    c = np.asarray(counts, dtype=np.float64)
+    c = np.array(counts, dtype=np.float64)
+    c[0] = c[1]  # zeros carry no clipping information (as NVIDIA's reference does)
     p = c[:i].copy()
     p[i - 1] += c[i:].sum()
     raw = c[:i]
@@ -47,6 +48,6 @@ def entropy_best_slow(counts: np.ndarray) -> tuple[int, float]:
 
 
 def entropy_amax_slow(counts: np.ndarray, bin_width: float) -> float:
-    if bin_width == 0.0 or float(np.sum(counts)) == 0.0:
+    if bin_width == 0.0 or float(np.sum(counts[1:])) == 0.0:
         return 0.0
     return (entropy_best_slow(counts)[0] + 0.5) * bin_width

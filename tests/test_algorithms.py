@@ -44,9 +44,9 @@ def assert_matches_slow(counts: np.ndarray) -> None:
 
 
 def test_hand_computed_case():
-    # 256 bins: 4 at bin 0, 1 at 254, 3 at 255. Only i = 255, 256 give a finite KL.
+    # 256 bins: 4 at bin 2, 1 at 254, 3 at 255. Only i = 255, 256 give a finite KL.
     c = np.zeros(256)
-    c[0], c[254], c[255] = 4, 1, 3
+    c[2], c[254], c[255] = 4, 1, 3
     cand, kl = entropy_kl_curve(c)
     # i = 256: groups of two; p = [4, 1, 3]/8, q = [4, 2, 2]/8.
     assert math.isclose(kl[-1], (3 * math.log(3) - 4 * math.log(2)) / 8, rel_tol=1e-12)
@@ -58,7 +58,7 @@ def test_hand_computed_case():
 
 def test_single_outlier_at_the_last_bin_of_a_tiny_histogram():
     c = np.zeros(130)
-    c[0], c[129] = 1, 1
+    c[2], c[129] = 1, 1
     cand, kl = entropy_kl_curve(c)
     assert kl[-1] == 0.0 and np.isinf(kl[:-1]).all()
     assert entropy_amax(c, 1.0) == 130.5
@@ -68,9 +68,24 @@ def test_single_outlier_at_the_last_bin_of_a_tiny_histogram():
 def test_all_mass_in_one_bin(b):
     c = np.zeros(2048, np.int64)
     c[b] = 17
-    # KL is exactly 0 from i = b + 1 on and inf before: the first zero wins.
-    assert entropy_amax(c, 1.0) == max(128, b + 1) + 0.5
+    # KL is exactly 0 from i = b + 1 on and inf before: the first zero wins. Bin 0 alone
+    # (exact zeros) carries no clipping information: 0.0, the caller falls back.
+    assert entropy_amax(c, 1.0) == (0.0 if b == 0 else max(128, b + 1) + 0.5)
     assert entropy_amax(c, 1.0) == entropy_amax_slow(c, 1.0)
+
+
+def test_zero_bin_takes_the_count_of_bin_one():
+    """A ReLU output that is mostly exact zeros gets the threshold of its non-zero part."""
+    rng = np.random.default_rng(5)
+    x = np.abs(rng.normal(size=20000)) * 3
+    x[rng.random(x.size) < 0.98] = 0.0  # 98% zeros, as after a ReLU
+    h = Histogram().update(x)
+    c = h.counts
+    assert c[0] > 50 * c[1]
+    adjusted = c.copy()
+    adjusted[0] = c[1]
+    assert entropy_amax(c, h.bin_width) == entropy_amax(adjusted, h.bin_width)
+    assert entropy_amax(c, h.bin_width) > 0.6 * h.max_abs  # not pulled into the bulk of zeros
 
 
 def test_degenerate_histograms():

@@ -76,6 +76,8 @@ def test_staleness_reasons(tiny_project: Path, image_folder: Path) -> None:
     assert not check_table(path, cfg, algorithm="minmax").valid
     other_pp = dataclasses.replace(cfg, preprocess=dataclasses.replace(cfg.preprocess, pad_value=0.5))
     assert "preprocessing changed" in check_table(path, other_pp).explain()
+    untied = dataclasses.replace(cfg, calibration=dataclasses.replace(cfg.calibration, tie_scales=False))
+    assert "tie_scales changed" in check_table(path, untied).explain()
     write_tiny_spp_model(cfg.model.path, seed=1)
     assert "model changed" in check_table(path, cfg).explain()
     write_tiny_spp_model(cfg.model.path, seed=0)

@@ -98,6 +98,10 @@ def check_table(table_path: str | Path, cfg: Config, algorithm: str | None = Non
         reasons.append(f"algorithm changed: table uses {record['algorithm']['name']}, config asks {algorithm}")
     elif record["algorithm"]["params"] != algorithm_params(cfg, algorithm):
         reasons.append(f"algorithm parameters changed: {record['algorithm']['params']} vs {algorithm_params(cfg, algorithm)}")
+    # TensorRT's own calibrator does no tying, so the setting only applies to our tables.
+    if record.get("backend") == "onnxruntime" and record["tying"]["enabled"] != cfg.calibration.tie_scales:
+        reasons.append(f"calibration.tie_scales changed: table {record['tying']['enabled']}, "
+                       f"config {cfg.calibration.tie_scales}")
     if [list(s) for s in cfg.input.sizes] != record["input_sizes"]:
         reasons.append(f"input sizes changed: table {record['input_sizes']}, config {[list(s) for s in cfg.input.sizes]}")
     try:

@@ -1,0 +1,192 @@
+"""FP32 -> FP16 ONNX conversion, small and explicit, plus a probe of ONNX Runtime's FP16 CPU kernels.
+
+What ``convert_to_fp16`` does:
+
+- every FLOAT initializer, ``Constant`` / ``ConstantOfShape`` value and ``Cast(to=FLOAT)``
+  becomes FLOAT16 (values beyond +-65504 are clipped, and counted);
+- the graph keeps its FP32 interface: a ``Cast`` to FLOAT16 after each float graph input
+  and a ``Cast`` to FLOAT before each float graph output;
+- nodes whose op type is in ``keep_fp32`` compute in FP32: their float inputs are cast to
+  FLOAT right before them and their float outputs back to FLOAT16 right after. The values
+  they read and write are therefore FP16-rounded (FP16 storage), the arithmetic is FP32
+  (like TensorRT's FP16 kernels that accumulate in FP32);
+- the SPP plugin node stays the plugin node, with FP16 I/O (the TensorRT plugin supports
+  FP16); ``sppquant.spp.onnx.rewrite_for_onnxruntime`` expands it for ONNX Runtime;
+- Resize/Upsample ``roi``/``scales`` inputs stay FLOAT (the ONNX spec requires it).
+
+ONNX Runtime's CPU provider lacks FP16 kernels for several ops (on x86-64 with ORT 1.31:
+Conv, Gemm, ReduceMax, ...). Left alone, ORT silently wraps such nodes in Casts
+(``InsertCastTransformer``). ``ort_fp16_fallbacks`` finds out which op types that hits
+by asking ORT itself (it reads the Casts ORT inserted in its optimized graph), so the
+report can name them, and ``ort_fp16_model`` keeps exactly those FP32 with explicit
+Casts: the FP16 model the report runs hides nothing.
+
+Control-flow subgraphs (If/Loop/Scan) are not converted: such models are refused.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from sppquant.backends.onnxruntime import tensor_types
+from sppquant.errors import ModelError
+from sppquant.quantize.qdq import _Names
+from sppquant.spp.onnx import rewrite_for_onnxruntime
+
+log = logging.getLogger(__name__)
+
+FP16_MAX = float(np.finfo(np.float16).max)
+# Inputs that the ONNX spec requires to be float32 whatever the data type.
+FLOAT32_INPUTS = {"Resize": (1, 2), "Upsample": (1,)}
+
+
+def _to_fp16_array(a: np.ndarray) -> tuple[np.ndarray, int]:
+    a = np.asarray(a, dtype=np.float32)
+    finite = np.isfinite(a)
+    clipped = int(np.count_nonzero(finite & (np.abs(a) > FP16_MAX)))
+    return np.where(finite, np.clip(a, -FP16_MAX, FP16_MAX), a).astype(np.float16), clipped
+
+
+def convert_to_fp16(model: onnx.ModelProto, keep_fp32: Iterable[str] = ()) -> onnx.ModelProto:
+    """A copy of ``model`` computing in FP16 except ops in ``keep_fp32``; FP32 graph inputs/outputs."""
+    keep = set(keep_fp32)
+    types = tensor_types(model)
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    g = out.graph
+    for node in g.node:
+        if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
+            raise ModelError(f"FP16 conversion does not support control-flow subgraphs (node {node.name or node.op_type!r})")
+    names = _Names(g)
+    clipped = 0
+
+    def is_float(name: str) -> bool:
+        return bool(name) and types.get(name) == TensorProto.FLOAT
+
+    # Initializers that must stay FLOAT (Resize scales, ...).
+    f32_inits = {node.input[i] for node in g.node for i in FLOAT32_INPUTS.get(node.op_type, ()) if i < len(node.input)}
+    for init in g.initializer:
+        if init.data_type == TensorProto.FLOAT and init.name not in f32_inits:
+            arr, n = _to_fp16_array(numpy_helper.to_array(init))
+            clipped += n
+            init.CopyFrom(numpy_helper.from_array(arr, init.name))
+            types[init.name] = TensorProto.FLOAT16
+
+    rename: dict[str, str] = {}  # FP32 graph input -> its FP16 copy
+    head: list[onnx.NodeProto] = []
+    for vi in g.input:
+        if is_float(vi.name) and vi.name not in {i.name for i in g.initializer}:
+            new = names.new(f"{vi.name}_fp16")
+            head.append(helper.make_node("Cast", [vi.name], [new], name=names.new(f"{vi.name}_to_fp16"),
+                                         to=TensorProto.FLOAT16))
+            rename[vi.name] = new
+    out_rename: dict[str, str] = {}  # FP32 graph output -> the FP16 tensor computed for it
+    for vi in g.output:
+        if is_float(vi.name):
+            out_rename[vi.name] = names.new(f"{vi.name}_fp16")
+
+    cast32: dict[str, str] = {}  # FP16 tensor -> its FP32 copy (shared by kept nodes)
+    body: list[onnx.NodeProto] = []
+    for node in g.node:
+        new = onnx.NodeProto()
+        new.CopyFrom(node)
+        for i, name in enumerate(new.input):
+            if name in rename:
+                new.input[i] = rename[name]
+            elif name in out_rename:
+                new.input[i] = out_rename[name]
+        for i, name in enumerate(new.output):
+            if name in out_rename:
+                new.output[i] = out_rename[name]
+        for attr in new.attribute:
+            if new.op_type == "Cast" and attr.name == "to" and attr.i == TensorProto.FLOAT:
+                attr.i = TensorProto.FLOAT16
+            elif new.op_type in ("Constant", "ConstantOfShape") and attr.name == "value" \
+                    and attr.t.data_type == TensorProto.FLOAT:
+                arr, n = _to_fp16_array(numpy_helper.to_array(attr.t))
+                clipped += n
+                attr.t.CopyFrom(numpy_helper.from_array(arr, attr.t.name))
+        if new.op_type in keep and new.domain in ("", "ai.onnx"):
+            pre, post = [], []
+            for i, name in enumerate(node.input):  # original names decide float-ness
+                if is_float(name) or (name in types and types[name] == TensorProto.FLOAT16):
+                    if name in f32_inits:
+                        continue
+                    src = new.input[i]
+                    if src not in cast32:
+                        cast32[src] = names.new(f"{src}_fp32")
+                        pre.append(helper.make_node("Cast", [src], [cast32[src]], name=names.new(f"{src}_to_fp32"),
+                                                    to=TensorProto.FLOAT))
+                    new.input[i] = cast32[src]
+            for i, name in enumerate(node.output):
+                if is_float(name):
+                    dst = new.output[i]
+                    tmp = names.new(f"{dst}_fp32")
+                    new.output[i] = tmp
+                    post.append(helper.make_node("Cast", [tmp], [dst], name=names.new(f"{dst}_to_fp16"),
+                                                 to=TensorProto.FLOAT16))
+            body += pre + [new] + post
+        else:
+            body.append(new)
+    tail = [helper.make_node("Cast", [fp16], [orig], name=names.new(f"{orig}_to_fp32"), to=TensorProto.FLOAT)
+            for orig, fp16 in out_rename.items()]
+    del g.node[:]
+    g.node.extend(head + body + tail)
+    del g.value_info[:]  # intermediate types changed; ORT and shape inference re-derive them
+    if clipped:
+        log.warning("FP16 conversion clipped %d constant value(s) beyond +-%g", clipped, FP16_MAX)
+    return out
+
+
+def ort_fp16_fallbacks(model: onnx.ModelProto) -> Counter:
+    """Op types (with node counts) that ONNX Runtime's CPU provider runs in FP32 for ``model``.
+
+    ``model`` must already be ORT-runnable (SPP rewritten). ORT's InsertCastTransformer
+    wraps nodes that have no FP16 kernel in Casts named ``InsertedPrecisionFreeCast_*``;
+    the nodes fed by such a Cast to FLOAT are the fallbacks.
+    """
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory(prefix="sppquant-fp16-") as tmp:
+        path = Path(tmp) / "optimized.onnx"
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # no fusions: original op types
+        opts.optimized_model_filepath = str(path)
+        try:
+            ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise ModelError(f"ONNX Runtime cannot load the FP16 model: {str(exc).splitlines()[0]}") from None
+        optimized = onnx.load(str(path))
+    inserted = {
+        n.output[0] for n in optimized.graph.node
+        if n.op_type == "Cast" and n.name.startswith("Inserted")
+        and any(a.name == "to" and a.i == TensorProto.FLOAT for a in n.attribute)
+    }
+    return Counter(n.op_type for n in optimized.graph.node
+                   if n.op_type != "Cast" and any(i in inserted for i in n.input))
+
+
+def ort_fp16_model(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str], list[str]]:
+    """The FP16 model ONNX Runtime runs (SPP rewritten), the op types kept FP32 in it, and extra moves.
+
+    Probes ORT once with everything in FP16; the op types ORT has no FP16 kernel for are
+    then kept FP32 with explicit Casts. A second probe lists what ORT still moves to FP32
+    on its own: InsertCastTransformer also runs FP16-capable nodes in FP32 when all their
+    inputs come straight from an FP32 value (a "precision-free" move, e.g. the Sub/Where
+    after the SPP rewrite's ReduceMax: max of FP16 values is exact in FP16 anyway). Those
+    are returned as the third item so the report can name them too.
+    """
+    rewritten = rewrite_for_onnxruntime(model)
+    keep = sorted(ort_fp16_fallbacks(convert_to_fp16(rewritten)))
+    final = convert_to_fp16(rewritten, keep_fp32=keep)
+    moved = sorted(ort_fp16_fallbacks(final))
+    return final, keep, moved
