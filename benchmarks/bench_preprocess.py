@@ -9,6 +9,7 @@ Usage (repository root): python benchmarks/bench_preprocess.py
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -16,11 +17,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from sppquant.config import load_config
-from sppquant.data import ImageSet, iter_batches, list_images
-from sppquant.preprocess import load_image, preprocess_image
-
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run from a checkout without installing
+
+from sppquant.config import load_config  # noqa: E402
+from sppquant.data import ImageSet, iter_batches, list_images  # noqa: E402
+from sppquant.preprocess import load_image, preprocess_image  # noqa: E402
 
 
 def single_thread(images: ImageSet, cfg) -> int:

@@ -232,6 +232,21 @@ def _load_one(path: Path, cfg: PreprocessConfig, sizes: Sequence[tuple[int, int]
     return tuple(preprocess_image(image, cfg, size).tensor for size in sizes)
 
 
+def _load_chunk(
+    paths: Sequence[Path], cfg: PreprocessConfig, sizes: Sequence[tuple[int, int]]
+) -> list[tuple[np.ndarray, ...] | DataError]:
+    """Several images per task: small images take microseconds, and a task per image
+    would spend more on thread hand-offs than on decoding. Errors are returned, not
+    raised, so one bad file does not lose its chunk-mates."""
+    out: list[tuple[np.ndarray, ...] | DataError] = []
+    for path in paths:
+        try:
+            out.append(_load_one(path, cfg, sizes))
+        except DataError as exc:
+            out.append(exc)
+    return out
+
+
 def iter_batches(
     images: ImageSet,
     cfg: PreprocessConfig,
@@ -243,13 +258,14 @@ def iter_batches(
     bad: BadFiles | None = None,
     progress: bool = True,
     desc: str = "images",
-    loader: Callable[[Path, PreprocessConfig, Sequence[tuple[int, int]]], tuple[np.ndarray, ...]] = _load_one,
+    chunk: int = 8,
 ) -> Iterator[Batch]:
-    """Yield batches in listing order; at most ``2 * workers * batch_size`` images in flight."""
+    """Yield batches in listing order; at most about ``2 * workers * batch_size`` images in flight."""
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     bad = bad if bad is not None else BadFiles()
-    window = max(1, 2 * workers * batch_size)
+    chunk = max(1, min(chunk, batch_size))
+    window = max(1, (2 * workers * batch_size) // chunk)  # in chunks
     pending: deque[tuple[int, Future]] = deque()
     buf: list[tuple[int, tuple[np.ndarray, ...]]] = []
     n_ok = 0
@@ -260,34 +276,33 @@ def iter_batches(
         labels = tuple(images.labels[i] for i in idx) if images.labels is not None else None
         return Batch(inputs, tuple(images.paths[i] for i in idx), labels, idx)
 
+    starts = iter(range(0, len(images), chunk))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sppquant-load") as pool, \
             tqdm(total=len(images), desc=desc, unit="img", disable=None if progress else True) as bar:
-        it = iter(enumerate(images.paths))
         try:
             while True:
                 while len(pending) < window:
-                    nxt = next(it, None)
-                    if nxt is None:
+                    first = next(starts, None)
+                    if first is None:
                         break
-                    pending.append((nxt[0], pool.submit(loader, nxt[1], cfg, sizes)))
+                    paths = images.paths[first:first + chunk]
+                    pending.append((first, pool.submit(_load_chunk, paths, cfg, sizes)))
                 if not pending:
                     break
-                i, fut = pending.popleft()
-                try:
-                    tensors = fut.result()
-                except DataError as exc:
-                    if bad_files == "error":
-                        raise
-                    log.warning("skipping %s", exc)
-                    bad.add(images.paths[i], str(exc))
+                first, fut = pending.popleft()
+                for i, result in enumerate(fut.result(), start=first):
                     bar.update(1)
-                    continue
-                n_ok += 1
-                bar.update(1)
-                buf.append((i, tensors))
-                if len(buf) == batch_size:
-                    yield emit(buf)
-                    buf = []
+                    if isinstance(result, DataError):
+                        if bad_files == "error":
+                            raise result
+                        log.warning("skipping %s", result)
+                        bad.add(images.paths[i], str(result))
+                        continue
+                    n_ok += 1
+                    buf.append((i, result))
+                    if len(buf) == batch_size:
+                        yield emit(buf)
+                        buf = []
         finally:
             for _, fut in pending:
                 fut.cancel()
