@@ -23,7 +23,7 @@ def test_bin_edges_hand_computed() -> None:
 def test_bins_cover_without_gaps_and_overlap_at_most_one(a: int, n: int) -> None:
     edges = bin_edges(a, n)
     assert edges[0][0] == 0 and edges[-1][1] == a
-    for (s0, e0), (s1, e1) in zip(edges, edges[1:]):
+    for (s0, e0), (s1, _e1) in zip(edges, edges[1:]):
         assert e0 > s0 and s1 <= e0 <= s1 + 1 and s1 >= s0
 
 

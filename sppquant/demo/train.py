@@ -17,8 +17,16 @@ from pathlib import Path
 import numpy as np
 
 from sppquant.demo import DEMO_MODEL
-from sppquant.demo.render import SEED, STREAM_TRAIN, choose_format, image_rng, load_split, render_digit, to_format, \
-    write_datasets
+from sppquant.demo.render import (
+    SEED,
+    STREAM_TRAIN,
+    choose_format,
+    image_rng,
+    load_split,
+    render_digit,
+    to_format,
+    write_datasets,
+)
 from sppquant.preprocess import PreprocessConfig, preprocess_image
 
 log = logging.getLogger(__name__)
