@@ -17,18 +17,17 @@ from sppquant.errors import UserError
 
 
 def check_writable(path: str | os.PathLike[str], what: str = "output") -> Path:
-    """Fail early (before any work) when ``path`` cannot be written."""
+    """Fail early (before any work, creating nothing) when ``path`` cannot be written."""
     p = Path(path)
-    parent = p.parent if str(p.parent) else Path(".")
     if p.is_dir():
         raise UserError(f"{what} {p} is a directory, expected a file path")
-    if not parent.exists():
-        try:
-            parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise UserError(f"{what} folder {parent} cannot be created: {exc.strerror}") from exc
-    if not os.access(parent, os.W_OK):
-        raise UserError(f"{what} {p} is not writable: no write permission on {parent}")
+    ancestor = p.parent if str(p.parent) else Path(".")
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent  # the folders in between are created at write time
+    if not ancestor.is_dir():
+        raise UserError(f"{what} {p} cannot be created: {ancestor} is a file, not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise UserError(f"{what} {p} is not writable: no write permission on {ancestor}")
     if p.exists() and not os.access(p, os.W_OK):
         raise UserError(f"{what} {p} is not writable")
     return p

@@ -171,3 +171,15 @@ def test_cli_exit_codes(tiny_project: Path, tmp_path: Path, capsys) -> None:
     assert main(["inspect", str(tiny_project)]) == 2
     assert main(["predict", "--config", str(tiny_project), str(tmp_path / "nope.png")]) == 2
     assert main(["calibrate", "--config", str(tiny_project), "--backend", "tensorrt"]) == 2
+
+
+def test_missing_model_and_unwritable_output_fail_before_any_work(tiny_project: Path, tmp_path: Path, capsys) -> None:
+    cfg = load_config(tiny_project)
+    with pytest.raises(ModelError, match="model file not found"):
+        calibrate(dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, path=tmp_path / "gone.onnx")),
+                  progress=False)
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    assert main(["calibrate", "--config", str(tiny_project), "--output", str(blocker / "t.cache")]) == 2
+    assert "cannot be created" in capsys.readouterr().err
+    assert not (tiny_project.parent / "out").exists()  # nothing was written
