@@ -51,13 +51,17 @@ def predict(
     output = runner.model_outputs[0]
     image_set = ImageSet(tuple(Path(p) for p in images))
     results: list[Prediction] = []
-    for batch in iter_batches(image_set, cfg.preprocess, [size], cfg.report.batch_size,
-                              bad_files="error", workers=cfg.calibration.workers, progress=progress,
-                              desc="predict"):
-        logits = runner.run({cfg.model.input_name: batch.inputs[0]}, [output])[output]
-        probs = softmax(logits.reshape(logits.shape[0], -1))
-        for path, p in zip(batch.paths, probs):
-            order = np.argsort(-p, kind="stable")[:top_k]
-            results.append(Prediction(str(path), int(order[0]), [float(v) for v in p],
-                                      [(int(k), float(p[k])) for k in order]))
+    try:
+        for batch in iter_batches(image_set, cfg.preprocess, [size], cfg.report.batch_size,
+                                  bad_files="error", workers=cfg.calibration.workers, progress=progress,
+                                  desc="predict"):
+            logits = runner.run({cfg.model.input_name: batch.inputs[0]}, [output])[output]
+            probs = softmax(logits.reshape(logits.shape[0], -1))
+            for path, p in zip(batch.paths, probs):
+                order = np.argsort(-p, kind="stable")[:top_k]
+                results.append(Prediction(str(path), int(order[0]), [float(v) for v in p],
+                                          [(int(k), float(p[k])) for k in order]))
+    finally:
+        if engine is not None:
+            runner.close()  # free device memory deterministically
     return results

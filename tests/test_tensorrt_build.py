@@ -25,6 +25,7 @@ from sppquant.backends.tensorrt.builder import (
     table_decision,
 )
 from sppquant.backends.tensorrt.cache import TableCache
+from sppquant.backends.tensorrt.memory import HostMemory
 from sppquant.backends.tensorrt.ranges import RANGE_PRESERVING_LAYERS, LayerInfo, derive_missing
 from sppquant.backends.tensorrt.runner import TrtRunner
 from sppquant.calibration.calibrate import calibrate
@@ -45,7 +46,7 @@ USED_MEMBERS = {
     "IBuilderConfig": ["set_flag", "set_memory_pool_limit", "add_optimization_profile", "set_calibration_profile",
                        "int8_calibrator", "create_timing_cache", "set_timing_cache"],
     "IOptimizationProfile": ["set_shape"],
-    "OnnxParser": ["parse_from_file", "num_errors", "get_error"],
+    "OnnxParser": ["parse_from_file", "parse", "num_errors", "get_error"],
     "INetworkDefinition": ["num_inputs", "get_input", "num_layers", "get_layer"],
     "ILayer": ["name", "type", "num_inputs", "num_outputs", "get_input", "get_output"],
     "ITensor": ["name", "shape", "dtype", "dynamic_range"],
@@ -305,3 +306,215 @@ def test_plugin_is_loaded_through_the_spp_loader(monkeypatch: pytest.MonkeyPatch
     assert "not registered" in caplog.text
     load_plugin(Path("/y/lib.so"))
     assert calls[-1] == (Path("/y/lib.so"), False)
+
+
+# --------------------------------------------------------------------------- review fixes (2026-11)
+
+
+def test_report_finds_the_engine_runner(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`sppquant report --backend tensorrt` looks the runner up on the package; it must be there."""
+    import sppquant.report.evaluate as E
+
+    assert E._tensorrt_runner_class() is TrtRunner
+    monkeypatch.setattr(E, "resolve_backend", lambda requested: "tensorrt")
+    assert E.choose_backend("tensorrt") == "tensorrt" and E.choose_backend("auto") == "tensorrt"
+
+
+class _FakeTimingCache:
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def serialize(self) -> bytes:
+        return self.data or b"filled by this run"
+
+
+class _FakeTimingConfig:
+    """IBuilderConfig's timing-cache calls; `accept` answers set_timing_cache in turn."""
+
+    def __init__(self, *accept: bool) -> None:
+        self.accept, self.attached = list(accept), []
+
+    def create_timing_cache(self, data: bytes) -> _FakeTimingCache:
+        return _FakeTimingCache(bytes(data))
+
+    def set_timing_cache(self, cache: _FakeTimingCache, ignore_mismatch: bool) -> bool:
+        assert ignore_mismatch is False
+        self.attached.append(cache)
+        return self.accept.pop(0)
+
+
+def test_mismatched_timing_cache_is_replaced_not_kept(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from sppquant.backends.tensorrt.builder import _TimingCache
+
+    path = tmp_path / "timing.cache"
+    path.write_bytes(b"from another GPU")
+    timing = _TimingCache(path)
+    config = _FakeTimingConfig(False, True)  # the file's cache is refused, a fresh one is taken
+    with caplog.at_level(logging.WARNING):
+        timing.attach(config)
+    assert [c.data for c in config.attached] == [b"from another GPU", b""]
+    assert "starting a new one" in caplog.text
+    later = _FakeTimingConfig(True)  # later builds of the run share the fresh cache
+    timing.attach(later)
+    assert later.attached == [config.attached[1]]
+    timing.save()
+    assert path.read_bytes() == b"filled by this run"
+
+
+def test_builds_register_tensorrts_standard_plugins(tiny_project: Path, trt: ModuleType,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """RoiAlign/ScatterElements import through libnvinfer_plugin creators: init them before parsing."""
+    from sppquant.backends.tensorrt import _trt, builder
+
+    assert _trt.init_standard_plugins(trt, _trt.trt_logger(trt)) is False  # the stubs register nothing
+    calls: list[tuple] = []
+    monkeypatch.setattr(_trt, "_STD_PLUGINS", set())
+    monkeypatch.setattr(trt, "init_libnvinfer_plugins", lambda logger, ns: calls.append((logger, ns)) or True)
+    monkeypatch.setattr(trt, "Builder", lambda logger: object())
+
+    def stop(library: Any) -> Path:
+        raise BackendUnavailable("stop here")
+
+    monkeypatch.setattr(builder, "load_plugin", stop)
+    cfg = load_config(tiny_project)
+    for _ in range(2):
+        with pytest.raises(BackendUnavailable, match="stop here"):
+            build_engines(cfg, "fp32", cfg.calibration.output.parent / "engines")
+    assert calls == [(_trt.trt_logger(trt), "")]  # once per process, before the plugin and the parser
+
+
+class _FakeParser:
+    def __init__(self, network: Any, logger: Any) -> None:
+        self.calls: list[tuple] = []
+        _FakeParser.last = self
+
+    def parse_from_file(self, path: str) -> bool:
+        self.calls.append(("parse_from_file", path))
+        return True
+
+    def parse(self, data: bytes, path: str) -> bool:
+        self.calls.append(("parse", bytes(data), path))
+        return True
+
+
+def test_parser_gets_the_plugin_namespace_on_every_10x(tmp_path: Path, trt: ModuleType,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Parsers before the node-domain fallback look plugins up in ``plugin_namespace`` (default "")."""
+    import onnx
+
+    from sppquant.backends.tensorrt.builder import parse_network, spp_namespace_patch
+
+    cfg = tiny_cfg(tmp_path)
+    model = onnx.load(str(cfg.model.path))  # as another exporter might write it: no plugin_namespace
+    for node in model.graph.node:
+        kept = [a for a in node.attribute if a.name != "plugin_namespace"]
+        del node.attribute[:]
+        node.attribute.extend(kept)
+    onnx.save(model, str(cfg.model.path))
+    data = spp_namespace_patch(cfg.model.path)
+    assert data is not None
+    spp = [n for n in onnx.load_from_string(data).graph.node if n.op_type == "SpatialPyramidPooling"]
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in spp[0].attribute}
+    assert attrs["plugin_namespace"] == b"sppquant" and attrs["plugin_version"] == b"1"
+    assert list(attrs["levels"]) == [1, 2]
+    inp = type("T", (), {"name": "image", "shape": (-1, 3, -1, -1)})()
+    network = type("N", (), {"num_inputs": 1, "get_input": lambda s, i: inp})()
+    fake_builder = type("B", (), {"create_network": lambda s, flags: network})()
+    monkeypatch.setattr(trt, "OnnxParser", _FakeParser)
+    _, parser, got = parse_network(trt, fake_builder, None, cfg)
+    assert got is inp and parser.calls == [("parse", data, str(cfg.model.path))]
+    model = onnx.load(str(cfg.model.path))  # a model that already names the namespace is parsed as is
+    model.graph.node[3].attribute.append(onnx.helper.make_attribute("plugin_namespace", "sppquant"))
+    onnx.save(model, str(cfg.model.path))
+    assert spp_namespace_patch(cfg.model.path) is None
+    _, parser, _ = parse_network(trt, fake_builder, None, cfg)
+    assert parser.calls == [("parse_from_file", str(cfg.model.path))]
+
+
+def test_parser_made_squeezes_get_their_producers_range() -> None:
+    layers = [LayerInfo("u", "UNSQUEEZE", ("conv1", "axes"), ("(Unnamed Layer* 4) [Unsqueeze]_output",), (True,)),
+              LayerInfo("s", "SQUEEZE", ("(Unnamed Layer* 4) [Unsqueeze]_output", "axes"),
+                        ("(Unnamed Layer* 6) [Squeeze]_output",), (True,))]
+    derived, missing = derive_missing(layers, {"conv1": 0.02})
+    assert derived == {"(Unnamed Layer* 4) [Unsqueeze]_output": 0.02, "(Unnamed Layer* 6) [Squeeze]_output": 0.02}
+    assert missing == []
+
+
+class _RunnerFakes:
+    """Engine / context / pycuda stand-ins that log the order of the calls `TrtRunner` makes."""
+
+    def __init__(self, trt: ModuleType) -> None:
+        import numpy as np
+
+        self.np, self.trt, self.events, self.mem = np, trt, [], HostMemory()
+        self.shapes: dict[str, tuple] = {}
+        fakes = self
+
+        class Ctx:
+            def set_input_shape(self, name: str, shape: tuple) -> bool:
+                fakes.events.append(("set_input_shape", name, shape))
+                fakes.shapes[name] = shape
+                return shape[0] <= 4
+
+            def get_tensor_shape(self, name: str) -> tuple:
+                fakes.events.append(("get_tensor_shape", name))
+                return (fakes.shapes["image"][0], 5)
+
+            def set_tensor_address(self, name: str, ptr: int) -> bool:
+                fakes.events.append(("set_tensor_address", name))
+                return True
+
+            def execute_async_v3(self, handle: int) -> bool:
+                fakes.events.append(("execute", handle))
+                x = np.empty(fakes.shapes["image"], np.float32)
+                fakes.mem.download(fakes.addr["image"], x)
+                out = np.repeat(x.reshape(len(x), -1).sum(1, keepdims=True), 5, axis=1).astype(np.float32)
+                fakes.mem.upload(fakes.addr["logits"], out)
+                return True
+
+        class Cuda:
+            def memcpy_htod_async(self, ptr: int, arr: Any, stream: Any) -> None:
+                fakes.events.append(("htod",))
+                fakes.mem.upload(ptr, arr)
+
+            def memcpy_dtoh_async(self, out: Any, ptr: int, stream: Any) -> None:
+                fakes.events.append(("dtoh",))
+                fakes.mem.download(ptr, out)
+
+        self.ctx, self.cuda, self.addr = Ctx(), Cuda(), {}
+        self.engine = type("E", (), {"get_tensor_dtype": lambda s, n: trt.float32})()
+        self.stream = type("S", (), {"handle": 7, "synchronize": lambda s: fakes.events.append(("sync",))})()
+
+    def runner(self) -> TrtRunner:
+        r = TrtRunner.__new__(TrtRunner)
+        r._trt, r._cuda, r._memory, r.context, r.engine, r._runtime = (self.trt, self.cuda, self.mem, self.ctx,
+                                                                     self.engine, object())
+        r.stream, r._buffers, r.max_batch = self.stream, {}, 4
+        r.input_names, r.output_names = ["image"], ["logits"]
+        allocate = r._buffer
+
+        def tracking(name: str, nbytes: int) -> int:
+            self.addr[name] = allocate(name, nbytes)
+            return self.addr[name]
+
+        r._buffer = tracking  # type: ignore[method-assign]
+        return r
+
+
+def test_runner_sets_shapes_before_sizing_outputs_and_syncs_before_returning(trt: ModuleType) -> None:
+    import numpy as np
+
+    fakes = _RunnerFakes(trt)
+    runner = fakes.runner()
+    x = np.arange(6 * 3 * 2 * 2, dtype=np.float64).reshape(6, 3, 2, 2)  # 6 > max N 4: two chunks
+    out = runner.run({"image": x})["logits"]
+    assert out.shape == (6, 5) and out.dtype == np.float32
+    np.testing.assert_allclose(out[:, 0], x.reshape(6, -1).sum(1), rtol=1e-6)
+    chunk = [e[0] for e in fakes.events[:len(fakes.events) // 2]]
+    assert chunk == ["set_input_shape", "htod", "set_tensor_address", "get_tensor_shape", "set_tensor_address",
+                     "execute", "dtoh", "sync"]
+    assert ("set_input_shape", "image", (2, 3, 2, 2)) in fakes.events  # the last chunk's own shape
+    assert fakes.mem.allocations == 2  # buffers sized by the first (larger) chunk are reused
+    runner.close()
+    assert fakes.mem.live == 0 and runner.context is None and runner.engine is None and fakes.events[-1] == ("sync",)
+    runner.close()  # idempotent

@@ -25,7 +25,7 @@ from sppquant.calibration.provenance import check_table, provenance_path
 from sppquant.calibration.table import from_bytes, read_table, trt_version_code
 from sppquant.config import Config, load_config
 from sppquant.data import calibration_set
-from sppquant.errors import TableError
+from sppquant.errors import DataError, TableError
 from sppquant.preprocess import load_image, preprocess_image
 from tests.conftest import write_tiny_spp_model
 from tests.trt_stubs.fixtures import trt, trt_bindings
@@ -175,3 +175,28 @@ def test_context_manager_frees_device_memory(tiny_project: Path, trt: ModuleType
     with cal:
         assert cal.get_batch(["image"]) is not None and mem.live == 1
     assert mem.live == 0
+
+
+def test_no_table_is_written_when_calibration_stopped_on_an_error(tiny_project: Path, trt: ModuleType,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """get_batch answers None after a failure; TensorRT takes that for the end of the data and still
+    hands over a cache computed from the batches before it: it must not become a 'valid' table."""
+    cfg = load_config(tiny_project)
+    cal, feeder, cache, _ = parts(cfg, trt, reuse=False)
+    assert cal.get_batch(["image"]) is not None  # one good batch
+
+    def broken():
+        raise DataError("img5.png: cannot decode")
+        yield  # pragma: no cover
+
+    feeder._it = broken()
+    assert cal.get_batch(["image"]) is None
+    data = b"TRT-101601-EntropyCalibration2\nimage: 3c010204\nconv1: 3d2aaaab\n"
+    with caplog.at_level(logging.ERROR):
+        cal.write_calibration_cache(memoryview(data))
+    path = cfg.calibration.output
+    assert not path.exists() and not provenance_path(path).exists() and cache.writes == 0
+    assert "not writing the calibration table" in caplog.text
+    with pytest.raises(DataError, match="cannot decode"):
+        cal.raise_pending()
+    cal.close()

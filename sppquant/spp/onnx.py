@@ -40,6 +40,9 @@ def make_spp_node(
         levels=list(levels),
         pooling=pooling,
         plugin_version=SPP_PLUGIN_VERSION,
+        # TensorRT's ONNX parser looks plugins up by op_type, plugin_version and
+        # plugin_namespace; only recent 10.x parsers fall back to the node's domain.
+        plugin_namespace=SPP_DOMAIN,
     )
 
 

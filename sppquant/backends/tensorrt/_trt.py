@@ -65,6 +65,26 @@ def trt_logger(trt: ModuleType) -> Any:
     return _LOGGER
 
 
+_STD_PLUGINS: set[int] = set()  # id() of the tensorrt modules whose standard plugins were initialised
+
+
+def init_standard_plugins(trt: ModuleType, logger: Any) -> bool:
+    """Register TensorRT's own plugins (libnvinfer_plugin) once per process, like trtexec and Polygraphy.
+
+    The ONNX parser imports some standard ops through them (``RoiAlign`` -> ``ROIAlign_TRT``,
+    ``ScatterElements``, ...), looked up in the plugin registry, where they only are after
+    ``initLibNvInferPlugins``; without it such a model fails to parse with "plugin not found".
+    Engines that contain one need them at deserialization too. Returns what TensorRT returned.
+    """
+    if id(trt) in _STD_PLUGINS:
+        return True
+    ok = bool(trt.init_libnvinfer_plugins(logger, ""))
+    _STD_PLUGINS.add(id(trt))
+    if not ok:
+        log.debug("trt.init_libnvinfer_plugins returned False: TensorRT's standard plugins are not registered")
+    return ok
+
+
 def create(trt: ModuleType, factory: Any, *args: Any) -> Any:
     """Call a TensorRT factory (Builder, Runtime, OnnxParser); a NULL result -> BackendUnavailable.
 

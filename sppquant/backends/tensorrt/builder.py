@@ -28,7 +28,15 @@ from typing import Any
 from sppquant import __version__
 from sppquant.atomic import atomic_write_bytes, atomic_write_text, check_writable
 from sppquant.backends.tensorrt import settings as S
-from sppquant.backends.tensorrt._trt import create, gpu_name, import_tensorrt, load_plugin, trt_logger, trt_version
+from sppquant.backends.tensorrt._trt import (
+    create,
+    gpu_name,
+    import_tensorrt,
+    init_standard_plugins,
+    load_plugin,
+    trt_logger,
+    trt_version,
+)
 from sppquant.backends.tensorrt.cache import TableCache
 from sppquant.backends.tensorrt.calibrator import CalibratorMixin, make_calibrator
 from sppquant.backends.tensorrt.feed import BatchFeeder
@@ -99,11 +107,41 @@ def table_decision(cache: TableCache, algorithm: str, force: bool) -> str:
 # --------------------------------------------------------------------------- TensorRT steps
 
 
+def spp_namespace_patch(model_path: Path) -> bytes | None:
+    """The model with ``plugin_namespace`` set on SPP nodes that lack it, or None when none does.
+
+    TensorRT's ONNX parser looks a custom op up as (op_type, ``plugin_version`` attribute or
+    "1", ``plugin_namespace`` attribute or ""). Only recent 10.x parsers retry with the node's
+    domain as the namespace (onnx-tensorrt's FallbackPluginImporter; the 10.1 GA importer does
+    not), so on older 10.x a ``sppquant`` node without the attribute is "Plugin not found": our
+    creator is registered in namespace ``sppquant``. Adding the attribute in memory works on
+    every 10.x; the creator ignores it. External data is left where it is (the parser is given
+    the model path).
+    """
+    import onnx  # noqa: PLC0415 - only for builds
+
+    from sppquant.spp.onnx import SPP_DOMAIN, is_spp_node  # noqa: PLC0415
+
+    model = onnx.load(str(model_path), load_external_data=False)
+    changed = 0
+    for node in model.graph.node:
+        if is_spp_node(node) and not any(a.name == "plugin_namespace" for a in node.attribute):
+            node.attribute.append(onnx.helper.make_attribute("plugin_namespace", SPP_DOMAIN))
+            changed += 1
+    if not changed:
+        return None
+    log.debug("%s: plugin_namespace=%r set on %d SPP node(s) for TensorRT's parser", model_path, SPP_DOMAIN, changed)
+    return model.SerializeToString()
+
+
 def parse_network(trt: ModuleType, builder: Any, logger: Any, cfg: Config) -> tuple[Any, Any, Any]:
     """``(network, parser, input tensor)``; ModelError with the parser's errors on failure."""
     network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
     parser = create(trt, trt.OnnxParser, network, logger)
-    if not parser.parse_from_file(str(cfg.model.path)):
+    patched = spp_namespace_patch(cfg.model.path)
+    ok = (parser.parse_from_file(str(cfg.model.path)) if patched is None
+          else parser.parse(patched, str(cfg.model.path)))
+    if not ok:
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise ModelError(f"{cfg.model.path}: TensorRT's ONNX parser failed: {errors or 'no details'} "
                          "(is the SPP plugin library loaded and built for this TensorRT?)")
@@ -175,7 +213,15 @@ class _TimingCache:
             self.cache = config.create_timing_cache(data)
             log.info("%s timing cache %s", "reusing" if data else "starting", self.path)
         if not config.set_timing_cache(self.cache, False):
-            log.warning("timing cache %s does not match this TensorRT/GPU; builds proceed without it", self.path)
+            # A cache from another GPU/TensorRT is refused (``ignore_mismatch=False``). Keeping the refused
+            # object would leave every build of this run without a cache and write the stale file back
+            # unchanged; start an empty one instead, which this run fills and `save` writes over the file.
+            log.warning("timing cache %s does not match this TensorRT/GPU; starting a new one (the file is "
+                        "replaced after the build)", self.path)
+            self.cache = config.create_timing_cache(b"")
+            if not config.set_timing_cache(self.cache, False):
+                log.warning("TensorRT refused a new timing cache; builds proceed without one")
+                self.cache = None
 
     def save(self) -> None:
         if self.cache is not None:
@@ -206,6 +252,7 @@ def build_engines(
 
     logger = trt_logger(trt)
     builder = create(trt, trt.Builder, logger)  # first: "no GPU / no TensorRT" is the likelier problem
+    init_standard_plugins(trt, logger)
     plugin = load_plugin(cfg.build.plugin_library)
     timing = _TimingCache(S.timing_cache_path(cfg, out))
     gpu, model_sha = gpu_name(), sha256_file(cfg.model.path)

@@ -14,7 +14,14 @@ import time
 from pathlib import Path
 
 from sppquant.backends.tensorrt import settings as S
-from sppquant.backends.tensorrt._trt import create, import_tensorrt, load_plugin, trt_logger, trt_version
+from sppquant.backends.tensorrt._trt import (
+    create,
+    import_tensorrt,
+    init_standard_plugins,
+    load_plugin,
+    trt_logger,
+    trt_version,
+)
 from sppquant.backends.tensorrt.builder import _serialize, add_profile, apply_flags, parse_network
 from sppquant.backends.tensorrt.cache import TableCache
 from sppquant.backends.tensorrt.calibrator import make_calibrator
@@ -44,6 +51,7 @@ def calibrate_tensorrt(
                     "calibrate across all sizes", list(cfg.input.sizes[0]), [list(s) for s in cfg.input.sizes])
     logger = trt_logger(trt)
     builder = create(trt, trt.Builder, logger)
+    init_standard_plugins(trt, logger)
     load_plugin(cfg.build.plugin_library)
     network, _parser, inp = parse_network(trt, builder, logger, cfg)
     config = builder.create_builder_config()

@@ -62,6 +62,14 @@ class CalibratorMixin:
         return self._guard("read_calibration_cache", self.cache.read, None)
 
     def write_calibration_cache(self, cache: Any) -> None:
+        if self.errors:
+            # get_batch answered None after a failure, so TensorRT took that for the end of the data and
+            # computed scales from the batches before it. Writing them would leave a table whose
+            # provenance check_table accepts, and the next build would silently reuse it.
+            log.error("not writing the calibration table %s: calibration stopped early after an error "
+                      "(re-raised after the build)", self.cache.path)
+            return
+
         def write() -> None:
             self.cache.images_used = self.feeder.images_used
             self.cache.write(bytes(cache))

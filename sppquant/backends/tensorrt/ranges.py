@@ -20,7 +20,10 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 # TensorRT LayerType names whose output range never exceeds their (first / all) input range.
-RANGE_PRESERVING_LAYERS = frozenset({"SHUFFLE", "POOLING", "IDENTITY", "SLICE", "GATHER", "CONCATENATION"})
+# SQUEEZE / UNSQUEEZE: the ONNX parser of recent 10.x reshapes with ISqueezeLayer / IUnsqueezeLayer
+# (its own, unnamed tensors); names a running TensorRT lacks simply never match.
+RANGE_PRESERVING_LAYERS = frozenset({"SHUFFLE", "POOLING", "IDENTITY", "SLICE", "GATHER", "CONCATENATION",
+                                     "SQUEEZE", "UNSQUEEZE"})
 # Outputs that never need an activation scale (weights are quantized from their values).
 NO_SCALE_LAYERS = frozenset({"CONSTANT", "SHAPE"})
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from sppquant.backends.tensorrt._trt import create, import_tensorrt, load_plugin, trt_logger
+from sppquant.backends.tensorrt._trt import create, import_tensorrt, init_standard_plugins, load_plugin, trt_logger
 from sppquant.backends.tensorrt.memory import PycudaMemory
 from sppquant.errors import BackendUnavailable, UserError
 
@@ -34,7 +34,9 @@ class TrtRunner:
         import pycuda.driver as cuda  # noqa: PLC0415 - PycudaMemory proved it imports
 
         self._cuda = cuda
-        runtime = create(trt, trt.Runtime, trt_logger(trt))
+        logger = trt_logger(trt)
+        runtime = create(trt, trt.Runtime, logger)
+        init_standard_plugins(trt, logger)
         load_plugin(plugin_library)  # engines embed the SPP layer: its creator must be registered first
         self.engine = runtime.deserialize_cuda_engine(path.read_bytes())
         if self.engine is None:
@@ -95,9 +97,15 @@ class TrtRunner:
         return {k: np.concatenate([p[k] for p in parts]) for k in names}
 
     def close(self) -> None:
+        """Free the device buffers now; then the context, engine and runtime, in that order (idempotent)."""
+        if getattr(self, "stream", None) is not None:
+            self.stream.synchronize()  # nothing may still be writing into the buffers freed next
         for ptr, _ in self._buffers.values():
             self._memory.free(ptr)
         self._buffers.clear()
+        for attr in ("context", "engine", "_runtime"):
+            if hasattr(self, attr):
+                setattr(self, attr, None)
 
     def __enter__(self) -> TrtRunner:
         return self
