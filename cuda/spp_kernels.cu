@@ -13,6 +13,9 @@
 //   A block handles P consecutive planes (small planes) and walks W in chunks when the
 //   column buffer would not fit in shared memory (large W).
 //
+// Maps with H <= 16 and W <= 64 (SPP-net's 13x13) take spp_small_kernel instead: warp(s) per
+// plane, the plane in shared memory after one flat load, separable bin reduction.
+//
 // The boundary tables are computed on the host per call (O(sum n)) and passed by value in
 // the kernel parameters, so a launch needs no device allocation and is graph-capturable.
 
@@ -87,28 +90,28 @@ __device__ __forceinline__ int8_t requant(float q, float ratio) {
     return static_cast<int8_t>(static_cast<int>(r));
 }
 
-template <typename T, int POOL> struct Store;
+template <typename T, int POOL> struct Store;  // PP: any parameter struct with requant and ratio
 template <> struct Store<float, SPPQ_MAX> {
-    static __device__ __forceinline__ float get(float a, int, const SppParams&) { return a; }
+    template <class PP> static __device__ __forceinline__ float get(float a, int, const PP&) { return a; }
 };
 template <> struct Store<float, SPPQ_AVG> {
-    static __device__ __forceinline__ float get(float a, int cnt, const SppParams&) { return a / static_cast<float>(cnt); }
+    template <class PP> static __device__ __forceinline__ float get(float a, int cnt, const PP&) { return a / static_cast<float>(cnt); }
 };
 template <> struct Store<__half, SPPQ_MAX> {
-    static __device__ __forceinline__ __half get(float a, int, const SppParams&) { return __float2half_rn(a); }
+    template <class PP> static __device__ __forceinline__ __half get(float a, int, const PP&) { return __float2half_rn(a); }
 };
 template <> struct Store<__half, SPPQ_AVG> {
-    static __device__ __forceinline__ __half get(float a, int cnt, const SppParams&) {
+    template <class PP> static __device__ __forceinline__ __half get(float a, int cnt, const PP&) {
         return __float2half_rn(a / static_cast<float>(cnt));
     }
 };
 template <> struct Store<int8_t, SPPQ_MAX> {
-    static __device__ __forceinline__ int8_t get(int a, int, const SppParams& p) {
+    template <class PP> static __device__ __forceinline__ int8_t get(int a, int, const PP& p) {
         return p.requant ? requant(static_cast<float>(a), p.ratio) : static_cast<int8_t>(a);
     }
 };
 template <> struct Store<int8_t, SPPQ_AVG> {
-    static __device__ __forceinline__ int8_t get(float a, int cnt, const SppParams& p) {
+    template <class PP> static __device__ __forceinline__ int8_t get(float a, int cnt, const PP& p) {
         return requant(a / static_cast<float>(cnt), p.requant ? p.ratio : 1.0f);
     }
 };
@@ -409,6 +412,103 @@ __global__ void __launch_bounds__(kBlock, 4) spp_forward_kernel(const T* __restr
     }
 }
 
+// ---- small maps (H <= 16, W <= 64): one warp per plane, one block barrier --------------------
+// The block loads its planes (contiguous in memory) as one flat span with 16-byte loads into
+// shared memory, then each warp reduces its own plane separably: R[y][j] = op over the x of
+// x-bin j (every level's bins) of row y, then every bin = op over its rows of R, written
+// level-major. The two passes meet at __syncwarp (several planes per block, one warp each) or,
+// for few planes (N*C < 8 per SM), at one more __syncthreads with 4 warps on the block's one plane.
+struct SmallParams {
+    long long nc;
+    int C, H, W;
+    int total_bins, sumn;
+    int planes;  // planes per block
+    int wpp;     // warps per plane (> 1 only with planes == 1)
+    float ratio;
+    int requant;
+    unsigned char lev[SPPQ_MAX_LEVELS];
+    unsigned char xs[SPPQ_MAX_SUM_BINS], xe[SPPQ_MAX_SUM_BINS];  // per (level, bin): [start, end) along W
+    unsigned char ys[SPPQ_MAX_SUM_BINS], ye[SPPQ_MAX_SUM_BINS];  // along H
+};
+constexpr int kSmallMaxH = 16, kSmallMaxW = 64, kSmallMaxPlanes = 8;
+
+template <typename T, int POOL>
+__global__ void __launch_bounds__(32 * kSmallMaxPlanes) spp_small_kernel(const T* __restrict__ in, T* __restrict__ out,
+    const SmallParams p) {
+    using A = typename Acc<T, POOL>::type;
+    using O = Op<POOL, A>;
+    extern __shared__ __align__(16) unsigned char smem[];
+    const int H = p.H, W = p.W, HW = H * W, sumn = p.sumn;
+    A* rbuf = reinterpret_cast<A*>(smem);  // planes * H * sumn
+    unsigned char* xs = reinterpret_cast<unsigned char*>(rbuf + p.planes * H * sumn);
+    unsigned char* xe = xs + sumn;
+    unsigned char* ys = xe + sumn;
+    unsigned char* ye = ys + sumn;
+    unsigned char* lev = ye + sumn;  // SPPQ_MAX_LEVELS entries
+    const size_t tab_end = (static_cast<size_t>(lev + SPPQ_MAX_LEVELS - smem) + 15) & ~static_cast<size_t>(15);
+
+    const int tid = threadIdx.x;
+    const long long p0 = static_cast<long long>(blockIdx.x) * p.planes;
+    const int np = static_cast<int>(min(static_cast<long long>(p.planes), p.nc - p0));
+    const T* src = in + p0 * HW;
+    const int pad = static_cast<int>(reinterpret_cast<uintptr_t>(src) & 15);
+    // tile element e at smem byte tab_end + pad + e*sizeof(T): 16-aligned where the global address is
+    T* tile = reinterpret_cast<T*>(smem + tab_end + pad);
+    const int total = np * HW;
+    const int head = min(total, ((16 - pad) & 15) / static_cast<int>(sizeof(T)));
+    const int nw = static_cast<int>((static_cast<size_t>(total - head) * sizeof(T)) / 16);
+    const int tail0 = head + nw * (16 / static_cast<int>(sizeof(T)));
+    const uint4* gw = reinterpret_cast<const uint4*>(src + head);
+    uint4* sw = reinterpret_cast<uint4*>(tile + head);
+#pragma unroll 4
+    for (int w = tid; w < nw; w += blockDim.x) sw[w] = __ldcs(gw + w);
+    const int nscal = head + (total - tail0);
+    for (int e = tid; e < nscal; e += blockDim.x) {
+        const int k = e < head ? e : tail0 + (e - head);
+        tile[k] = src[k];
+    }
+    for (int i = tid; i < sumn; i += blockDim.x) {
+        xs[i] = p.xs[i]; xe[i] = p.xe[i]; ys[i] = p.ys[i]; ye[i] = p.ye[i];
+    }
+    if (tid < SPPQ_MAX_LEVELS) lev[tid] = p.lev[tid];
+    __syncthreads();
+
+    const int gsz = 32 * p.wpp;  // threads per plane
+    const int pl = tid / gsz, lane = tid - pl * gsz;
+    if (pl >= np) return;  // wpp > 1 only with one plane per block (np == 1): nobody leaves then
+    const T* tp = tile + pl * HW;
+    A* rp = rbuf + pl * H * sumn;
+    const int items = H * sumn;
+    for (int it = lane; it < items; it += gsz) {
+        const int y = it / sumn;
+        const int j = it - y * sumn;
+        const T* row = tp + y * W;
+        A acc = O::init();
+        const int x1 = xe[j];
+#pragma unroll 4
+        for (int x = xs[j]; x < x1; ++x) acc = O::apply(acc, cvt(row[x]));
+        rp[it] = acc;
+    }
+    if (p.wpp == 1) __syncwarp(); else __syncthreads();
+    const long long plane = p0 + pl;
+    const long long img = plane / p.C;
+    const long long c = plane - img * p.C;
+    T* ob = out + img * (static_cast<long long>(p.C) * p.total_bins);
+    for (int it = lane; it < p.total_bins; it += gsz) {
+        int b = it, base = 0, loff = 0, l = 0;
+        int n = lev[0], nn = n * n;
+        while (b >= nn) { b -= nn; base += n; loff += nn; ++l; n = lev[l]; nn = n * n; }
+        const int by = b / n, bx = b - by * n;
+        const int jy = base + by, jx = base + bx;
+        const int y0 = ys[jy], y1 = ye[jy];
+        A acc = O::init();
+#pragma unroll 4
+        for (int y = y0; y < y1; ++y) acc = O::apply(acc, rp[y * sumn + jx]);
+        const int cnt = (y1 - y0) * (xe[jx] - xs[jx]);
+        ob[static_cast<long long>(p.C) * loff + c * nn + b] = Store<T, POOL>::get(acc, cnt, p);
+    }
+}
+
 __global__ void sppq_empty_kernel() {}
 
 thread_local int g_last_cuda_error = 0;
@@ -480,6 +580,14 @@ int launch_v(const void* in, void* out, const SppParams& p, size_t smem, int gri
         if (e != cudaSuccess) { g_last_cuda_error = e; return SPPQ_ERR_CUDA; }
     }
     kern<<<grid, threads, smem, s>>>(static_cast<const T*>(in), static_cast<T*>(out), p);
+    cudaError_t e = cudaGetLastError();
+    if (e != cudaSuccess) { g_last_cuda_error = e; return SPPQ_ERR_CUDA; }
+    return SPPQ_OK;
+}
+
+template <typename T, int POOL>
+int launch_small(const void* in, void* out, const SmallParams& p, size_t smem, int grid, cudaStream_t s) {
+    spp_small_kernel<T, POOL><<<grid, 32 * p.planes * p.wpp, smem, s>>>(static_cast<const T*>(in), static_cast<T*>(out), p);
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess) { g_last_cuda_error = e; return SPPQ_ERR_CUDA; }
     return SPPQ_OK;
@@ -563,11 +671,57 @@ int sppq_spp_forward(const void* in, void* out, int dtype, int pooling, int N, i
     int err = 0;
     const DeviceInfo dev = device_info(&err);
     if (err != 0) { g_last_cuda_error = err; return SPPQ_ERR_CUDA; }
-
-    // widest vector load that every row start allows
     const size_t esize = dtype == SPPQ_FLOAT32 ? 4 : (dtype == SPPQ_FLOAT16 ? 2 : 1);
-    int vec = static_cast<int>(16 / esize);
+    auto knob = [](const char* name, long long dflt) {  // tuning experiments only
+        const char* e = std::getenv(name);
+        return e ? std::atoll(e) : dflt;
+    };
+    static const bool small_on = knob("SPPQ_SMALL", 1) != 0;
+
+    // Small maps: one warp per plane (spp_small_kernel).
+    if (small_on && H <= kSmallMaxH && W <= kSmallMaxW) {
+        SmallParams sp;
+        std::memset(&sp, 0, sizeof(sp));
+        sp.nc = p.nc; sp.C = C; sp.H = H; sp.W = W;
+        sp.total_bins = p.total_bins; sp.sumn = p.sumn;
+        sp.ratio = p.ratio; sp.requant = p.requant;
+        for (int l = 0, j = 0; l < num_levels; ++l) {
+            const int n = levels[l];
+            sp.lev[l] = static_cast<unsigned char>(n);
+            for (int i = 0; i < n; ++i, ++j) {
+                sp.xs[j] = static_cast<unsigned char>((i * W) / n);
+                sp.xe[j] = static_cast<unsigned char>(((i + 1) * W + n - 1) / n);
+                sp.ys[j] = static_cast<unsigned char>((i * H) / n);
+                sp.ye[j] = static_cast<unsigned char>(((i + 1) * H + n - 1) / n);
+            }
+        }
+        const size_t acc = 4;
+        auto small_smem = [&](long long pl) {
+            const size_t r = static_cast<size_t>(pl) * H * p.sumn * acc + 4 * p.sumn + SPPQ_MAX_LEVELS;
+            return ((r + 15) & ~static_cast<size_t>(15)) + static_cast<size_t>(pl) * H * W * esize + 16;
+        };
+        long long planes = std::min<long long>(kSmallMaxPlanes, std::max<long long>(1, p.nc / (4LL * std::max(1, dev.sms))));
+        while (planes > 1 && small_smem(planes) > 48 * 1024) --planes;
+        sp.planes = static_cast<int>(planes);
+        static const long long wpp_knob = knob("SPPQ_SMALL_WPP", 4);
+        sp.wpp = planes == 1 ? static_cast<int>(std::min<long long>(8, std::max<long long>(1, wpp_knob))) : 1;
+        const long long grid = (p.nc + planes - 1) / planes;
+        if (grid > 0x7fffffffLL) return SPPQ_ERR_SHAPE;
+        const size_t smem = small_smem(planes);
+        const int g = static_cast<int>(grid);
+        if (dtype == SPPQ_FLOAT32)
+            return pooling == SPPQ_MAX ? launch_small<float, SPPQ_MAX>(in, out, sp, smem, g, stream)
+                                       : launch_small<float, SPPQ_AVG>(in, out, sp, smem, g, stream);
+        if (dtype == SPPQ_FLOAT16)
+            return pooling == SPPQ_MAX ? launch_small<__half, SPPQ_MAX>(in, out, sp, smem, g, stream)
+                                       : launch_small<__half, SPPQ_AVG>(in, out, sp, smem, g, stream);
+        return pooling == SPPQ_MAX ? launch_small<int8_t, SPPQ_MAX>(in, out, sp, smem, g, stream)
+                                   : launch_small<int8_t, SPPQ_AVG>(in, out, sp, smem, g, stream);
+    }
+
     const uintptr_t addr = reinterpret_cast<uintptr_t>(in);
+    // widest vector load that every row start allows
+    int vec = static_cast<int>(16 / esize);
     while (vec > 1 && ((W % vec) != 0 || (addr % (vec * esize)) != 0)) vec /= 2;
     const long long wvec = (W + vec - 1) / vec;
 
