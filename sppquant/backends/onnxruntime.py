@@ -96,7 +96,10 @@ class OrtRunner:
         rewritten = rewrite_for_onnxruntime(model)
         present = {o.name for o in rewritten.graph.output}
         inputs = set(graph_input_names(rewritten))
-        types = tensor_types(model)
+        # Shape inference is the slow part of building a runner on a large model: only
+        # pay for it when intermediate tensors must be exposed (the report builds one
+        # runner per table tensor, none of which need it).
+        types = tensor_types(model) if extra_outputs else {}
         for name in extra_outputs:
             if name not in present and name not in inputs:
                 rewritten.graph.output.append(
