@@ -13,6 +13,8 @@ import sys
 from collections.abc import Sequence
 
 from sppquant import __version__
+from sppquant.backends import BACKEND_CHOICES, PRECISIONS
+from sppquant.calibration.algorithms import ALGORITHMS
 from sppquant.config import load_config
 from sppquant.errors import UserError
 
@@ -20,24 +22,22 @@ log = logging.getLogger("sppquant")
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from sppquant.predict import predict
+    from sppquant.pipeline.predict import predict
 
     cfg = load_config(args.config)
     size = tuple(args.size) if args.size else None
     results = predict(cfg, args.images, top_k=max(1, args.top_k), size=size, progress=not args.json,
                       engine=args.engine)
     if args.json:
-        print(json.dumps([{"path": r.path, "label": r.label, "scores": r.scores,
-                           "top_k": [[k, p] for k, p in r.top_k]} for r in results]))
+        print(json.dumps([r.to_json() for r in results]))
     else:
         for r in results:
-            tops = "  ".join(f"{k}:{p:.3f}" for k, p in r.top_k)
-            print(f"{r.path}\t{r.label}\t{tops}")
+            print(f"{r.path}\t{r.text}")
     return 0
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
-    from sppquant.calibration.calibrate import calibrate
+    from sppquant.pipeline.calibrate import calibrate
 
     cfg = load_config(args.config)
     result = calibrate(cfg, output=args.output, algorithm=args.algorithm, backend=args.backend)
@@ -47,7 +47,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
-    from sppquant.backends.tensorrt.builder import build_engines
+    from sppquant.pipeline.trt_build import build_engines
 
     cfg = load_config(args.config)
     for r in build_engines(cfg, args.precision, args.output_dir, args.force, args.int8_dummy_scales):
@@ -57,22 +57,31 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from sppquant.report.evaluate import build_report
+    from sppquant.pipeline.report import build_report
 
     cfg = load_config(args.config)
     algorithms = [a.strip() for a in args.algorithms.split(",") if a.strip()] if args.algorithms else None
     result = build_report(cfg, output_dir=args.output_dir, backend=args.backend, algorithms=algorithms,
                           table=args.table)
-    prec = result.report["precisions"]
-    for key, m in prec.items():
-        top1 = f"top-1 {100 * m['top1']:.2f}%  " if m.get("top1") is not None else ""
-        print(f"{key:<16} {top1}agreement {100 * m['agreement']:.2f}%")
+    for p in result.report.precisions.values():
+        shown = [c for c in result.report.columns if c.fmt == "pct" and p.metrics.get(c.key) is not None][:2]
+        shown = shown or [c for c in result.report.columns if c.key == "sqnr_db"]
+        cells = "  ".join(f"{c.header} {_fmt(p.metrics.get(c.key), c.fmt)}" for c in shown)
+        print(f"{p.key:<16} {cells}")
     print(f"{result.markdown_path}  ({result.seconds:.1f} s)")
     return 0
 
 
+def _fmt(value: float | None, fmt: str) -> str:
+    if value is None or value != value:
+        return "n/a"
+    if fmt == "pct":
+        return f"{100 * value:.2f}%"
+    return "inf" if value == float("inf") else f"{value:.1f}"
+
+
 def _cmd_export_qdq(args: argparse.Namespace) -> int:
-    from sppquant.quantize.qdq import export_qdq
+    from sppquant.pipeline.export import export_qdq
 
     cfg = load_config(args.config)
     result = export_qdq(cfg, args.output, table_path=args.table)
@@ -82,7 +91,7 @@ def _cmd_export_qdq(args: argparse.Namespace) -> int:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    from sppquant.calibration.inspect import describe_table, format_description
+    from sppquant.pipeline.inspect import describe_table, format_description
 
     info = describe_table(args.table, sort=args.sort)
     print(json.dumps(info, indent=2) if args.json else format_description(info))
@@ -90,7 +99,10 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sppquant", description=__doc__.splitlines()[0])
+    algorithms, backends, precisions = ALGORITHMS.names(), BACKEND_CHOICES, PRECISIONS.names()
+    parser = argparse.ArgumentParser(
+        prog="sppquant", description="INT8 calibration tables, TensorRT engines, Q/DQ exports and precision "
+                                     "reports for CNNs with spatial pyramid pooling.")
     parser.add_argument("--version", action="version", version=f"sppquant {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -98,13 +110,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("calibrate", help="compute a TensorRT calibration table (+ provenance)")
     p.add_argument("--config", required=True, help="YAML config")
     p.add_argument("--output", help="table path (default: calibration.output)")
-    p.add_argument("--algorithm", choices=["entropy2", "minmax", "percentile"], help="default: calibration.algorithm")
-    p.add_argument("--backend", choices=["auto", "onnxruntime", "tensorrt"], help="default: the config's backend")
+    p.add_argument("--algorithm", choices=algorithms, help="default: calibration.algorithm; "
+                   + "; ".join(f"{a.name}: {a.help}" for a in ALGORITHMS.values()))
+    p.add_argument("--backend", choices=backends, help="default: the config's backend")
     p.set_defaults(func=_cmd_calibrate)
 
-    p = sub.add_parser("build", help="build TensorRT engines (FP32/FP16/INT8) with the SPP plugin")
+    p = sub.add_parser("build", help="build TensorRT engines (FP32/FP16/INT8) with the sppquant plugins")
     p.add_argument("--config", required=True, help="YAML config")
-    p.add_argument("--precision", help="comma-separated subset of fp32,fp16,int8 (default: build.precisions)")
+    p.add_argument("--precision", help=f"comma-separated subset of {','.join(precisions)} (default: build.precisions)")
     p.add_argument("--output-dir", help="engine folder (default: build.output_dir)")
     p.add_argument("--force", action="store_true",
                    help="build INT8 despite a stale table: TensorRT recalibrates and overwrites it")
@@ -114,24 +127,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("inspect", help="show a calibration table and its provenance")
     p.add_argument("table", help="calibration table (cache) file")
-    p.add_argument("--sort", choices=["name", "amax"], default="name")
+    p.add_argument("--sort", choices=["name", "amax"], default="name", help="order of the tensor rows")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_cmd_inspect)
 
-    p = sub.add_parser("predict", help="FP32 inference on images (ONNX Runtime)")
+    p = sub.add_parser("predict", help="FP32 inference on images, decoded by the model's task")
     p.add_argument("--config", required=True, help="YAML config")
     p.add_argument("images", nargs="+", metavar="IMAGE")
-    p.add_argument("--top-k", type=int, default=1, help="classes to show per image")
+    p.add_argument("--top-k", type=int, default=1, help="classes to show per image (classification)")
     p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="input size (default: first in config)")
-    p.add_argument("--json", action="store_true", help="one JSON list: path, label, scores per image")
-    p.add_argument("--engine", help="run this TensorRT engine instead of the ONNX model (ONNX Runtime)")
+    p.add_argument("--json", action="store_true", help="one JSON list: path and the task's prediction per image")
+    p.add_argument("--engine", help="run this TensorRT engine (TensorRT backend) instead of the ONNX model")
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("report", help="FP32 vs FP16 vs INT8 accuracy report (Markdown, JSON, plots)")
     p.add_argument("--config", required=True, help="YAML config")
     p.add_argument("--output-dir", help="report folder (default: report.output_dir)")
-    p.add_argument("--backend", choices=["auto", "onnxruntime", "tensorrt"], help="default: the config's backend")
-    p.add_argument("--algorithms", help="comma list of entropy2,minmax,percentile: one INT8 column each "
+    p.add_argument("--backend", choices=backends, help="default: the config's backend")
+    p.add_argument("--algorithms", help=f"comma list of {','.join(algorithms)}: one INT8 column each "
                                         "(default: report.algorithms)")
     p.add_argument("--table", help="calibration table for the first algorithm, used as given "
                                    "(default: calibration.output if valid, else calibrate)")
@@ -143,7 +156,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--table", help="calibration table (default: calibration.output, which must be valid)")
     p.set_defaults(func=_cmd_export_qdq)
     return parser
-
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -18,14 +18,20 @@ from typing import Any, Literal, Union
 
 import yaml
 
+from sppquant.backends import BACKEND_CHOICES, PRECISIONS
+from sppquant.backends.onnxruntime import OrtOptions
+from sppquant.calibration.algorithms import ALGORITHMS, Param, algorithm_param_keys
 from sppquant.errors import ConfigError
 from sppquant.preprocess import COLORS, INTERPOLATIONS, PAD_POSITIONS, RESIZES, PreprocessConfig
+from sppquant.tasks import TASK_CHOICES
 
 PATH = {"path": True}  # field metadata: resolve against the config file's folder
-
-Algorithm = Literal["entropy2", "minmax", "percentile"]
-Backend = Literal["auto", "onnxruntime", "tensorrt"]
-Precision = Literal["fp32", "fp16", "int8"]
+# Field metadata for names from a registry, read at validation time (so entries registered
+# later, e.g. by a plugin or a test, are accepted everywhere at once).
+ALGORITHM = {"choices": ALGORITHMS.names}
+BACKEND = {"choices": lambda: BACKEND_CHOICES}
+PRECISION = {"choices": PRECISIONS.names}
+TASK = {"choices": lambda: TASK_CHOICES}
 
 
 @dataclass(frozen=True)
@@ -62,17 +68,25 @@ class CalibrationConfig:
     last_batch: Literal["keep", "drop"] = "keep"
     bad_files: Literal["skip", "error"] = "skip"
     workers: int = 2
-    algorithm: Algorithm = "entropy2"
-    percentile: float = 99.99
+    algorithm: str = field(default="entropy2", metadata=ALGORITHM)
     tie_scales: bool = True
     output: Path = field(default=Path("calibration.cache"), metadata=PATH)
     trt_version: str = "10.16.1"
+    # Parameters of the registered algorithms, each under its own key (``percentile: 99.9``);
+    # the keys come from `sppquant.calibration.algorithms.ALGORITHMS`, not from this class.
+    params: dict[str, Any] = field(default_factory=dict, metadata={"extra_keys": algorithm_param_keys})
+
+    def algorithm_params(self, algorithm: str | None = None) -> dict[str, Any]:
+        """The parameters of ``algorithm`` (default: the configured one): configured or default values."""
+        from sppquant.calibration.algorithms import resolve_params  # noqa: PLC0415
+
+        return resolve_params(algorithm or self.algorithm, self.params)
 
 
 @dataclass(frozen=True)
 class BuildConfig:
     output_dir: Path = field(default=Path("engines"), metadata=PATH)
-    precisions: tuple[Precision, ...] = ("fp32", "fp16", "int8")
+    precisions: tuple[str, ...] = field(default=("fp32", "fp16", "int8"), metadata=PRECISION)
     max_batch: int = 16
     int8_allow_fp16: bool = True
     workspace_mb: int = 1024
@@ -87,7 +101,7 @@ class ReportConfig:
     output_dir: Path = field(default=Path("report"), metadata=PATH)
     max_images: int | None = None
     batch_size: int = 32
-    algorithms: tuple[Algorithm, ...] = ("entropy2",)
+    algorithms: tuple[str, ...] = field(default=("entropy2",), metadata=ALGORITHM)
     bad_files: Literal["skip", "error"] = "skip"
 
 
@@ -99,7 +113,9 @@ class Config:
     calibration: CalibrationConfig = CalibrationConfig()
     build: BuildConfig = BuildConfig()
     report: ReportConfig = ReportConfig()
-    backend: Backend = "auto"
+    onnxruntime: OrtOptions = OrtOptions()
+    backend: str = field(default="auto", metadata=BACKEND)
+    task: str = field(default="auto", metadata=TASK)
     source: Path | None = None  # the YAML file this came from (not a YAML key)
 
     def preprocess_fingerprint(self) -> str:
@@ -158,6 +174,8 @@ def _convert(value: Any, tp: Any, key: str, ctx: _Ctx, meta: typing.Mapping[str,
             ctx.fail(key, f"expected a number, got {_describe(value)}")
         return float(value)
     if tp is str:
+        if "choices" in meta and (not isinstance(value, str) or value not in meta["choices"]()):
+            ctx.fail(key, f"expected one of {', '.join(meta['choices']())}, got {_describe(value)}")
         if not isinstance(value, str):
             ctx.fail(key, f"expected a string, got {_describe(value)}")
         return value
@@ -175,12 +193,18 @@ def _build(cls: type, data: Any, key: str, ctx: _Ctx) -> Any:
         ctx.fail(where, f"expected a mapping of keys, got {_describe(data)}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source"}
-    kwargs = {}
+    extra = next((f for f in fields.values() if "extra_keys" in f.metadata), None)
+    extra_keys: dict[str, Param] = extra.metadata["extra_keys"]() if extra is not None else {}
+    kwargs: dict[str, Any] = {extra.name: {}} if extra is not None else {}
     for name, value in data.items():
         path = f"{key}.{name}" if key else str(name)
-        if name not in fields:
-            close = difflib.get_close_matches(str(name), list(fields), n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(fields)}"
+        if name in extra_keys:
+            kwargs[extra.name][name] = _extra_value(value, extra_keys[name], path, ctx)
+            continue
+        if name not in fields or fields[name] is extra:
+            valid = [n for n in fields if fields[n] is not extra] + list(extra_keys)
+            close = difflib.get_close_matches(str(name), valid, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(valid)}"
             ctx.fail(path, f"unknown key{hint}")
         kwargs[name] = _convert(value, hints[name], path, ctx, fields[name].metadata)
     for name, f in fields.items():
@@ -193,6 +217,15 @@ def _build(cls: type, data: Any, key: str, ctx: _Ctx) -> Any:
         elif dataclasses.is_dataclass(hints[name]):
             kwargs[name] = _build(hints[name], {}, f"{key}.{name}" if key else name, ctx)
     return cls(**kwargs)
+
+
+def _extra_value(value: Any, param: Param, key: str, ctx: _Ctx) -> Any:
+    """A registry-declared key (an algorithm parameter): its type, then its own check."""
+    converted = _convert(value, param.type, key, ctx, {})
+    problem = param.check(converted)
+    if problem is not None:
+        ctx.fail(key, f"expected {problem}, got {_describe(value)}")
+    return converted
 
 
 def _check_positive_size(size: tuple[int, int], key: str, ctx: _Ctx) -> None:
@@ -234,8 +267,6 @@ def _validate(cfg: Config, ctx: _Ctx) -> None:
         ctx.fail("calibration.workers", f"expected a positive integer, got {cal.workers}")
     if cal.max_images is not None and cal.max_images <= 0:
         ctx.fail("calibration.max_images", f"expected a positive integer, got {cal.max_images}")
-    if not 0.0 < cal.percentile <= 100.0:
-        ctx.fail("calibration.percentile", f"expected a number in (0, 100], got {cal.percentile}")
     if cal.images is not None and cal.list_file is not None:
         ctx.fail("calibration.list_file", "give either calibration.images or calibration.list_file, not both")
     try:

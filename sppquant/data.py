@@ -18,7 +18,7 @@ import csv
 import hashlib
 import logging
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from sppquant.config import CalibrationConfig
 from sppquant.errors import DataError
-from sppquant.preprocess import PreprocessConfig, load_image, preprocess_image, stack_batch
+from sppquant.preprocess import Geometry, PreprocessConfig, load_image, preprocess_image, stack_batch
 
 log = logging.getLogger(__name__)
 
@@ -217,28 +217,52 @@ class BadFiles:
                         "\n  ".join(f"{p}: {r}" for p, r in self.items))
 
 
+# Other model inputs computed from a batch's images (e.g. regions of interest for a detector):
+# (image batch NCHW, per-image geometry) -> {input name: array}.
+FeedBuilder = Callable[[np.ndarray, Sequence[Geometry]], Mapping[str, np.ndarray]]
+
+
 @dataclass(frozen=True)
 class Batch:
-    """One batch at every requested size: ``inputs[k]`` is the NCHW array for ``sizes[k]``."""
+    """One batch at every requested size: ``inputs[k]`` is the image tensor (NCHW) for ``sizes[k]``.
+
+    ``geometry[k][i]`` maps image ``i``'s network coordinates at size ``k`` back to its source
+    pixels; ``extra[k]`` holds the other model inputs a feed builder computed for size ``k``;
+    ``labels`` are the targets (class indices) where the image set has them.
+    """
 
     inputs: tuple[np.ndarray, ...]
     paths: tuple[Path, ...]
     labels: tuple[int, ...] | None
     indices: tuple[int, ...]  # positions in the ImageSet
+    geometry: tuple[tuple[Geometry, ...], ...] = ()
+    extra: tuple[Mapping[str, np.ndarray], ...] = ()
+
+    @property
+    def size(self) -> int:
+        return int(self.inputs[0].shape[0])
+
+    def feeds(self, k: int, image_input: str) -> dict[str, np.ndarray]:
+        """Every model input at size ``k``: the image tensor plus the feed builder's inputs."""
+        return {image_input: self.inputs[k], **(self.extra[k] if self.extra else {})}
 
 
-def _load_one(path: Path, cfg: PreprocessConfig, sizes: Sequence[tuple[int, int]]) -> tuple[np.ndarray, ...]:
+_Loaded = tuple[tuple[np.ndarray, ...], tuple[Geometry, ...]]
+
+
+def _load_one(path: Path, cfg: PreprocessConfig, sizes: Sequence[tuple[int, int]]) -> _Loaded:
     image = load_image(path)
-    return tuple(preprocess_image(image, cfg, size).tensor for size in sizes)
+    done = [preprocess_image(image, cfg, size) for size in sizes]
+    return tuple(p.tensor for p in done), tuple(p.geometry for p in done)
 
 
 def _load_chunk(
     paths: Sequence[Path], cfg: PreprocessConfig, sizes: Sequence[tuple[int, int]]
-) -> list[tuple[np.ndarray, ...] | DataError]:
+) -> list[_Loaded | DataError]:
     """Several images per task: small images take microseconds, and a task per image
     would spend more on thread hand-offs than on decoding. Errors are returned, not
     raised, so one bad file does not lose its chunk-mates."""
-    out: list[tuple[np.ndarray, ...] | DataError] = []
+    out: list[_Loaded | DataError] = []
     for path in paths:
         try:
             out.append(_load_one(path, cfg, sizes))
@@ -259,6 +283,7 @@ def iter_batches(
     progress: bool = True,
     desc: str = "images",
     chunk: int = 8,
+    extra_feeds: FeedBuilder | None = None,
 ) -> Iterator[Batch]:
     """Yield batches in listing order; at most about ``2 * workers * batch_size`` images in flight."""
     if batch_size <= 0:
@@ -267,14 +292,16 @@ def iter_batches(
     chunk = max(1, min(chunk, batch_size))
     window = max(1, (2 * workers * batch_size) // chunk)  # in chunks
     pending: deque[tuple[int, Future]] = deque()
-    buf: list[tuple[int, tuple[np.ndarray, ...]]] = []
+    buf: list[tuple[int, _Loaded]] = []
     n_ok = 0
 
-    def emit(items: list[tuple[int, tuple[np.ndarray, ...]]]) -> Batch:
+    def emit(items: list[tuple[int, _Loaded]]) -> Batch:
         idx = tuple(i for i, _ in items)
-        inputs = tuple(stack_batch([t[k] for _, t in items]) for k in range(len(sizes)))
+        inputs = tuple(stack_batch([t[0][k] for _, t in items]) for k in range(len(sizes)))
+        geometry = tuple(tuple(t[1][k] for _, t in items) for k in range(len(sizes)))
+        extra = tuple(dict(extra_feeds(x, g)) for x, g in zip(inputs, geometry)) if extra_feeds else ()
         labels = tuple(images.labels[i] for i in idx) if images.labels is not None else None
-        return Batch(inputs, tuple(images.paths[i] for i in idx), labels, idx)
+        return Batch(inputs, tuple(images.paths[i] for i in idx), labels, idx, geometry, extra)
 
     starts = iter(range(0, len(images), chunk))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sppquant-load") as pool, \

@@ -66,6 +66,23 @@ class PreprocessConfig:
 
 
 @dataclass(frozen=True)
+class Geometry:
+    """Where a network-input pixel came from: ``x_src = (x_net - offset_x) / scale_x`` (same for y)."""
+
+    source_size: tuple[int, int]  # (H, W) of the decoded image
+    scale_x: float
+    scale_y: float
+    offset_x: int
+    offset_y: int
+
+    def to_source(self, x: float, y: float) -> tuple[float, float]:
+        return (x - self.offset_x) / self.scale_x, (y - self.offset_y) / self.scale_y
+
+    def to_network(self, x: float, y: float) -> tuple[float, float]:
+        return x * self.scale_x + self.offset_x, y * self.scale_y + self.offset_y
+
+
+@dataclass(frozen=True)
 class Preprocessed:
     """A network-ready CHW tensor and what maps its coordinates back to the source image.
 
@@ -81,6 +98,10 @@ class Preprocessed:
 
     def to_source(self, x: float, y: float) -> tuple[float, float]:
         return (x - self.offset_x) / self.scale_x, (y - self.offset_y) / self.scale_y
+
+    @property
+    def geometry(self) -> Geometry:
+        return Geometry(self.source_size, self.scale_x, self.scale_y, self.offset_x, self.offset_y)
 
 
 def decode_image(data: bytes | np.ndarray, source: str) -> np.ndarray:

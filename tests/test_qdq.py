@@ -15,6 +15,8 @@ from sppquant.backends.onnxruntime import OrtRunner, activation_names
 from sppquant.calibration.table import CalibrationTable, write_table
 from sppquant.cli import main
 from sppquant.errors import ModelError, TableError
+from sppquant.ops.spp.onnx import SPP_DOMAIN, is_spp_node
+from sppquant.ops.spp.reference import spp_reference
 from sppquant.quantize.qdq import (
     build_qdq_model,
     check_qdq_model,
@@ -23,8 +25,6 @@ from sppquant.quantize.qdq import (
     quantized_tensors,
     weight_scales,
 )
-from sppquant.spp.onnx import SPP_DOMAIN, is_spp_node
-from sppquant.spp.reference import spp_reference
 
 RNG = np.random.default_rng(7)
 X = RNG.standard_normal((4, 3, 20, 26)).astype(np.float32)

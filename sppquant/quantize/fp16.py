@@ -10,8 +10,8 @@ What ``convert_to_fp16`` does:
   FLOAT right before them and their float outputs back to FLOAT16 right after. The values
   they read and write are therefore FP16-rounded (FP16 storage), the arithmetic is FP32
   (like TensorRT's FP16 kernels that accumulate in FP32);
-- the SPP plugin node stays the plugin node, with FP16 I/O (the TensorRT plugin supports
-  FP16); ``sppquant.spp.onnx.rewrite_for_onnxruntime`` expands it for ONNX Runtime;
+- custom-op (plugin) nodes stay plugin nodes with FP16 I/O where their spec says the plugin
+  supports FP16; ``sppquant.ops.rewrite_for_onnxruntime`` expands them for ONNX Runtime;
 - Resize/Upsample ``roi``/``scales`` inputs stay FLOAT (the ONNX spec requires it).
 
 ONNX Runtime's CPU provider lacks FP16 kernels for several ops (on x86-64 with ORT 1.31:
@@ -36,10 +36,11 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from sppquant.backends.onnxruntime import tensor_types
+from sppquant.backends.onnxruntime import DEFAULT_ORT, OrtOptions, make_session
 from sppquant.errors import ModelError
+from sppquant.model import tensor_types
+from sppquant.ops import rewrite_for_onnxruntime
 from sppquant.quantize.qdq import _Names
-from sppquant.spp.onnx import rewrite_for_onnxruntime
 
 log = logging.getLogger(__name__)
 
@@ -146,25 +147,19 @@ def convert_to_fp16(model: onnx.ModelProto, keep_fp32: Iterable[str] = ()) -> on
     return out
 
 
-def ort_fp16_fallbacks(model: onnx.ModelProto) -> Counter:
+def ort_fp16_fallbacks(model: onnx.ModelProto, options: OrtOptions = DEFAULT_ORT) -> Counter:
     """Op types (with node counts) that ONNX Runtime's CPU provider runs in FP32 for ``model``.
 
     ``model`` must already be ORT-runnable (SPP rewritten). ORT's InsertCastTransformer
     wraps nodes that have no FP16 kernel in Casts named ``InsertedPrecisionFreeCast_*``;
     the nodes fed by such a Cast to FLOAT are the fallbacks.
     """
-    import onnxruntime as ort
-
     with tempfile.TemporaryDirectory(prefix="sppquant-fp16-") as tmp:
         path = Path(tmp) / "optimized.onnx"
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # no fusions: original op types
-        opts.optimized_model_filepath = str(path)
-        try:
-            ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-        except Exception as exc:
-            raise ModelError(f"ONNX Runtime cannot load the FP16 model: {str(exc).splitlines()[0]}") from None
+        try:  # no fusions: the optimized graph keeps the original op types
+            make_session(model, options, optimization="none", optimized_model_path=str(path))
+        except ModelError as exc:
+            raise ModelError(f"the FP16 model: {exc}") from None
         optimized = onnx.load(str(path))
     inserted = {
         n.output[0] for n in optimized.graph.node
@@ -175,7 +170,8 @@ def ort_fp16_fallbacks(model: onnx.ModelProto) -> Counter:
                    if n.op_type != "Cast" and any(i in inserted for i in n.input))
 
 
-def ort_fp16_model(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str], list[str]]:
+def ort_fp16_model(model: onnx.ModelProto, options: OrtOptions = DEFAULT_ORT
+                   ) -> tuple[onnx.ModelProto, list[str], list[str]]:
     """The FP16 model ONNX Runtime runs (SPP rewritten), the op types kept FP32 in it, and extra moves.
 
     Probes ORT once with everything in FP16; the op types ORT has no FP16 kernel for are
@@ -186,7 +182,7 @@ def ort_fp16_model(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str], 
     are returned as the third item so the report can name them too.
     """
     rewritten = rewrite_for_onnxruntime(model)
-    keep = sorted(ort_fp16_fallbacks(convert_to_fp16(rewritten)))
+    keep = sorted(ort_fp16_fallbacks(convert_to_fp16(rewritten), options))
     final = convert_to_fp16(rewritten, keep_fp32=keep)
-    moved = sorted(ort_fp16_fallbacks(final))
+    moved = sorted(ort_fp16_fallbacks(final, options))
     return final, keep, moved

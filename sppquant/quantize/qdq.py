@@ -36,7 +36,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -44,7 +43,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from sppquant.calibration.table import CalibrationTable
 from sppquant.errors import ModelError, TableError
-from sppquant.spp.onnx import default_opset, is_spp_node
+from sppquant.ops import default_opset, find_op
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +55,7 @@ QMIN, QMAX = -128, 127
 
 
 def is_quantizable(node: onnx.NodeProto) -> bool:
-    return is_spp_node(node) or (node.domain in ("", "ai.onnx") and node.op_type in QUANTIZABLE_OPS)
+    return find_op(node) is not None or (node.domain in ("", "ai.onnx") and node.op_type in QUANTIZABLE_OPS)
 
 
 def _attr(node: onnx.NodeProto, name: str, default: int) -> int:
@@ -67,8 +66,11 @@ def _attr(node: onnx.NodeProto, name: str, default: int) -> int:
 
 
 def is_activation_input(node: onnx.NodeProto, idx: int) -> bool:
-    """Inputs of a quantizable op that get activation Q/DQ: the data input, and B of Gemm/MatMul
-    when B is itself an activation (not an initializer)."""
+    """Inputs of a quantizable op that get activation Q/DQ: the data input, B of Gemm/MatMul when B
+    is itself an activation (not an initializer), and a custom op's inputs its spec's Q/DQ rule names."""
+    spec = find_op(node)
+    if spec is not None:
+        return idx in spec.qdq.inputs
     return idx == 0 or (idx == 1 and node.op_type in ("Gemm", "MatMul") and node.domain in ("", "ai.onnx"))
 
 
@@ -286,51 +288,3 @@ def quantized_tensors(model: onnx.ModelProto) -> set[str]:
     """Activation tensors that a QuantizeLinear reads in ``model`` (weights excluded)."""
     inits = {i.name for i in model.graph.initializer}
     return {n.input[0] for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] not in inits}
-
-
-
-
-@dataclass
-class ExportResult:
-    path: Path
-    table_path: Path
-    info: QdqInfo
-    warnings: list[str] = field(default_factory=list)
-
-
-def export_qdq(cfg, output: str | Path, table_path: str | Path | None = None) -> ExportResult:
-    """``sppquant export-qdq``: table + model -> checked Q/DQ ONNX, written atomically.
-
-    Without ``table_path`` the config's ``calibration.output`` is used and must be valid
-    for the config (``check_table``); an explicit table is used as given (provenance
-    problems become warnings, e.g. for a cache TensorRT wrote). Either way its tensors
-    must be exactly the model's activations.
-    """
-    from sppquant.atomic import atomic_write_bytes, check_writable
-    from sppquant.backends.onnxruntime import OrtRunner, activation_names, load_model
-    from sppquant.calibration.provenance import check_table
-    from sppquant.calibration.table import read_table
-
-    output = check_writable(output, "Q/DQ model")
-    model = load_model(cfg.model.path, cfg.model.input_name)
-    warnings: list[str] = []
-    if table_path is None:
-        table_path = cfg.calibration.output
-        status = check_table(table_path, cfg)
-        if not status.valid:
-            raise TableError(f"{table_path}: calibration table is not valid for {cfg.source or 'the config'}: "
-                             f"{status.explain()} (run sppquant calibrate, or pass --table to use it anyway)")
-    else:
-        status = check_table(table_path, cfg)
-        if not status.valid:
-            warnings.append(f"{table_path}: {status.explain()}")
-            log.warning("using %s as given: %s", table_path, status.explain())
-    table_path = Path(table_path)
-    table = read_table(table_path)
-    check_table_matches(table, activation_names(model), str(table_path), str(cfg.model.path))
-    qdq, info = build_qdq_model(model, table)
-    check_qdq_model(qdq, str(output))
-    OrtRunner(qdq)  # ONNX Runtime must load it (after the SPP rewrite) before anyone relies on it
-    atomic_write_bytes(output, qdq.SerializeToString())
-    log.info("wrote %s: %d activation and %d weight Q/DQ pairs", output, len(info.activations), len(info.weights))
-    return ExportResult(output, table_path, info, warnings)

@@ -23,28 +23,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from sppquant.backends import PRECISIONS
+from sppquant.backends.tensorrt.builder import DUMMY_RANGE, ProfileShapes  # noqa: F401 - re-exported
+from sppquant.backends.tensorrt.calibrator import HEADER_CALIBRATORS
 from sppquant.calibration.algorithms import get_algorithm
 from sppquant.config import Config
 from sppquant.errors import ModelError, UserError
 
-PRECISIONS = ("fp32", "fp16", "int8")
-
 # TensorRT table header algorithm -> the calibrator base class that reads/writes it.
-CALIBRATOR_BASES = {"EntropyCalibration2": "IInt8EntropyCalibrator2", "MinMaxCalibration": "IInt8MinMaxCalibrator"}
-
-# Dummy INT8 range for --int8-dummy-scales: every tensor gets [-DUMMY_RANGE, DUMMY_RANGE].
-# Only for timing: accuracy of such an engine is meaningless, the record says so.
-DUMMY_RANGE = 4.0
-
-
-@dataclass(frozen=True)
-class ProfileShapes:
-    min: tuple[int, ...]
-    opt: tuple[int, ...]
-    max: tuple[int, ...]
-
-    def as_dict(self) -> dict[str, list[int]]:
-        return {"min": list(self.min), "opt": list(self.opt), "max": list(self.max)}
+CALIBRATOR_BASES = HEADER_CALIBRATORS
 
 
 @dataclass(frozen=True)
@@ -156,5 +143,5 @@ def calibrator_base(algorithm: str) -> tuple[str, str]:
     Percentile tables carry the EntropyCalibration2 header, so they are served through
     the entropy calibrator (which then never calibrates by itself).
     """
-    header = get_algorithm(algorithm).trt_header_algo
+    header = get_algorithm(algorithm).trt_header
     return CALIBRATOR_BASES[header], header
