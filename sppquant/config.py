@@ -97,11 +97,13 @@ class BuildConfig:
 @dataclass(frozen=True)
 class ReportConfig:
     images: Path | None = field(default=None, metadata=PATH)
-    labels: str = "folders"  # "folders", "none", or a CSV path (path,label)
+    # "folders", "none", or a CSV path (path,label), resolved against the config file's folder
+    labels: str = field(default="folders", metadata={"path_unless": ("folders", "none")})
     output_dir: Path = field(default=Path("report"), metadata=PATH)
     max_images: int | None = None
     batch_size: int = 32
     algorithms: tuple[str, ...] = field(default=("entropy2",), metadata=ALGORITHM)
+    layer_images: int = 64  # images (x every size) the per-layer sensitivity pass uses
     bad_files: Literal["skip", "error"] = "skip"
 
 
@@ -178,6 +180,8 @@ def _convert(value: Any, tp: Any, key: str, ctx: _Ctx, meta: typing.Mapping[str,
             ctx.fail(key, f"expected one of {', '.join(meta['choices']())}, got {_describe(value)}")
         if not isinstance(value, str):
             ctx.fail(key, f"expected a string, got {_describe(value)}")
+        if value and value not in meta.get("path_unless", (value,)):
+            return str(_convert(value, Path, key, ctx, PATH))
         return value
     if tp is Path:
         if not isinstance(value, str) or not value:
@@ -279,6 +283,12 @@ def _validate(cfg: Config, ctx: _Ctx) -> None:
         ctx.fail("build.max_batch", f"expected a positive integer, got {cfg.build.max_batch}")
     if cfg.build.workspace_mb <= 0:
         ctx.fail("build.workspace_mb", f"expected a positive integer, got {cfg.build.workspace_mb}")
+    if cfg.report.layer_images <= 0:
+        ctx.fail("report.layer_images", f"expected a positive integer, got {cfg.report.layer_images}")
+    if cfg.onnxruntime.threads is not None and cfg.onnxruntime.threads <= 0:
+        ctx.fail("onnxruntime.threads", f"expected a positive integer, got {cfg.onnxruntime.threads}")
+    if not cfg.onnxruntime.providers:
+        ctx.fail("onnxruntime.providers", "expected at least one execution provider, e.g. [CPUExecutionProvider]")
     if cfg.report.batch_size <= 0:
         ctx.fail("report.batch_size", f"expected a positive integer, got {cfg.report.batch_size}")
 

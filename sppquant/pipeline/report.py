@@ -43,9 +43,6 @@ from sppquant.report.model import DatasetInfo, Report, TableInfo
 
 log = logging.getLogger(__name__)
 
-LAYER_IMAGES = 64
-
-
 @dataclass
 class ReportResult:
     output_dir: Path
@@ -100,7 +97,7 @@ def build_report(
     backend: str | None = None,
     algorithms: Sequence[str] | None = None,
     table: str | Path | None = None,
-    layer_images: int = LAYER_IMAGES,
+    layer_images: int | None = None,
     progress: bool = True,
 ) -> ReportResult:
     """Evaluate FP32/FP16/INT8 and write report.md, report.json and plots into ``output_dir``."""
@@ -125,7 +122,8 @@ def build_report(
         backend_info, device = backend_and_device(cfg, chosen, variants)
     finally:
         variants.close()
-    layers = analyse_layers(cfg, ctx, tables[algos[0]].table, qdq[algos[0]], images, layer_images, progress)
+    layers = analyse_layers(cfg, ctx, tables[algos[0]].table, qdq[algos[0]], images,
+                            layer_images or cfg.report.layer_images, progress)
     report = _assemble(cfg, ctx, chosen, algos, tables, variants, ev, layers, images, notes, classes,
                        backend_info, device)
     return _write(report, layers, tables, out_dir, start)
