@@ -89,6 +89,7 @@ class ReportConfig:
     batch_size: int = 32
     algorithms: tuple[Algorithm, ...] = ("entropy2",)
     bad_files: Literal["skip", "error"] = "skip"
+    classes: tuple[str, ...] | None = None  # class names in output order; default: sorted folder names
 
 
 @dataclass(frozen=True)
@@ -250,6 +251,8 @@ def _validate(cfg: Config, ctx: _Ctx) -> None:
         ctx.fail("build.workspace_mb", f"expected a positive integer, got {cfg.build.workspace_mb}")
     if cfg.report.batch_size <= 0:
         ctx.fail("report.batch_size", f"expected a positive integer, got {cfg.report.batch_size}")
+    if (names := cfg.report.classes) is not None and (not names or "" in names or len(set(names)) < len(names)):
+        ctx.fail("report.classes", f"expected a non-empty list of distinct class names, got {_describe(list(names))}")
 
 
 def config_from_dict(data: Any, source: str = "<config>", base: Path | None = None) -> Config:

@@ -144,54 +144,73 @@ def labelled_set(
     labels: str = "folders",
     extensions: Sequence[str] = DEFAULT_EXTENSIONS,
     max_images: int | None = None,
+    classes: Sequence[str] | None = None,
 ) -> ImageSet:
     """A labelled evaluation set: ``folders`` (one subfolder per class), ``none``, or a CSV path.
 
-    Folder names that are all integers are used as class indices (``digits-eval/7``
-    is class 7); otherwise classes are numbered in sorted folder-name order.
+    A class folder's label is its index in ``classes`` (``report.classes``: the model's
+    output order) or, when that is not given, in the sorted folder names, numbers by
+    value (`sppquant.labels.folder_classes`; ``digits-eval/7`` is class 7). Folder ``180``
+    is the class named "180", never output 180. ``class_names`` is the output order.
+    CSV labels are integer indices, or class names when ``classes`` is given.
     """
+    from sppquant.labels import class_index, folder_classes
+
     root = Path(root)
     paths = list_images(root, extensions, True, "evaluation folder")
     if labels == "none":
         return ImageSet(tuple(paths[:max_images] if max_images else paths), root=root)
+    class_names = tuple(classes) if classes is not None else None
     if labels == "folders":
         names = sorted({p.relative_to(root).parts[0] for p in paths if len(p.relative_to(root).parts) > 1})
         if not names:
             raise DataError(f"evaluation folder {root}: labels 'folders' expects one subfolder per class, found none")
-        index = {n: int(n) for n in names} if all(n.isdigit() for n in names) else {n: i for i, n in enumerate(names)}
+        class_names = class_names if class_names is not None else folder_classes(names)
+        index = class_index(names, class_names, f"evaluation folder {root}")
         paths = [p for p in paths if len(p.relative_to(root).parts) > 1]
         labs = [index[p.relative_to(root).parts[0]] for p in paths]
-        class_names = tuple(names)
     else:
-        table = _read_label_csv(Path(labels), root)
+        table = _read_label_csv(Path(labels), root, class_names)
         paths = [p for p in paths if p.resolve() in table]
         if not paths:
             raise DataError(f"{labels}: no image under {root} is listed in the label file")
         labs = [table[p.resolve()] for p in paths]
-        class_names = None
     if max_images is not None:
         paths, labs = paths[:max_images], labs[:max_images]
     return ImageSet(tuple(paths), root=root, labels=tuple(labs), class_names=class_names)
 
 
-def _read_label_csv(path: Path, root: Path) -> dict[Path, int]:
-    """CSV rows ``path,label`` (header optional); paths relative to the evaluation folder."""
+def _read_label_csv(path: Path, root: Path, classes: Sequence[str] | None = None) -> dict[Path, int]:
+    """CSV rows ``path,label`` (header optional); paths relative to the evaluation folder.
+
+    Without ``classes`` a label is an integer output index; with them it is a class
+    name (``180`` is the class "180"), so numeric-looking names are never guessed at.
+    """
+    from sppquant.labels import class_index
+
     try:
         rows = list(csv.reader(path.read_text(encoding="utf-8").splitlines()))
     except OSError as exc:
         raise DataError(f"{path}: cannot read label file: {exc.strerror or exc}") from None
+    names = set(classes) if classes is not None else None
     out: dict[Path, int] = {}
     for lineno, row in enumerate(rows, 1):
         if not row or row[0].startswith("#"):
             continue
         if len(row) != 2:
             raise DataError(f"{path}:{lineno}: expected 'path,label', got {','.join(row)!r}")
-        try:
-            label = int(row[1])
-        except ValueError:
-            if lineno == 1:
+        if names is not None:
+            name = row[1].strip()
+            if name not in names and lineno == 1:
                 continue  # header
-            raise DataError(f"{path}:{lineno}: label must be an integer, got {row[1]!r}") from None
+            label = class_index([name], classes, f"{path}:{lineno}")[name]
+        else:
+            try:
+                label = int(row[1])
+            except ValueError:
+                if lineno == 1:
+                    continue  # header
+                raise DataError(f"{path}:{lineno}: label must be an integer, got {row[1]!r}") from None
         out[(root / row[0].strip()).resolve()] = label
     return out
 
