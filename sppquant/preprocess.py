@@ -237,15 +237,11 @@ def _content_size(cfg: PreprocessConfig, source: tuple[int, int], target: tuple[
     r = min(lim_h / h, lim_w / w)
     if not cfg.scale_up:
         r = min(r, 1.0)
-    return _snap(_scaled(h, r, lim_h, cfg.rounding), cfg), _snap(_scaled(w, r, lim_w, cfg.rounding), cfg)
-
-
-def _scaled(length: int, r: float, limit: int, rounding: str) -> int:
-    """rule(length * r) in [1, limit]; the side that set ``r`` is exactly ``limit`` (``2552 * (640 / 2552)``
-    is 639.99999999999989 in float64, and floor must not make the long side 639)."""
-    if r == limit / length:
-        return limit
-    return max(1, min(limit, _apply_rounding(length * r, rounding)))
+    # Deliberately float64 like the reference pipelines, also on the side that sets r:
+    # floor(2552 * (640 / 2552)) = floor(639.99999999999989) = 639, as PaddleOCR's int(h * ratio).
+    ch = max(1, min(lim_h, _apply_rounding(h * r, cfg.rounding)))
+    cw = max(1, min(lim_w, _apply_rounding(w * r, cfg.rounding)))
+    return _snap(ch, cfg), _snap(cw, cfg)
 
 
 def plan(cfg: PreprocessConfig, source_hw: tuple[int, int], target: tuple[int, int]) -> Geometry:
@@ -409,5 +405,14 @@ def preprocess_image(image: np.ndarray, cfg: PreprocessConfig, size: tuple[int, 
 
 
 def stack_batch(tensors: list[np.ndarray]) -> np.ndarray:
-    """CHW tensors of one size -> contiguous NCHW float32 batch."""
+    """CHW tensors of one size -> contiguous NCHW float32 batch.
+
+    Sizes differ only under a dynamic policy (``pad_to`` multiple or none); batches must
+    then be cut from `group_by_shape` groups, and a mixed batch is a one-line error.
+    """
+    other = next((t.shape for t in tensors if t.shape != tensors[0].shape), None)
+    if other is not None:
+        raise ConfigError(f"preprocess: images of one batch have different tensor sizes ({tensors[0].shape[1:]} and "
+                          f"{other[1:]}): this pipeline cannot batch a dynamic policy (preprocess.pad_to: "
+                          "multiple or none) unless it groups images with group_by_shape")
     return np.ascontiguousarray(np.stack(tensors, axis=0), dtype=np.float32)

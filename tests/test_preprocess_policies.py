@@ -206,7 +206,18 @@ def test_long_side_square_target_equals_letterbox_content() -> None:
         for rounding in ("round", "ceil", "floor"):
             a = plan(PreprocessConfig(resize="long_side", rounding=rounding, pad_to="none"), src, (640, 640))
             b = plan(PreprocessConfig(rounding=rounding), src, (640, 640))
-            assert a.content == b.content and max(a.content) == 640
+            assert a.content == b.content and max(a.content) in ((639, 640) if rounding == "floor" else (640,))
+
+
+def test_floor_follows_float64_on_the_limiting_side_too() -> None:
+    """2552 * (640 / 2552) = 639.99999999999989 in float64 -> floor 639, exactly what PaddleOCR's int(h * ratio)
+    gives; 753 * (640 / 2552) = 188.84 -> 188. With round or ceil the long side is 640."""
+    assert 2552 * (640 / 2552) < 640
+    floor = PreprocessConfig(resize="long_side", rounding="floor", pad_to="none")
+    assert plan(floor, (753, 2552), (640, 640)).content == (188, 639)
+    assert plan(PreprocessConfig(resize="long_side", pad_to="none"), (753, 2552), (640, 640)).content == (189, 640)
+    ceil = plan(PreprocessConfig(resize="long_side", rounding="ceil", pad_to="none"), (753, 2552), (640, 640))
+    assert ceil.content == (189, 640)  # ceil(639.99999999999989) = 640, never above the limit
 
 
 # --------------------------------------------------------------------------- reference pipelines
@@ -249,13 +260,18 @@ def test_matches_paddleocr_rec_on_many_sizes() -> None:
 
 
 @pytest.mark.parametrize("limit_type, scale_up", [("max", False), ("resize_long", True)])
-def test_matches_paddleocr_det_on_many_sizes(limit_type: str, scale_up: bool) -> None:
+@pytest.mark.parametrize("limit", [960, 1008])  # 1008: floor(1073 * (1008 / 1073)) = 1007 -> 992, not 1024
+def test_matches_paddleocr_det_on_many_sizes(limit_type: str, scale_up: bool, limit: int) -> None:
     cfg = PreprocessConfig(resize="long_side", scale_up=scale_up, rounding="floor", snap="round", multiple=32,
                            pad_to="none")
     rng = np.random.default_rng(11)
-    for _ in range(3000):
-        h, w = int(rng.integers(1, 4000)), int(rng.integers(1, 4000))
-        assert output_size(cfg, (h, w), (960, 960)) == paddle_det_size(h, w, 960, limit_type), (h, w)
+    sources = [(int(rng.integers(1, 4000)), int(rng.integers(1, 4000))) for _ in range(3000)] + [(1073, 357)]
+    for h, w in sources:
+        assert output_size(cfg, (h, w), (limit, limit)) == paddle_det_size(h, w, limit, limit_type), (h, w)
+    # 1073 * (1008 / 1073) = 1007.99999999999989 -> 1007 -> round(31.47) = 31 -> 992 (an exact 1008 would give
+    # round(31.5) = 32 -> 1024); 357 * (1008 / 1073) = 335.37 -> 335 -> round(10.47) = 10 -> 320
+    if limit == 1008 and scale_up is False:
+        assert output_size(cfg, (1073, 357), (1008, 1008)) == (992, 320)
 
 
 @pytest.mark.parametrize("auto, scaleup", [(True, True), (False, True), (True, False)])
@@ -392,3 +408,40 @@ def test_example_configs_load(path: Path) -> None:
     if cfg.input.dynamic is not None:  # the example's TensorRT profile holds every shape it can produce
         assert all(a >= b for a, b in zip(cfg.input.dynamic.max, hi))
         assert all(a <= b for a, b in zip(cfg.input.dynamic.min, lo))
+
+
+def test_mixed_sizes_in_one_batch_are_a_one_line_error() -> None:
+    from sppquant.preprocess import stack_batch
+
+    cfg = PreprocessConfig(resize="fixed_height", rounding="ceil", pad_to="none")
+    tensors = [preprocess_image(const(40, w), cfg, (48, 320)).tensor for w in (101, 50)]
+    with pytest.raises(ConfigError, match=r"different tensor sizes \(\(48, 122\) and \(48, 60\)\).*group_by_shape"):
+        stack_batch(tensors)
+    assert stack_batch(tensors[:1]).shape == (1, 3, 48, 122)
+
+
+DOC_EXAMPLES = [  # the "Worked examples" table of docs/preprocessing.md, row by row
+    (dict(resize="fixed_height", pad_position="top_left"), (40, 101), (48, 192), (48, 121), (48, 192), (0, 0)),
+    (dict(resize="fixed_height", rounding="ceil", pad_position="top_left"), (40, 101), (48, 192), (48, 122),
+     (48, 192), (0, 0)),
+    (dict(resize="fixed_height", rounding="floor", pad_position="top_left"), (30, 101), (48, 192), (48, 161),
+     (48, 192), (0, 0)),
+    (dict(resize="fixed_height"), (32, 35), (48, 192), (48, 52), (48, 192), (0, 70)),
+    (dict(resize="fixed_height", rounding="ceil", pad_to="multiple", multiple=32, pad_position="top_left"),
+     (40, 101), (48, 320), (48, 122), (48, 128), (0, 0)),
+    (dict(rounding="ceil"), (7, 10), (32, 32), (23, 32), (32, 32), (4, 0)),
+    (dict(), (5, 64), (32, 32), (2, 32), (32, 32), (15, 0)),
+    (dict(rounding="floor", pad_to="multiple", multiple=32), (300, 401), (640, 640), (478, 640), (480, 640), (1, 0)),
+    (dict(resize="long_side", scale_up=False, rounding="floor", snap="round", multiple=32, pad_to="none"),
+     (1000, 583), (960, 960), (960, 544), (960, 544), (0, 0)),
+    (dict(resize="long_side", scale_up=False, rounding="ceil", snap="round", multiple=32, pad_to="none"),
+     (1000, 583), (960, 960), (960, 576), (960, 576), (0, 0)),
+    (dict(resize="long_side", pad_to="none"), (480, 640), (736, 1280), (736, 981), (736, 981), (0, 0)),
+]
+
+
+@pytest.mark.parametrize("kwargs, source, target, content, canvas, offset", DOC_EXAMPLES)
+def test_documented_worked_examples(kwargs: dict, source: tuple, target: tuple, content: tuple, canvas: tuple,
+                                    offset: tuple) -> None:
+    geo = plan(PreprocessConfig(**kwargs), source, target)
+    assert (geo.content, geo.canvas, geo.offset) == (content, canvas, offset)
