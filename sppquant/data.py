@@ -192,18 +192,20 @@ def _read_label_csv(path: Path, root: Path, classes: Sequence[str] | None = None
         rows = list(csv.reader(path.read_text(encoding="utf-8").splitlines()))
     except OSError as exc:
         raise DataError(f"{path}: cannot read label file: {exc.strerror or exc}") from None
-    names = set(classes) if classes is not None else None
+    position = {c: i for i, c in enumerate(classes)} if classes is not None else None
     out: dict[Path, int] = {}
     for lineno, row in enumerate(rows, 1):
         if not row or row[0].startswith("#"):
             continue
         if len(row) != 2:
             raise DataError(f"{path}:{lineno}: expected 'path,label', got {','.join(row)!r}")
-        if names is not None:
+        if position is not None:
             name = row[1].strip()
-            if name not in names and lineno == 1:
-                continue  # header
-            label = class_index([name], classes, f"{path}:{lineno}")[name]
+            if name not in position:
+                if lineno == 1:
+                    continue  # header
+                class_index([name], classes, f"{path}:{lineno}")  # raises, listing the classes
+            label = position[name]
         else:
             try:
                 label = int(row[1])
