@@ -105,6 +105,7 @@ class ReportConfig:
     algorithms: tuple[str, ...] = field(default=("entropy2",), metadata=ALGORITHM)
     layer_images: int = 64  # images (x every size) the per-layer sensitivity pass uses
     bad_files: Literal["skip", "error"] = "skip"
+    classes: tuple[str, ...] | None = None  # class names in output order; default: sorted folder names
 
 
 @dataclass(frozen=True)
@@ -291,6 +292,8 @@ def _validate(cfg: Config, ctx: _Ctx) -> None:
         ctx.fail("onnxruntime.providers", "expected at least one execution provider, e.g. [CPUExecutionProvider]")
     if cfg.report.batch_size <= 0:
         ctx.fail("report.batch_size", f"expected a positive integer, got {cfg.report.batch_size}")
+    if (names := cfg.report.classes) is not None and (not names or "" in names or len(set(names)) < len(names)):
+        ctx.fail("report.classes", f"expected a non-empty list of distinct class names, got {_describe(list(names))}")
 
 
 def config_from_dict(data: Any, source: str = "<config>", base: Path | None = None) -> Config:

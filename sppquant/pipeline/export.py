@@ -11,9 +11,10 @@ from sppquant.calibration.table import read_table
 from sppquant.config import Config
 from sppquant.errors import TableError
 from sppquant.model import activation_names
+from sppquant.ops import upgrade_opset
 from sppquant.pipeline.context import open_model, ort_runner
 from sppquant.pipeline.tables import check_table
-from sppquant.quantize.qdq import QdqInfo, build_qdq_model, check_qdq_model, check_table_matches
+from sppquant.quantize.qdq import MIN_OPSET, QdqInfo, build_qdq_model, check_qdq_model, check_table_matches
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ def export_qdq(cfg: Config, output: str | Path, table_path: str | Path | None = 
     table_path = Path(table_path)
     table = read_table(table_path)
     check_table_matches(table, activation_names(model), str(table_path), str(cfg.model.path))
-    qdq, info = build_qdq_model(model, table)
+    qdq, info = build_qdq_model(upgrade_opset(model, MIN_OPSET, "per-axis Q/DQ", str(cfg.model.path)), table)
     check_qdq_model(qdq, str(output))
     ort_runner(cfg, qdq).close()  # ONNX Runtime must load it (after the op rewrite) before anyone relies on it
     atomic_write_bytes(output, qdq.SerializeToString())

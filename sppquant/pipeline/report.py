@@ -24,8 +24,9 @@ from sppquant.calibration.algorithms import ALGORITHMS
 from sppquant.config import Config
 from sppquant.data import ImageSet, labelled_set
 from sppquant.errors import DataError, UserError
+from sppquant.labels import check_labels, model_output_width
 from sppquant.model import activation_names
-from sppquant.pipeline.context import ModelContext, open_model, output_infos
+from sppquant.pipeline.context import ModelContext, open_model
 from sppquant.pipeline.report_eval import evaluate, precision_results
 from sppquant.pipeline.report_layers import analyse_layers
 from sppquant.pipeline.report_variants import (
@@ -59,7 +60,7 @@ def evaluation_set(cfg: Config) -> tuple[ImageSet, list[str]]:
         raise DataError("config: report.images: no evaluation images configured")
     notes = []
     try:
-        images = labelled_set(rep.images, rep.labels, cfg.calibration.extensions, rep.max_images)
+        images = labelled_set(rep.images, rep.labels, cfg.calibration.extensions, rep.max_images, rep.classes)
     except DataError as exc:
         if rep.labels != "folders" or "subfolder per class" not in str(exc):
             raise
@@ -71,14 +72,11 @@ def evaluation_set(cfg: Config) -> tuple[ImageSet, list[str]]:
     return images, notes
 
 
-def check_labels(ctx: ModelContext, images: ImageSet, source: Path) -> int | None:
+def check_labels_first(ctx: ModelContext, images: ImageSet, source: Path) -> int | None:
     """Labels must index the model's class output: checked from its declared width before any work."""
-    info = next((o for o in output_infos(ctx.model) if o.name == ctx.outputs[0]), None)
-    width = info.shape[1] if info is not None and len(info.shape) == 2 else None
-    if images.labels and width is not None and ctx.task.name == "classification":
-        lo, hi = min(images.labels), max(images.labels)
-        if lo < 0 or hi >= width:
-            raise DataError(f"{source}: labels span {lo}..{hi} but the model has {width} outputs")
+    width = model_output_width(ctx.model, ctx.outputs[0])
+    if ctx.task.name == "classification":
+        check_labels(images, width, str(source))
     return width
 
 
@@ -108,7 +106,7 @@ def build_report(
     chosen = choose_backend(backend or cfg.backend)
     ctx = open_model(cfg)
     images, notes = evaluation_set(cfg)  # data problems before any calibration work
-    classes = check_labels(ctx, images, cfg.report.images)
+    classes = check_labels_first(ctx, images, cfg.report.images)
     names = activation_names(ctx.model)
     tables: dict[str, TableChoice] = {}
     for i, algo in enumerate(algos):

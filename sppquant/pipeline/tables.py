@@ -13,6 +13,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import onnx
+
 from sppquant import __version__
 from sppquant.calibration.provenance import (
     CalibrationInputs,
@@ -27,6 +29,7 @@ from sppquant.calibration.table import CalibrationTable, format_table, read_tabl
 from sppquant.config import Config
 from sppquant.data import BadFiles, ImageSet, calibration_set
 from sppquant.errors import DataError, TableError
+from sppquant.ops import default_opset
 
 log = logging.getLogger(__name__)
 
@@ -91,9 +94,14 @@ def provenance_record(
 ) -> ProvenanceRecord:
     """The one builder of provenance records, for tables sppquant computed and tables TensorRT computed."""
     cal = cfg.calibration
+    try:
+        opset: int | None = default_opset(onnx.load(str(cfg.model.path), load_external_data=False))
+    except Exception:  # the record is still useful without it
+        opset = None
     return ProvenanceRecord(
         backend=backend,
-        model={"path": str(cfg.model.path), "sha256": sha256_file(cfg.model.path), "input_name": cfg.model.input_name},
+        model={"path": str(cfg.model.path), "sha256": sha256_file(cfg.model.path), "input_name": cfg.model.input_name,
+               "opset": opset},
         preprocess={"fingerprint": cfg.preprocess_fingerprint(), "config": asdict(cfg.preprocess)},
         images=images,
         algorithm={"name": algorithm, "params": cal.algorithm_params(algorithm), "trt_header": table.algorithm},
