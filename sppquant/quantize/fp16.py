@@ -38,7 +38,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from sppquant.backends.onnxruntime import tensor_types
 from sppquant.errors import ModelError
-from sppquant.quantize.qdq import _Names
+from sppquant.quantize.names import Names as _Names
 from sppquant.spp.onnx import rewrite_for_onnxruntime
 
 log = logging.getLogger(__name__)
