@@ -220,7 +220,8 @@ def _residual_skip_inputs(node: onnx.NodeProto, producer: dict[str, tuple[int, o
     if bb[0] is None and bb[1] is None or bb[0] == bb[1]:
         return []
     if bb[0] is not None and bb[1] is not None:
-        fused = 0 if depth.get(node.input[0], 0) >= depth.get(node.input[1], 0) else 1  # the longer branch fuses
+        # the longer branch fuses; on a tie the second input does (ModelOpt's tie-break)
+        fused = 0 if depth.get(node.input[0], 0) > depth.get(node.input[1], 0) else 1
     else:
         fused = 0 if bb[0] is not None else 1
     return [1 - fused]
