@@ -343,3 +343,18 @@ def test_every_exported_model_passes_the_checker_and_runs_in_onnxruntime(which: 
     out = runner.run({"image": x})
     assert all(np.isfinite(v).all() for v in out.values())
     assert sqnr_db(run(model, x), out[qdq.graph.output[0].name]) > 15
+
+
+def test_an_already_quantized_model_is_refused() -> None:
+    model = synthetic_model()
+    qdq, _ = build_qdq_model(model, BENCH.minmax_table(model, [X]), high_precision="fp32")
+    with pytest.raises(Exception, match="already has QuantizeLinear"):
+        build_qdq_model(qdq, {})
+
+
+def test_single_tensor_analysis_mode_is_quiet_and_fp32(caplog: pytest.LogCaptureFixture) -> None:
+    model = synthetic_model()
+    with caplog.at_level(logging.WARNING):
+        qdq, info = build_qdq_model(model, {"relu1": 0.05}, only=["relu1"], quantize_weights=False)
+    assert not caplog.records and not info.unquantized_weights and info.high_precision == "fp32"
+    assert info.placement.startswith("analysis")

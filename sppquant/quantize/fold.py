@@ -22,7 +22,7 @@ FOLDABLE = frozenset({"Constant", "Identity", "Transpose", "Reshape", "Flatten",
 CONSTANT_ATTRS = ("value", "value_float", "value_floats", "value_int", "value_ints")
 
 
-def _evaluate(node: onnx.NodeProto, values: dict[str, np.ndarray]) -> list[np.ndarray]:
+def _evaluate(node: onnx.NodeProto, values: dict[str, np.ndarray], opset: int) -> list[np.ndarray]:
     """Run one node on constant inputs with ONNX's reference evaluator."""
     from onnx.reference import ReferenceEvaluator
 
@@ -34,7 +34,7 @@ def _evaluate(node: onnx.NodeProto, values: dict[str, np.ndarray]) -> list[np.nd
               for n in node.input if n]
     outputs = [helper.make_tensor_value_info(o, onnx.TensorProto.UNDEFINED, None) for o in node.output]
     graph = helper.make_graph([node], "fold", inputs, outputs)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     return list(ReferenceEvaluator(model).run(None, {n: values[n] for n in node.input if n}))
 
 
@@ -42,12 +42,13 @@ def fold_weight_constants(model: onnx.ModelProto, weight_inputs: Iterable[str]) 
     """A copy of ``model`` where every FOLDABLE chain of constant nodes feeding ``weight_inputs`` is an initializer.
 
     Returns the model and the folded weight names. The folded nodes are removed; any of
-    their outputs that something else still reads becomes an initializer too. Opset-dependent attribute forms are handled by running
-    the node under opset 17, which all FOLDABLE ops share with earlier opsets >= 13.
+    their outputs that something else still reads becomes an initializer too. Nodes are
+    evaluated with ONNX's reference evaluator under the model's own opset.
     """
     out = onnx.ModelProto()
     out.CopyFrom(model)
     graph = out.graph
+    opset = next(i.version for i in model.opset_import if i.domain in ("", "ai.onnx"))
     producer = {o: n for n in graph.node for o in n.output}
     values = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
     needed: set[str] = set()
@@ -70,7 +71,7 @@ def fold_weight_constants(model: onnx.ModelProto, weight_inputs: Iterable[str]) 
         return out, []
     order = [n for n in graph.node if any(o in needed for o in n.output)]
     for node in order:  # graph order is topological
-        for name, value in zip(node.output, _evaluate(node, values)):
+        for name, value in zip(node.output, _evaluate(node, values, opset)):
             values[name] = np.asarray(value)
     readers = {i for n in graph.node if not any(o in needed for o in n.output) for i in n.input}
     readers |= {o.name for o in graph.output}

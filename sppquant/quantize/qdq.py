@@ -268,7 +268,9 @@ def _plan(graph: onnx.GraphProto, rules: RuleTable, inits: dict[str, onnx.Tensor
                 if name in only:
                     plan.consumers.setdefault(name, []).append((k, i))
         rule = rules.get(node)
-        if rule is None or (rule.min_gemm_dim and _small_gemm(node, rule, k, inits, info)):
+        if rule is None or (only is not None and not quantize_weights):
+            continue  # the analysis mode without weights needs no rule
+        if rule.min_gemm_dim and _small_gemm(node, rule, k, inits, info):
             continue
         if quantize_weights and rule.weight_input is not None:
             _weight(plan, info, rule, node, k, inits)
@@ -480,6 +482,8 @@ def build_qdq_model(
     opset = default_opset(model)
     if opset < MIN_OPSET:
         raise ModelError(f"Q/DQ export needs ONNX opset >= {MIN_OPSET} (per-axis QuantizeLinear), model has {opset}")
+    if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node):
+        raise ModelError("model already has QuantizeLinear/DequantizeLinear nodes: quantize its FP32 original")
     hp = high_precision or ("fp32" if only is not None else "fp16")
     if hp not in HIGH_PRECISIONS:
         raise ValueError(f"high_precision must be one of {HIGH_PRECISIONS}, got {high_precision!r}")

@@ -27,7 +27,7 @@ recommendations, Q/DQ interaction with plugins; NVIDIA ModelOpt ``modelopt/onnx/
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 import onnx
@@ -121,7 +121,7 @@ class RuleTable:
         """A copy where ``extra`` adds or replaces rules (e.g. a plugin op's own rule)."""
         return RuleTable([*self._rules.values(), *extra])
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[QdqRule]:
         return iter(self._rules.values())
 
     def describe(self) -> str:
