@@ -84,9 +84,11 @@ def _cmd_export_qdq(args: argparse.Namespace) -> int:
     from sppquant.pipeline.export import export_qdq
 
     cfg = load_config(args.config)
-    result = export_qdq(cfg, args.output, table_path=args.table)
-    print(f"{result.path}  ({len(result.info.activations)} activation and {len(result.info.weights)} weight "
-          f"Q/DQ pairs from {result.table_path})")
+    result = export_qdq(cfg, args.output, table_path=args.table, high_precision=args.high_precision)
+    info = result.info
+    print(f"{result.path}  ({len(info.activations)} INT8 activations, {len(info.weights)} INT8 weights, "
+          f"{len(info.plugins)} plugin(s) with INT8 I/O, the rest {args.high_precision.upper()}; "
+          f"table {result.table_path})")
     return 0
 
 
@@ -153,7 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export-qdq", help="write the explicit-quantization (Q/DQ) ONNX model for TensorRT 10/11")
     p.add_argument("--config", required=True, help="YAML config")
     p.add_argument("--output", required=True, help="Q/DQ ONNX model path")
-    p.add_argument("--table", help="calibration table (default: calibration.output, which must be valid)")
+    p.add_argument("--table", help="calibration table (default: calibration.output, which must be valid); a cache "
+                                   "TensorRT wrote is accepted (internal names ignored, 0/inf entries missing)")
+    p.add_argument("--high-precision", choices=["fp16", "fp32"], default="fp16",
+                   help="precision of everything not quantized (TensorRT 11 is strongly typed; default fp16)")
     p.set_defaults(func=_cmd_export_qdq)
     return parser
 

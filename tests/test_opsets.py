@@ -45,7 +45,7 @@ def test_opset11_cnn_without_custom_ops_runs_every_verb(tmp_path: Path) -> None:
     assert main(["report", "--config", c, "--algorithms", "minmax"]) == 0
     assert main(["export-qdq", "--config", c, "--output", str(tmp_path / "q.onnx")]) == 0
     exported = onnx.load(str(tmp_path / "q.onnx"))
-    assert default_opset(exported) == 13 and any(n.op_type == "QuantizeLinear" for n in exported.graph.node)
+    assert default_opset(exported) >= 13 and any(n.op_type == "QuantizeLinear" for n in exported.graph.node)
     assert default_opset(onnx.load(str(tmp_path / "old.onnx"))) == 11  # the user's file is never touched
 
 

@@ -13,7 +13,8 @@ from collections.abc import Iterator
 import onnx
 
 from sppquant.ops.opset import default_opset, upgrade_opset
-from sppquant.ops.spec import OpSpec, PluginInfo, QdqRule
+from sppquant.ops.plugin_io import dequantize_plugin_io
+from sppquant.ops.spec import OpSpec, PluginInfo, PluginQdq
 from sppquant.ops.spp.spec import SPP
 from sppquant.registry import Registry
 
@@ -59,6 +60,8 @@ def rewrite_for_onnxruntime(model: onnx.ModelProto) -> onnx.ModelProto:
     found = list(custom_nodes(out))
     if not found:
         return out
+    # Q -> plugin -> DQ (INT8 I/O for TensorRT) -> Q -> DQ -> float op -> Q -> DQ: exact, see plugin_io.
+    out = dequantize_plugin_io(out, lambda node: find_op(node) is not None)
     need = max(spec.min_opset for _, spec in found)
     kinds = ", ".join(sorted({spec.op_type for _, spec in found}))
     out = upgrade_opset(out, need, f"the ONNX Runtime rewrite of {kinds}")
@@ -83,5 +86,5 @@ def rewrite_for_onnxruntime(model: onnx.ModelProto) -> onnx.ModelProto:
     return out
 
 
-__all__ = ["OPS", "OpSpec", "PluginInfo", "QdqRule", "custom_nodes", "default_opset", "find_op",
+__all__ = ["OPS", "OpSpec", "PluginInfo", "PluginQdq", "custom_nodes", "default_opset", "find_op",
            "required_opset", "rewrite_for_onnxruntime", "upgrade_opset"]

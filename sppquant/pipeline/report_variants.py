@@ -116,7 +116,8 @@ def tensorrt_variants(cfg: Config, algorithms: list[str], qdq: dict[str, tuple[A
 def int8_info(qdq: dict[str, tuple[Any, QdqInfo]], cfg: Config) -> dict[str, Int8ModelInfo]:
     return {a: Int8ModelInfo(f"model_int8_{a}.qdq.onnx", sorted(info.activations),
                              {w: axis for w, (_, axis) in info.weights.items()},
-                             integer_kernel_counts(model, cfg.onnxruntime)) for a, (model, info) in qdq.items()}
+                             integer_kernel_counts(model, cfg.onnxruntime), info.placement)
+            for a, (model, info) in qdq.items()}
 
 
 def cpu_name() -> str:

@@ -40,7 +40,7 @@ from sppquant.backends.onnxruntime import DEFAULT_ORT, OrtOptions, make_session
 from sppquant.errors import ModelError
 from sppquant.model import tensor_types
 from sppquant.ops import rewrite_for_onnxruntime
-from sppquant.quantize.qdq import _Names
+from sppquant.ops.names import Names as _Names
 
 log = logging.getLogger(__name__)
 
