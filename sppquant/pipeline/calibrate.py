@@ -87,14 +87,22 @@ def choose_backend(cfg: Config, algorithm: str, requested: str | None) -> str:
     return chosen
 
 
+Collected = tuple[ActivationCollector, BadFiles]
+
+
 def calibrate(
     cfg: Config,
     output: str | Path | None = None,
     algorithm: str | None = None,
     backend: str | None = None,
     progress: bool = True,
+    collected: Collected | None = None,
 ) -> CalibrationResult:
-    """Calibrate ``cfg``'s model on its calibration images and write table + provenance."""
+    """Calibrate ``cfg``'s model on its calibration images and write table + provenance.
+
+    ``collected``: histograms of an earlier pass over the same images (`collect_activations`),
+    so several algorithms' tables cost one pass through the model.
+    """
     start = time.perf_counter()
     algorithm = algorithm or cfg.calibration.algorithm
     get_algorithm(algorithm)
@@ -105,7 +113,7 @@ def calibrate(
         from sppquant.pipeline.trt_calibrate import calibrate_tensorrt  # noqa: PLC0415 - optional backend
 
         return calibrate_tensorrt(cfg, table_path, algorithm, progress=progress)
-    return _calibrate_histograms(cfg, table_path, algorithm, progress, start)
+    return _calibrate_histograms(cfg, table_path, algorithm, progress, start, collected)
 
 
 def collect_activations(cfg: Config, ctx: ModelContext, progress: bool = True) -> tuple[ActivationCollector, BadFiles]:
@@ -130,10 +138,10 @@ def collect_activations(cfg: Config, ctx: ModelContext, progress: bool = True) -
     return collector, bad
 
 
-def _calibrate_histograms(cfg: Config, table_path: Path, algorithm: str, progress: bool,
-                          start: float) -> CalibrationResult:
+def _calibrate_histograms(cfg: Config, table_path: Path, algorithm: str, progress: bool, start: float,
+                          collected: Collected | None = None) -> CalibrationResult:
     ctx = open_model(cfg)
-    collector, bad = collect_activations(cfg, ctx, progress)
+    collector, bad = collected or collect_activations(cfg, ctx, progress)
     params = cfg.calibration.algorithm_params(algorithm)
     amax, degenerate = thresholds(collector.histograms, algorithm, params)
     if degenerate:

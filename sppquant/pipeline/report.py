@@ -38,7 +38,7 @@ from sppquant.pipeline.report_variants import (
     ort_variants,
     tensorrt_variants,
 )
-from sppquant.pipeline.tables import TableChoice, resolve_table
+from sppquant.pipeline.tables import TableChoice, resolve_tables
 from sppquant.quantize.qdq import check_table_matches
 from sppquant.report.model import DatasetInfo, Report, TableInfo
 
@@ -108,11 +108,9 @@ def build_report(
     images, notes = evaluation_set(cfg)  # data problems before any calibration work
     classes = check_labels_first(ctx, images, cfg.report.images)
     names = activation_names(ctx.model)
-    tables: dict[str, TableChoice] = {}
-    for i, algo in enumerate(algos):
-        choice = resolve_table(cfg, algo, out_dir, Path(table) if (table is not None and i == 0) else None, progress)
+    tables = resolve_tables(cfg, algos, out_dir, Path(table) if table is not None else None, progress)
+    for choice in tables.values():
         check_table_matches(choice.table, names, str(choice.path), str(cfg.model.path))
-        tables[algo] = choice
     qdq = int8_models(ctx, tables, out_dir)
     variants = tensorrt_variants(cfg, algos, qdq) if chosen == "tensorrt" else ort_variants(cfg, ctx, qdq)
     try:

@@ -32,6 +32,8 @@ from sppquant.quantize.switchable import switch_feeds, switchable_model
 from sppquant.report.model import LayerRow
 from sppquant.tasks.metrics import SqnrAccumulator
 
+TENSORS_PER_RUN = 32  # activations fetched per run: bounds memory on large models at little extra cost
+
 
 @dataclass
 class LayerAnalysis:
@@ -66,17 +68,19 @@ def analyse_layers(cfg: Config, ctx: ModelContext, table: CalibrationTable, qdq:
     int8_read = {n: info.activations.get(n, n) for n in names}  # the INT8 value consumers see
     with ort_runner(cfg, ctx.model, extra_outputs=names) as fp32, \
             ort_runner(cfg, qmodel, extra_outputs=list(int8_read.values())) as int8:
-        refs = []
-        for f in feeds:
-            ref = {**fp32.run(f, [n for n in names if n not in inputs]), **{k: v for k, v in f.items() if k in hists}}
-            q = int8.run(f, [t for t in dict.fromkeys(int8_read.values()) if t not in inputs])
-            for n in names:
-                a = ref[n]
-                hists[n].update(a)
-                zeros[n] += int(np.count_nonzero(a == 0))
-                local[n].add(a, fake_quantize(a, table.scales[n]))
-                accum[n].add(a, q[int8_read[n]] if int8_read[n] not in inputs else a)  # unquantized input: exact
-            refs.append({o: ref[o] for o in ctx.outputs})
+        refs = [{o: v for o, v in fp32.run(f, list(ctx.outputs)).items()} for f in feeds]
+        # A few tensors per run: only those activations are alive at once, not the whole network's.
+        for group in [names[i:i + TENSORS_PER_RUN] for i in range(0, len(names), TENSORS_PER_RUN)]:
+            for f in feeds:
+                ref = {**fp32.run(f, [n for n in group if n not in inputs]), **{k: v for k, v in f.items() if k in group}}
+                wanted = [t for t in dict.fromkeys(int8_read[n] for n in group) if t not in inputs]
+                q = int8.run(f, wanted)
+                for n in group:
+                    a = ref[n]
+                    hists[n].update(a)
+                    zeros[n] += int(np.count_nonzero(a == 0))
+                    local[n].add(a, fake_quantize(a, table.scales[n]))
+                    accum[n].add(a, q[int8_read[n]] if int8_read[n] not in inputs else a)  # unquantized input: exact
     output = _output_sensitivity(cfg, ctx, table, names, feeds, refs, progress)
     rows = [_row(n, info, table, hists[n], zeros[n], local[n], accum[n], output[n]) for n in names]
     rows.sort(key=lambda r: (not r.quantized, _rank_key(r.output_sqnr_db), _rank_key(r.local_sqnr_db)))

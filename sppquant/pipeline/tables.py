@@ -131,8 +131,26 @@ class TableChoice:
     tie_scales: bool | None = None
 
 
+def resolve_tables(cfg: Config, algorithms: list[str], out_dir: Path, given: Path | None = None,
+                   progress: bool = True) -> dict[str, TableChoice]:
+    """`resolve_table` for each algorithm (``given`` applies to the first); the algorithms that need a
+    fresh table share one pass of the FP32 model over the calibration images."""
+    from sppquant.pipeline.calibrate import collect_activations  # noqa: PLC0415 - calibrate uses this module
+    from sppquant.pipeline.context import open_model  # noqa: PLC0415
+
+    shared: list = []
+
+    def collected():  # computed on first need only
+        if not shared:
+            shared.append(collect_activations(cfg, open_model(cfg), progress))
+        return shared[0]
+
+    return {a: resolve_table(cfg, a, out_dir, given if i == 0 else None, progress, collected)
+            for i, a in enumerate(algorithms)}
+
+
 def resolve_table(cfg: Config, algorithm: str, out_dir: Path, given: Path | None = None,
-                  progress: bool = True) -> TableChoice:
+                  progress: bool = True, collected: Any = None) -> TableChoice:
     """A given table as given; else the config's if valid; else one from an earlier run in ``out_dir``;
     else a fresh calibration into ``out_dir`` (ONNX Runtime: every algorithm, every size)."""
     if given is not None:
@@ -154,5 +172,6 @@ def resolve_table(cfg: Config, algorithm: str, out_dir: Path, given: Path | None
 
     log.info("%s table: config table %s not usable (%s); calibrating into %s", algorithm, cfg.calibration.output,
              "; ".join(reasons), own)
-    result = calibrate(cfg, output=own, algorithm=algorithm, backend="onnxruntime", progress=progress)
+    result = calibrate(cfg, output=own, algorithm=algorithm, backend="onnxruntime", progress=progress,
+                       collected=collected() if collected is not None else None)
     return TableChoice(algorithm, own, result.table, "calibrated", reasons, cfg.calibration.tie_scales)
