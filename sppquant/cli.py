@@ -169,7 +169,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # a full or closed stdout fails here, inside the error mapping, not at exit
+        return code
     except UserError as exc:
         print(f"sppquant: error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -179,6 +181,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `sppquant predict ... | head`: the reader left, not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as exc:
+        if exc.filename is None:  # writing our own output (stdout): e.g. `> /dev/full`
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to flush at exit
+            print(f"sppquant: error: cannot write to standard output: {exc.strerror or exc}", file=sys.stderr)
+            return 2
+        if args.verbose:
+            raise
+        print(f"sppquant: internal error: {type(exc).__name__}: {exc} (rerun with -v for the traceback)",
+              file=sys.stderr)
+        return 1
     except Exception as exc:  # an internal error: a bug, report it
         if args.verbose:
             raise

@@ -36,3 +36,7 @@ class TableError(UserError):
 
 class BackendUnavailable(UserError):
     """The requested backend (TensorRT, pycuda, a GPU) is not installed or not usable."""
+
+
+class OutputError(UserError):
+    """An output that cannot be written: disk full, read-only, a directory where a file goes."""

@@ -105,9 +105,17 @@ class CalibrationTable:
         return float(np.float32(self.scales[name]) * np.float32(127.0))
 
 
+def _line_safe(name: str) -> bool:
+    """A name the reader gets back unchanged: one line (every line break `str.splitlines` knows: \\n \\r
+    \\v \\f \\x1c-\\x1e \\x85 \\u2028 \\u2029), no edge whitespace the reader strips, no BOM first."""
+    return bool(name) and len(f"x{name}x".splitlines()) == 1 and name == name.strip() and \
+        not name.startswith("\ufeff")
+
+
 def _scale_hex(name: str, scale: float) -> str:
-    if not isinstance(name, str) or not name or "\n" in name or "\r" in name:
-        raise TableError(f"calibration table: tensor name {name!r} cannot be written (empty or multi-line)")
+    if not isinstance(name, str) or not _line_safe(name):
+        raise TableError(f"calibration table: tensor name {name!r} cannot be written (empty, a line break, or "
+                         "leading/trailing whitespace: the table would not read back the same name)")
     if math.isnan(scale):
         raise TableError(f"calibration table: tensor {name!r} has a NaN scale")
     if math.isinf(scale):

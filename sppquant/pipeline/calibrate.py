@@ -20,13 +20,13 @@ from sppquant.atomic import check_writable
 from sppquant.backends import resolve_backend, tensorrt_version
 from sppquant.calibration.algorithms import get_algorithm
 from sppquant.calibration.collect import ActivationCollector
-from sppquant.calibration.provenance import ProvenanceRecord, write_provenance
+from sppquant.calibration.provenance import ProvenanceRecord, provenance_path, write_provenance
 from sppquant.calibration.table import CalibrationTable, read_table, trt_version_code, write_table
 from sppquant.calibration.thresholds import ZERO_TENSOR_AMAX, thresholds
 from sppquant.calibration.tying import apply_ties, tie_sources
 from sppquant.config import Config
 from sppquant.data import BadFiles, calibration_set, iter_batches
-from sppquant.errors import BackendUnavailable, ModelError, TableError
+from sppquant.errors import BackendUnavailable, DataError, ModelError, TableError
 from sppquant.model import activation_names
 from sppquant.pipeline.context import ModelContext, open_model, ort_runner
 from sppquant.pipeline.tables import images_record, provenance_record
@@ -46,8 +46,9 @@ class CalibrationResult:
 
 
 def check_output(path: Path) -> None:
-    """Before any work: the output must be writable and must not clobber a non-table file."""
+    """Before any work: table and provenance must be writable, and no non-table file is clobbered."""
     check_writable(path, "calibration table")
+    check_writable(provenance_path(path), "provenance record")
     if path.exists() and path.stat().st_size > 0:
         try:
             read_table(path)
@@ -121,12 +122,16 @@ def collect_activations(cfg: Config, ctx: ModelContext, progress: bool = True) -
     names = activation_names(ctx.model)
     runner = ort_runner(cfg, ctx.model, extra_outputs=names)
     cal = cfg.calibration
+    images = calibration_set(cal)
+    if cal.last_batch == "drop" and len(images) < cal.batch_size:
+        raise DataError(f"calibration.batch_size {cal.batch_size} is more than the {len(images)} calibration "
+                        "image(s) and calibration.last_batch is 'drop': no batch would be used")
     bad = BadFiles()
     collector = ActivationCollector(names)
     inputs = set(runner.input_names)
     outputs = [n for n in names if n not in inputs]
     with runner:
-        for batch in iter_batches(calibration_set(cal), cfg.preprocess, cfg.input.sizes, cal.batch_size,
+        for batch in iter_batches(images, cfg.preprocess, cfg.input.sizes, cal.batch_size,
                                   cal.last_batch, cal.bad_files, cal.workers, bad=bad, progress=progress,
                                   desc="calibrate", extra_feeds=ctx.extra_feeds):
             for k in range(len(cfg.input.sizes)):
@@ -155,7 +160,11 @@ def _calibrate_histograms(cfg: Config, table_path: Path, algorithm: str, progres
     images = images_record(cfg, calibration_set(cfg.calibration), collector.images, bad)
     record = provenance_record(cfg, table, images, algorithm, "onnxruntime", version, tensors, ties, degenerate)
     prov_path = write_provenance(table_path, record)  # first: a crash before the table leaves a hash mismatch
-    write_table(table_path, table)
+    try:
+        write_table(table_path, table)
+    except BaseException:  # no orphan: a record without its table (or beside an older table) must not stay
+        prov_path.unlink(missing_ok=True)
+        raise
     seconds = time.perf_counter() - start
     log.info("wrote %s (%d tensors, %s, %d images x %d size(s)) in %.1f s", table_path, len(table.scales),
              algorithm, collector.images, len(cfg.input.sizes), seconds)
