@@ -38,5 +38,6 @@ class BackendUnavailable(UserError):
     """The requested backend (TensorRT, pycuda, a GPU) is not installed or not usable."""
 
 
-class OutputError(UserError):
-    """An output that cannot be written: disk full, read-only, a directory where a file goes."""
+class OutputError(UserError, OSError):
+    """An output that cannot be written: disk full, read-only, a directory where a file goes (also an OSError,
+    so code that handles OS errors around a write still sees one)."""
