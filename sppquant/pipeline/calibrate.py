@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import onnx
 
 from sppquant.atomic import check_writable
@@ -148,7 +149,15 @@ def _calibrate_histograms(cfg: Config, table_path: Path, algorithm: str, progres
     ctx = open_model(cfg)
     collector, bad = collected or collect_activations(cfg, ctx, progress)
     params = cfg.calibration.algorithm_params(algorithm)
-    amax, degenerate = thresholds(collector.histograms, algorithm, params)
+    rules: dict[str, str] = {}
+    scores: dict[str, dict[str, float]] = {}
+    if get_algorithm(algorithm).candidates:  # per-tensor choice by measured effect on the output
+        from sppquant.pipeline.auto import choose_rules  # noqa: PLC0415
+
+        choice = choose_rules(cfg, ctx, collector, get_algorithm(algorithm).candidates, progress)
+        amax, degenerate, rules, scores = dict(choice.amax), choice.degenerate, choice.rules, choice.scores
+    else:
+        amax, degenerate = thresholds(collector.histograms, algorithm, params)
     if degenerate:
         log.warning("%d tensor(s) had no usable range (all zero or empty); they get amax %.1f: %s",
                     len(degenerate), ZERO_TENSOR_AMAX, ", ".join(degenerate[:10]))
@@ -157,6 +166,8 @@ def _calibrate_histograms(cfg: Config, table_path: Path, algorithm: str, progres
     table = CalibrationTable.from_amax(code, get_algorithm(algorithm).trt_header, amax)
     tensors = {name: {"amax": table.amax(name), "scale": table.scales[name], "tied_to": (ties or {}).get(name),
                       "histogram": collector.histograms[name].to_summary()} for name in table.scales}
+    for name, rule in rules.items():  # auto: which rule won, and every rule's output SQNR (null: identical)
+        tensors[name].update(rule=rule, why={r: (v if np.isfinite(v) else None) for r, v in scores.get(name, {}).items()})
     images = images_record(cfg, calibration_set(cfg.calibration), collector.images, bad)
     record = provenance_record(cfg, table, images, algorithm, "onnxruntime", version, tensors, ties, degenerate)
     prov_path = write_provenance(table_path, record)  # first: a crash before the table leaves a hash mismatch
