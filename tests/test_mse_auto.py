@@ -63,3 +63,27 @@ def test_auto_takes_per_tensor_the_rule_with_the_best_output_sqnr(tiny_project: 
                             progress=False)
             assert one.table.scales.get(name) is not None
     assert chosen > 0
+
+
+def test_report_and_calibrate_warn_loudly_when_int8_loses_accuracy(tmp_path: Path,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    from test_report import make_project
+
+    from sppquant.calibration.table import CalibrationTable, write_table
+    from sppquant.pipeline.report import build_report
+
+    cfg = load_config(make_project(tmp_path))
+    good = calibrate(cfg, progress=False).table
+    crushed = CalibrationTable(good.version, good.algorithm, {n: s / 200 for n, s in good.scales.items()})
+    bad = tmp_path / "bad.cache"
+    write_table(bad, crushed)
+    rep = build_report(cfg, algorithms=["entropy2"], table=bad, layer_images=4, progress=False).report
+    notes = [n for n in rep.notes if "loses accuracy" in n]
+    assert notes and "sppquant calibrate --algorithm auto" in notes[0]
+    with caplog.at_level("WARNING"):
+        from sppquant.pipeline.calibrate import collect_activations, warn_heavy_clipping
+        from sppquant.pipeline.context import open_model
+
+        collector, _ = collect_activations(cfg, open_model(cfg), progress=False)
+        warn_heavy_clipping(collector, crushed, "entropy2")
+    assert "clips more than" in caplog.text and "--algorithm auto" in caplog.text

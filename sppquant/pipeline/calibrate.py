@@ -68,6 +68,23 @@ def check_float_outputs(model: onnx.ModelProto, source: Path) -> None:
                          "(the model has no float output)")
 
 
+CLIP_WARN = 0.01  # share of a tensor's values beyond its amax that deserves a warning
+
+
+def warn_heavy_clipping(collector: ActivationCollector, table: CalibrationTable, algorithm: str) -> None:
+    """One loud warning when the thresholds clip a visible share of some tensors' values (the KL rule's
+    failure mode on real networks), naming the worst and the command that avoids it."""
+    from sppquant.pipeline.report_layers import clipped_fraction  # noqa: PLC0415
+
+    clipped = {n: clipped_fraction(collector.histograms[n], table.amax(n)) for n in table.scales}
+    worst = sorted((f, n) for n, f in clipped.items() if f > CLIP_WARN)[::-1]
+    if worst:
+        names = ", ".join(f"{n} ({100 * f:.1f}%)" for f, n in worst[:5])
+        log.warning("%s clips more than %.0f%% of the values of %d tensor(s): %s. Check INT8 accuracy with "
+                    "`sppquant report --algorithms %s,mse,auto`, or calibrate with --algorithm auto", algorithm,
+                    100 * CLIP_WARN, len(worst), names, algorithm)
+
+
 def header_version(cfg: Config) -> tuple[int, str]:
     """Table header version: the installed TensorRT's, else the config's target."""
     version = tensorrt_version() or cfg.calibration.trt_version
@@ -170,6 +187,7 @@ def _calibrate_histograms(cfg: Config, table_path: Path, algorithm: str, progres
         tensors[name].update(rule=rule, why={r: (v if np.isfinite(v) else None) for r, v in scores.get(name, {}).items()})
     images = images_record(cfg, calibration_set(cfg.calibration), collector.images, bad)
     record = provenance_record(cfg, table, images, algorithm, "onnxruntime", version, tensors, ties, degenerate)
+    warn_heavy_clipping(collector, table, algorithm)
     prov_path = write_provenance(table_path, record)  # first: a crash before the table leaves a hash mismatch
     try:
         write_table(table_path, table)

@@ -122,7 +122,38 @@ def build_report(
                             layer_images or cfg.report.layer_images, progress)
     report = _assemble(cfg, ctx, chosen, algos, tables, variants, ev, layers, images, notes, classes,
                        backend_info, device)
+    report.notes += int8_warnings(report, ctx.task.primary)
     return _write(report, layers, tables, out_dir, start)
+
+
+DROP_WARN = 0.01  # a primary-metric drop (fraction) past which INT8 is reported as a problem
+SQNR_WARN = 20.0  # dB: for tasks without a labelled metric
+
+
+def int8_warnings(report: Report, primary: str) -> list[str]:
+    """Loud notes (and log warnings) for INT8 columns that lose accuracy, naming the worst tensors and the fix."""
+    fp32 = report.precisions["fp32"].metrics
+    worst = ", ".join(f"{r.name} ({_db_text(r.output_sqnr_db)} dB)" for r in report.layers[:3] if r.quantized)
+    notes = []
+    for p in report.precisions.values():
+        if p.precision != "int8":
+            continue
+        ref, got = fp32.get(primary), p.metrics.get(primary)
+        if primary != "sqnr_db" and ref is not None and got is not None and ref - got > DROP_WARN:
+            what = f"{primary} {100 * got:.2f}% vs FP32 {100 * ref:.2f}%"
+        elif (s := p.metrics.get("sqnr_db")) is not None and s < SQNR_WARN:
+            what = f"output SQNR {s:.1f} dB"
+        else:
+            continue
+        notes.append(f"INT8 ({p.algorithm}) loses accuracy: {what}. Most sensitive tensors: {worst}. Try "
+                     f"`sppquant report --algorithms mse,auto,percentile` and calibrate with the best "
+                     f"(`sppquant calibrate --algorithm auto`).")
+        log.warning("%s", notes[-1])
+    return notes
+
+
+def _db_text(v: float) -> str:
+    return "inf" if v == float("inf") else f"{v:.1f}"
 
 
 def _assemble(cfg, ctx, chosen, algos, tables, variants: Variants, ev, layers, images, notes, classes,
