@@ -51,7 +51,7 @@ def _resolve_table(cfg: Config, table_path: str | Path | None, warnings: list[st
 
 
 def export_qdq(cfg: Config, output: str | Path, table_path: str | Path | None = None,
-               high_precision: str = "fp16") -> ExportResult:
+               high_precision: str = "fp16", plan: str | Path | None = None) -> ExportResult:
     """Write the Q/DQ model for ``cfg``'s model and table (``high_precision``: the rest in fp16 or fp32).
 
     Without ``table_path`` the config's ``calibration.output`` is used and must be valid for
@@ -68,8 +68,13 @@ def export_qdq(cfg: Config, output: str | Path, table_path: str | Path | None = 
     table_path = _resolve_table(cfg, table_path, warnings)
     table = read_table(table_path, drop_zero_inf=True)  # TensorRT-written caches hold 0 / inf entries
     extra = sorted(set(table.scales) - model_tensor_names(model))
+    keep: list[str] = []
+    if plan is not None:
+        from sppquant.pipeline.tune import read_plan  # noqa: PLC0415
+
+        keep = read_plan(plan).kept_high_precision
     try:
-        qdq, info = build_qdq_model(model, table, high_precision=high_precision)
+        qdq, info = build_qdq_model(model, table, high_precision=high_precision, keep_high_precision=keep)
     except TableError as exc:
         also = f"; {len(extra)} table tensor(s) not in the model: {few(extra)}" if extra else ""
         raise TableError(f"{table_path}: calibration table does not match {cfg.model.path}: {exc}{also} "
