@@ -49,7 +49,7 @@ class ModelSpec:
 
 
 # ----------------------------------------------------------------------------------------------------
-# ddddocr recognizer (common_old.onnx, CTC): ddddocr/core/ocr_engine.py OCREngine._preprocess_image
+# ddddocr recognizer (common.onnx = DdddOcr(beta=True), CTC; common_old.onnx is already dynamic-INT8): ddddocr/core/ocr_engine.py OCREngine._preprocess_image
 # ----------------------------------------------------------------------------------------------------
 OCR_ALPHABET = "abcdefghijkmnpqrstuvwxyz23456789"  # no l/1/o/0 (ambiguous in some fonts)
 OCR_W, OCR_H = 160, 64
@@ -100,7 +100,7 @@ def _charset() -> list[str]:
     if _CHARSET is None:
         from ddddocr.models.charset_manager import CharsetManager
         cm = CharsetManager()
-        cm.load_default_charset(old=True)
+        cm.load_default_charset(beta=True)
         _CHARSET = cm.get_charset()
     return _CHARSET
 
@@ -266,17 +266,17 @@ def _det_set_with_ratio(n: int, seed: int) -> tuple[list[np.ndarray], list[tuple
 
 MODELS: dict[str, ModelSpec] = {
     "ddddocr_rec": ModelSpec(
-        name="ddddocr_rec", package="ddddocr", file="common_old.onnx", task="CTC captcha/text recognizer",
+        name="ddddocr_rec", package="ddddocr", file="common.onnx", task="CTC captcha/text recognizer (CNN + LSTM, beta model)",
         source="ddddocr/core/ocr_engine.py OCREngine._preprocess_image, _process_text_output",
         sppquant_preprocess=("partly: gray, mean 0 / std 1 and a fixed [64, W] stretch are expressible, but ddddocr "
                              "resizes with PIL LANCZOS on uint8 then converts to L (ITU-R 601 luma of the resized RGB)"
                              "; sppquant resizes in float32 with OpenCV and has no width-follows-height rule"),
-        build_set=_ocr_set, preprocess=_ocr_pre, metric=ocr_metric),
+        build_set=_ocr_set, preprocess=_ocr_pre, metric=ocr_metric, batch=1),
     "ddddocr_det": ModelSpec(
         name="ddddocr_det", package="ddddocr", file="common_det.onnx", task="YOLOX character detector",
         source="ddddocr/core/detection_engine.py DetectionEngine.get_bbox, preproc",
         sppquant_preprocess=("mostly: bgr, letterbox with pad_position top_left, pad_value 114/255, linear; "
                              "but pixels must stay 0..255 (needs std = 1/255) and ddddocr rounds the resized "
                              "image to uint8 (sppquant resizes in float32)"),
-        build_set=_det_set_with_ratio, preprocess=_det_pre, metric=det_metric, batch=8),
+        build_set=_det_set_with_ratio, preprocess=_det_pre, metric=det_metric, batch=1),
 }

@@ -22,6 +22,20 @@ TRT_VERSION = 101601
 HEADERS = {"entropy2": "EntropyCalibration2", "minmax": "MinMaxCalibration"}
 
 
+MIN_OPSET = 13
+
+
+def prepare(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Benchmark-side workaround: sppquant's ONNX Runtime path refuses opset < 13 even without an
+    SPP node (FIRST_CONTACT.md), so older models are converted with onnx's version converter."""
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if opset >= MIN_OPSET:
+        return model
+    from onnx import version_converter
+    log.info("converting opset %d -> %d for sppquant", opset, MIN_OPSET)
+    return version_converter.convert_version(model, MIN_OPSET)
+
+
 def collect_histograms(model: onnx.ModelProto, batches: Iterable[dict[str, np.ndarray]],
                        threads: int = 2) -> dict[str, Histogram]:
     """One streaming |x| histogram per float activation of the original graph."""

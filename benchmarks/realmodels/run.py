@@ -74,7 +74,8 @@ def worker_sppquant(name: str, n_calib: int, n_eval: int, out: Path) -> dict:
     import ours
     from mse import mse_amax
     spec = load_spec(name)
-    model = onnx.load(str(spec.path()))
+    model = ours.prepare(onnx.load(str(spec.path())))
+    onnx.save(model, str(out / f"{name}.fp32.prepared.onnx"))
     calib, _, _ = data(name, n_calib, n_eval)
     inp = model.graph.input[0].name
     t0 = time.perf_counter()
@@ -98,6 +99,7 @@ def worker_sppquant(name: str, n_calib: int, n_eval: int, out: Path) -> dict:
         onnx.save(qdq, str(p))
         res[label] = {"model": str(p), "calib_s": t_hist + time.perf_counter() - t1}
         diags[label] = amax
+    res["fp32-prepared"] = {"model": str(out / f"{name}.fp32.prepared.onnx"), "calib_s": 0.0}
     # per-tensor diagnostics: amax vs max|x|, clipped fraction, local SQNR (|x| histogram-based)
     tensors = {}
     for n, h in hists.items():
@@ -262,8 +264,8 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if args.quick:
         args.models = "ddddocr_rec"
-    args.calib = args.calib or (64 if args.quick else 128)
-    args.eval = args.eval or (128 if args.quick else 400)
+    args.calib = args.calib or (32 if args.quick else 96)
+    args.eval = args.eval or (64 if args.quick else 240)
     if args.worker:
         run_worker(args)
         return
