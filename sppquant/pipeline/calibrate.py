@@ -25,10 +25,11 @@ from sppquant.calibration.table import CalibrationTable, read_table, trt_version
 from sppquant.calibration.thresholds import ZERO_TENSOR_AMAX, thresholds
 from sppquant.calibration.tying import apply_ties, tie_sources
 from sppquant.config import Config
-from sppquant.data import BadFiles, calibration_set, iter_batches
+from sppquant.data import BadFiles, calibration_set
 from sppquant.errors import BackendUnavailable, ModelError, TableError
-from sppquant.model import activation_names
-from sppquant.pipeline.context import ModelContext, open_model, ort_runner
+from sppquant.pipeline.context import ModelContext, open_model
+from sppquant.pipeline.executor import Executor, LocalExecutor, make_executor
+from sppquant.pipeline.shards import collect_sharded
 from sppquant.pipeline.tables import images_record, provenance_record
 
 log = logging.getLogger(__name__)
@@ -93,8 +94,13 @@ def calibrate(
     algorithm: str | None = None,
     backend: str | None = None,
     progress: bool = True,
+    executor: str | None = None,
 ) -> CalibrationResult:
-    """Calibrate ``cfg``'s model on its calibration images and write table + provenance."""
+    """Calibrate ``cfg``'s model on its calibration images and write table + provenance.
+
+    ``executor`` (default ``executor.kind``): where histogram shards run; the table does not depend on it.
+    TensorRT's own calibration stays in this process (its calibrator drives the batches).
+    """
     start = time.perf_counter()
     algorithm = algorithm or cfg.calibration.algorithm
     get_algorithm(algorithm)
@@ -104,36 +110,29 @@ def calibrate(
     if choose_backend(cfg, algorithm, backend) == "tensorrt":
         from sppquant.pipeline.trt_calibrate import calibrate_tensorrt  # noqa: PLC0415 - optional backend
 
+        if (executor or cfg.executor.kind) != "local":
+            log.info("TensorRT calibrates in this process (its calibrator drives the batches): executor ignored")
         return calibrate_tensorrt(cfg, table_path, algorithm, progress=progress)
-    return _calibrate_histograms(cfg, table_path, algorithm, progress, start)
+    return _calibrate_histograms(cfg, table_path, algorithm, progress, start, make_executor(cfg, executor))
 
 
-def collect_activations(cfg: Config, ctx: ModelContext, progress: bool = True) -> tuple[ActivationCollector, BadFiles]:
-    """Every calibration batch, at every size, through the FP32 model: one exact histogram per activation."""
-    names = activation_names(ctx.model)
-    runner = ort_runner(cfg, ctx.model, extra_outputs=names)
-    cal = cfg.calibration
-    bad = BadFiles()
-    collector = ActivationCollector(names)
-    inputs = set(runner.input_names)
-    outputs = [n for n in names if n not in inputs]
-    with runner:
-        for batch in iter_batches(calibration_set(cal), cfg.preprocess, cfg.input.sizes, cal.batch_size,
-                                  cal.last_batch, cal.bad_files, cal.workers, bad=bad, progress=progress,
-                                  desc="calibrate", extra_feeds=ctx.extra_feeds):
-            for k in range(len(cfg.input.sizes)):
-                feeds = batch.feeds(k, cfg.model.input_name)
-                collector.observe_all(feeds)
-                collector.observe_all(runner.run(feeds, outputs))
-            collector.count_batch(batch.size)
+def collect_activations(cfg: Config, ctx: ModelContext, progress: bool = True,
+                        executor: Executor | None = None) -> tuple[ActivationCollector, BadFiles]:
+    """Every calibration batch, at every size, through the FP32 model: one exact histogram per activation.
+
+    Shards run on ``executor`` (default: this process, one shard) and merge exactly.
+    """
+    collector, bad = collect_sharded(cfg, calibration_set(cfg.calibration), executor or LocalExecutor(), progress)
     collector.warn_nan()
+    if executor is not None and executor.name != "local":
+        bad.log_summary()  # workers' logs stay on the workers
     return collector, bad
 
 
 def _calibrate_histograms(cfg: Config, table_path: Path, algorithm: str, progress: bool,
-                          start: float) -> CalibrationResult:
+                          start: float, executor: Executor) -> CalibrationResult:
     ctx = open_model(cfg)
-    collector, bad = collect_activations(cfg, ctx, progress)
+    collector, bad = collect_activations(cfg, ctx, progress, executor)
     params = cfg.calibration.algorithm_params(algorithm)
     amax, degenerate = thresholds(collector.histograms, algorithm, params)
     if degenerate:
@@ -146,6 +145,7 @@ def _calibrate_histograms(cfg: Config, table_path: Path, algorithm: str, progres
                       "histogram": collector.histograms[name].to_summary()} for name in table.scales}
     images = images_record(cfg, calibration_set(cfg.calibration), collector.images, bad)
     record = provenance_record(cfg, table, images, algorithm, "onnxruntime", version, tensors, ties, degenerate)
+    record.executor = executor.record()
     prov_path = write_provenance(table_path, record)  # first: a crash before the table leaves a hash mismatch
     write_table(table_path, table)
     seconds = time.perf_counter() - start
