@@ -7,6 +7,7 @@ Ray is not installed (CI installs it through the dev extra).
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,12 @@ def report_metrics(rep: dict) -> dict:
     return {"precisions": out, "layers": rep["layers"], "evaluated": rep["dataset"]["evaluated"]}
 
 
+@pytest.fixture
+def no_plots(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plots are rendered from the same merged data and take most of a small report's time: skip them here."""
+    monkeypatch.setattr("sppquant.report.render.render_plots", lambda *args, **kwargs: [])
+
+
 # --------------------------------------------------------------------------- no Ray needed
 
 
@@ -110,7 +117,7 @@ def test_local_shards_equal_one_process(tmp_path: Path, kw: dict) -> None:
     assert json.loads(many.provenance_path.read_text())["executor"] == {"kind": "local", "workers": 2}
 
 
-def test_local_report_shards_equal_one_process(tmp_path: Path) -> None:
+def test_local_report_shards_equal_one_process(tmp_path: Path, no_plots: None) -> None:
     one = build_report(load_config(project(tmp_path / "one")), progress=False)
     many = build_report(load_config(project(tmp_path / "many", workers=2)), progress=False)
     assert report_metrics(one.report.to_json()) == report_metrics(many.report.to_json())
@@ -153,6 +160,15 @@ def fail_first_time(marker: str) -> str:
     return "ok"
 
 
+def die_first_time(marker: str) -> str:
+    """Kills its worker process on the first call for ``marker`` (a crash, not an exception)."""
+    path = Path(marker)
+    if not path.exists():
+        path.write_text("died once")
+        os._exit(1)
+    return "ok"
+
+
 def always_fail(arg: int) -> int:
     if arg == 1:
         raise RuntimeError("this shard always fails")
@@ -165,7 +181,7 @@ def test_ray_calibration_identical_to_local(ray_cluster: Any, tmp_path: Path) ->
     assert json.loads(many.provenance_path.read_text())["executor"]["kind"] == "ray"
 
 
-def test_ray_report_identical_to_local(ray_cluster: Any, tmp_path: Path) -> None:
+def test_ray_report_identical_to_local(ray_cluster: Any, tmp_path: Path, no_plots: None) -> None:
     one = build_report(load_config(project(tmp_path / "one")), progress=False)
     many = build_report(load_config(project(tmp_path / "many", workers=2)), progress=False, executor="ray")
     assert report_metrics(one.report.to_json()) == report_metrics(many.report.to_json())
@@ -177,6 +193,11 @@ def test_ray_retries_a_shard_that_fails_once(ray_cluster: Any, tmp_path: Path) -
     ex = make_executor(cfg, "ray")
     markers = [str(tmp_path / "m0"), str(tmp_path / "m1")]
     assert ex.map(fail_first_time, markers, ["shard 1/2", "shard 2/2"], "t", progress=False) == ["ok", "ok"]
+
+
+def test_ray_retries_a_shard_whose_worker_died(ray_cluster: Any, tmp_path: Path) -> None:
+    ex = make_executor(load_config(project(tmp_path, workers=2)), "ray")
+    assert ex.map(die_first_time, [str(tmp_path / "d0")], ["shard 1/1"], "t", progress=False) == ["ok"]
 
 
 def test_ray_shard_that_keeps_failing_fails_cleanly(ray_cluster: Any, tmp_path: Path) -> None:

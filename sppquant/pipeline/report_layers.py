@@ -151,7 +151,9 @@ def _sharded_sensitivity(cfg: Config, ctx: ModelContext, table: CalibrationTable
                          progress: bool) -> dict[str, SqnrAccumulator]:
     """Tensors in contiguous groups over the executor's workers; each tensor's accumulator is computed whole."""
     shards = split(len(names), executor.workers, 1, "tensors")
-    jobs = [SensitivityJob(cfg, images, limit, table, tuple(names[s.start:s.stop])) for s in shards]
+    first = replace(images, paths=images.paths[:limit],  # only the layer images travel
+                    labels=images.labels[:limit] if images.labels is not None else None)
+    jobs = [SensitivityJob(cfg, first, limit, table, tuple(names[s.start:s.stop])) for s in shards]
     out: dict[str, SqnrAccumulator] = {}
     for part in executor.map(sensitivity_shard, jobs, [s.label for s in shards], "layer sensitivity", progress):
         out.update(part)

@@ -34,6 +34,8 @@ def subset(images: ImageSet, indices: tuple[int, ...]) -> ImageSet:
 
 @dataclass(frozen=True)
 class CalibrationJob:
+    """One shard: only its own images travel (``indices``: their positions in the full list)."""
+
     cfg: Config
     images: ImageSet
     indices: tuple[int, ...]
@@ -56,7 +58,7 @@ def calibration_shard(job: CalibrationJob) -> CalibrationPart:
     runner = ort_runner(cfg, ctx.model, extra_outputs=names)
     collector, bad, deferred = ActivationCollector(names), BadFiles(), ()
     outputs = [n for n in names if n not in set(runner.input_names)]
-    sub = subset(job.images, job.indices)
+    sub = job.images
     last = "keep" if job.defer_partial else cal.last_batch
     try:
         with runner:
@@ -82,12 +84,12 @@ def collect_sharded(cfg: Config, images: ImageSet, executor: Executor,
     """Histograms of every calibration image, shards on ``executor``, merged exactly in shard order."""
     shards = split(len(images), executor.workers, cfg.calibration.batch_size)
     many = len(shards) > 1
-    jobs = [CalibrationJob(cfg, images, tuple(range(s.start, s.stop)), many, progress and executor.name == "local")
-            for s in shards]
+    jobs = [CalibrationJob(cfg, subset(images, tuple(range(s.start, s.stop))), tuple(range(s.start, s.stop)), many,
+                           progress and executor.name == "local") for s in shards]
     parts = executor.map(calibration_shard, jobs, [s.label for s in shards], "calibrate", progress)
     deferred = tuple(i for p in parts for i in p.deferred)
     if deferred:
-        tail = CalibrationJob(cfg, images, deferred, False, False)
+        tail = CalibrationJob(cfg, subset(images, deferred), deferred, False, False)
         parts += executor.map(calibration_shard, [tail], [f"tail ({len(deferred)} deferred images)"], "calibrate",
                               progress)
     bad = BadFiles([item for p in parts for item in p.bad])
@@ -103,11 +105,10 @@ def collect_sharded(cfg: Config, images: ImageSet, executor: Executor,
 
 @dataclass(frozen=True)
 class EvaluationJob:
-    """One shard of the report's main pass; models come from paths every worker can read."""
+    """One shard of the report's main pass (its own images only); models come from paths every worker can read."""
 
     cfg: Config
     images: ImageSet
-    indices: tuple[int, ...]
     backend: str
     algorithms: tuple[str, ...]
     qdq_dir: Path  # where the report wrote model_int8_<algo>.qdq.onnx
@@ -124,9 +125,8 @@ def evaluation_shard(job: EvaluationJob) -> Evaluation:
         variants = tensorrt_variants(job.cfg, list(job.algorithms), qdq)
     else:
         variants = ort_variants(job.cfg, ctx, qdq)
-    sub = subset(job.images, job.indices)
     try:
-        return evaluate(job.cfg, ctx, variants.runners, sub, job.images.labels is not None, job.progress)
+        return evaluate(job.cfg, ctx, variants.runners, job.images, job.images.labels is not None, job.progress)
     finally:
         variants.close()
 
@@ -148,8 +148,8 @@ def merge_evaluations(parts: list[Evaluation]) -> Evaluation:
 def evaluate_sharded(job: EvaluationJob, executor: Executor, progress: bool = True) -> Evaluation:
     """The main pass over ``executor``: contiguous shards aligned to report.batch_size, merged exactly."""
     shards = split(len(job.images), executor.workers, job.cfg.report.batch_size)
-    jobs = [replace(job, indices=tuple(range(s.start, s.stop)), progress=progress and executor.name == "local")
-            for s in shards]
+    jobs = [replace(job, images=subset(job.images, tuple(range(s.start, s.stop))),
+                    progress=progress and executor.name == "local") for s in shards]
     ev = merge_evaluations(executor.map(evaluation_shard, jobs, [s.label for s in shards], "report", progress))
     if ev.images == 0:
         raise DataError(f"all {len(job.images)} evaluation image(s) were rejected as unreadable")
