@@ -40,7 +40,8 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     from sppquant.pipeline.calibrate import calibrate
 
     cfg = load_config(args.config)
-    result = calibrate(cfg, output=args.output, algorithm=args.algorithm, backend=args.backend)
+    result = calibrate(cfg, output=args.output, algorithm=args.algorithm, backend=args.backend,
+                       executor=args.executor)
     print(f"{result.table_path}  ({len(result.table.scales)} tensors, {result.images} images, "
           f"{result.seconds:.1f} s; provenance {result.provenance_path.name})")
     return 0
@@ -62,7 +63,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     algorithms = [a.strip() for a in args.algorithms.split(",") if a.strip()] if args.algorithms else None
     result = build_report(cfg, output_dir=args.output_dir, backend=args.backend, algorithms=algorithms,
-                          table=args.table)
+                          table=args.table, executor=args.executor)
     for p in result.report.precisions.values():
         shown = [c for c in result.report.columns if c.fmt == "pct" and p.metrics.get(c.key) is not None][:2]
         shown = shown or [c for c in result.report.columns if c.key == "sqnr_db"]
@@ -126,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--algorithm", choices=algorithms, help="default: calibration.algorithm; "
                    + "; ".join(f"{a.name}: {a.help}" for a in ALGORITHMS.values()))
     p.add_argument("--backend", choices=backends, help="default: the config's backend")
+    p.add_argument("--executor", choices=["local", "ray"], help="where shards run (default: executor.kind); "
+                   "ray needs the ray extra; results are identical")
     p.set_defaults(func=_cmd_calibrate)
 
     p = sub.add_parser("build", help="build TensorRT engines (FP32/FP16/INT8) with the sppquant plugins")
@@ -161,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
                                         "(default: report.algorithms)")
     p.add_argument("--table", help="calibration table for the first algorithm, used as given "
                                    "(default: calibration.output if valid, else calibrate)")
+    p.add_argument("--executor", choices=["local", "ray"], help="where shards run (default: executor.kind); "
+                   "ray needs the ray extra; results are identical")
     p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("tune", help="the largest INT8 set within an accuracy budget: a precision plan")

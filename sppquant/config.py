@@ -110,6 +110,18 @@ class ReportConfig:
 
 
 @dataclass(frozen=True)
+class ExecutorConfig:
+    """Where shards of calibration and reports run (`sppquant.pipeline.executor`); results never depend on it."""
+
+    kind: Literal["local", "ray"] = "local"
+    address: str = "auto"  # ray: "auto" (a running cluster), "local" (start one here), or "ray://host:port"
+    workers: int = 0  # shards: 0 = local 1, ray one per cluster CPU / cpus_per_worker
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float | None = None  # None: 1 with TensorRT or a GPU execution provider, else 0
+    max_retries: int = 2  # attempts after the first for a shard whose worker died or raised
+
+
+@dataclass(frozen=True)
 class Config:
     model: ModelConfig
     input: InputConfig
@@ -120,6 +132,7 @@ class Config:
     onnxruntime: OrtOptions = OrtOptions()
     backend: str = field(default="auto", metadata=BACKEND)
     task: str = field(default="auto", metadata=TASK)
+    executor: ExecutorConfig = ExecutorConfig()
     source: Path | None = None  # the YAML file this came from (not a YAML key)
 
     def preprocess_fingerprint(self) -> str:

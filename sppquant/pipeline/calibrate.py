@@ -26,10 +26,11 @@ from sppquant.calibration.table import CalibrationTable, read_table, trt_version
 from sppquant.calibration.thresholds import ZERO_TENSOR_AMAX, thresholds
 from sppquant.calibration.tying import apply_ties, tie_sources
 from sppquant.config import Config
-from sppquant.data import BadFiles, calibration_set, iter_batches
+from sppquant.data import BadFiles, calibration_set
 from sppquant.errors import BackendUnavailable, DataError, ModelError, TableError
-from sppquant.model import activation_names
-from sppquant.pipeline.context import ModelContext, open_model, ort_runner
+from sppquant.pipeline.context import ModelContext, open_model
+from sppquant.pipeline.executor import Executor, LocalExecutor, make_executor
+from sppquant.pipeline.shards import collect_sharded
 from sppquant.pipeline.tables import images_record, provenance_record
 
 log = logging.getLogger(__name__)
@@ -116,11 +117,14 @@ def calibrate(
     backend: str | None = None,
     progress: bool = True,
     collected: Collected | None = None,
+    executor: str | None = None,
 ) -> CalibrationResult:
     """Calibrate ``cfg``'s model on its calibration images and write table + provenance.
 
     ``collected``: histograms of an earlier pass over the same images (`collect_activations`),
-    so several algorithms' tables cost one pass through the model.
+    so several algorithms' tables cost one pass through the model. ``executor`` (default
+    ``executor.kind``): where histogram shards run; the table does not depend on it.
+    TensorRT's own calibration stays in this process (its calibrator drives the batches).
     """
     start = time.perf_counter()
     algorithm = algorithm or cfg.calibration.algorithm
@@ -131,40 +135,35 @@ def calibrate(
     if choose_backend(cfg, algorithm, backend) == "tensorrt":
         from sppquant.pipeline.trt_calibrate import calibrate_tensorrt  # noqa: PLC0415 - optional backend
 
+        if (executor or cfg.executor.kind) != "local":
+            log.info("TensorRT calibrates in this process (its calibrator drives the batches): executor ignored")
         return calibrate_tensorrt(cfg, table_path, algorithm, progress=progress)
-    return _calibrate_histograms(cfg, table_path, algorithm, progress, start, collected)
+    return _calibrate_histograms(cfg, table_path, algorithm, progress, start, make_executor(cfg, executor),
+                                 collected)
 
 
-def collect_activations(cfg: Config, ctx: ModelContext, progress: bool = True) -> tuple[ActivationCollector, BadFiles]:
-    """Every calibration batch, at every size, through the FP32 model: one exact histogram per activation."""
-    names = activation_names(ctx.model)
-    runner = ort_runner(cfg, ctx.model, extra_outputs=names)
+def collect_activations(cfg: Config, ctx: ModelContext, progress: bool = True,
+                        executor: Executor | None = None) -> tuple[ActivationCollector, BadFiles]:
+    """Every calibration batch, at every size, through the FP32 model: one exact histogram per activation.
+
+    Shards run on ``executor`` (default: this process, one shard) and merge exactly.
+    """
     cal = cfg.calibration
     images = calibration_set(cal)
     if cal.last_batch == "drop" and len(images) < cal.batch_size:
         raise DataError(f"calibration.batch_size {cal.batch_size} is more than the {len(images)} calibration "
                         "image(s) and calibration.last_batch is 'drop': no batch would be used")
-    bad = BadFiles()
-    collector = ActivationCollector(names)
-    inputs = set(runner.input_names)
-    outputs = [n for n in names if n not in inputs]
-    with runner:
-        for batch in iter_batches(images, cfg.preprocess, cfg.input.sizes, cal.batch_size,
-                                  cal.last_batch, cal.bad_files, cal.workers, bad=bad, progress=progress,
-                                  desc="calibrate", extra_feeds=ctx.extra_feeds):
-            for k in range(len(cfg.input.sizes)):
-                feeds = batch.feeds(k, cfg.model.input_name)
-                collector.observe_all(feeds)
-                collector.observe_all(runner.run(feeds, outputs))
-            collector.count_batch(batch.size)
+    collector, bad = collect_sharded(cfg, images, executor or LocalExecutor(), progress)
     collector.warn_nan()
+    if executor is not None and executor.name != "local":
+        bad.log_summary()  # workers' logs stay on the workers
     return collector, bad
 
 
 def _calibrate_histograms(cfg: Config, table_path: Path, algorithm: str, progress: bool, start: float,
-                          collected: Collected | None = None) -> CalibrationResult:
+                          executor: Executor, collected: Collected | None = None) -> CalibrationResult:
     ctx = open_model(cfg)
-    collector, bad = collected or collect_activations(cfg, ctx, progress)
+    collector, bad = collected or collect_activations(cfg, ctx, progress, executor)
     params = cfg.calibration.algorithm_params(algorithm)
     rules: dict[str, str] = {}
     scores: dict[str, dict[str, float]] = {}
@@ -187,6 +186,7 @@ def _calibrate_histograms(cfg: Config, table_path: Path, algorithm: str, progres
         tensors[name].update(rule=rule, why={r: (v if np.isfinite(v) else None) for r, v in scores.get(name, {}).items()})
     images = images_record(cfg, calibration_set(cfg.calibration), collector.images, bad)
     record = provenance_record(cfg, table, images, algorithm, "onnxruntime", version, tensors, ties, degenerate)
+    record.executor = executor.record()
     warn_heavy_clipping(collector, table, algorithm)
     prov_path = write_provenance(table_path, record)  # first: a crash before the table leaves a hash mismatch
     try:

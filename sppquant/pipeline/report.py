@@ -14,7 +14,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -27,6 +27,7 @@ from sppquant.errors import DataError, UserError
 from sppquant.labels import check_labels, model_output_width
 from sppquant.model import activation_names
 from sppquant.pipeline.context import ModelContext, open_model
+from sppquant.pipeline.executor import make_executor
 from sppquant.pipeline.report_eval import evaluate, precision_results
 from sppquant.pipeline.report_layers import analyse_layers
 from sppquant.pipeline.report_variants import (
@@ -38,6 +39,7 @@ from sppquant.pipeline.report_variants import (
     ort_variants,
     tensorrt_variants,
 )
+from sppquant.pipeline.shards import EvaluationJob, evaluate_sharded
 from sppquant.pipeline.tables import TableChoice, resolve_tables
 from sppquant.quantize.qdq import check_table_matches
 from sppquant.report.model import DatasetInfo, Report, TableInfo
@@ -97,9 +99,16 @@ def build_report(
     table: str | Path | None = None,
     layer_images: int | None = None,
     progress: bool = True,
+    executor: str | None = None,
 ) -> ReportResult:
-    """Evaluate FP32/FP16/INT8 and write report.md, report.json and plots into ``output_dir``."""
+    """Evaluate FP32/FP16/INT8 and write report.md, report.json and plots into ``output_dir``.
+
+    ``executor`` (default ``executor.kind``): where evaluation shards and per-layer tensor groups run;
+    the metrics do not depend on it (latency is per-worker wall time).
+    """
     start = time.perf_counter()
+    if executor is not None:  # also for the calibrations a report may run
+        cfg = replace(cfg, executor=replace(cfg.executor, kind=executor))
     out_dir = Path(output_dir) if output_dir is not None else cfg.report.output_dir
     check_writable(out_dir / "report.json", "report")
     algos = _check_algorithms(cfg, algorithms)
@@ -112,14 +121,22 @@ def build_report(
     for choice in tables.values():
         check_table_matches(choice.table, names, str(choice.path), str(cfg.model.path))
     qdq = int8_models(ctx, tables, out_dir)
+    ex = make_executor(cfg, None, chosen)
     variants = tensorrt_variants(cfg, algos, qdq) if chosen == "tensorrt" else ort_variants(cfg, ctx, qdq)
     try:
-        ev = evaluate(cfg, ctx, variants.runners, images, images.labels is not None, progress)
+        if ex.workers > 1:
+            job = EvaluationJob(cfg, images, chosen, tuple(algos), out_dir)
+            ev = evaluate_sharded(job, ex, progress)
+        else:
+            ev = evaluate(cfg, ctx, variants.runners, images, images.labels is not None, progress)
         backend_info, device = backend_and_device(cfg, chosen, variants)
     finally:
         variants.close()
     layers = analyse_layers(cfg, ctx, tables[algos[0]].table, qdq[algos[0]], images,
-                            layer_images or cfg.report.layer_images, progress)
+                            layer_images or cfg.report.layer_images, progress, ex)
+    if ex.workers > 1:
+        notes.append(f"evaluation and per-layer passes ran in {ex.workers} shards on the {ex.name} executor; "
+                     "latency is each worker's own wall time per image (not the run's throughput)")
     report = _assemble(cfg, ctx, chosen, algos, tables, variants, ev, layers, images, notes, classes,
                        backend_info, device)
     report.notes += int8_warnings(report, ctx.task.primary)
