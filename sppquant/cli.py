@@ -85,10 +85,23 @@ def _cmd_export_qdq(args: argparse.Namespace) -> int:
     from sppquant.pipeline.export import export_qdq
 
     cfg = load_config(args.config)
-    result = export_qdq(cfg, args.output, table_path=args.table)
-    print(f"{result.path}  ({len(result.info.activations)} activation and {len(result.info.weights)} weight "
-          f"Q/DQ pairs from {result.table_path})")
+    result = export_qdq(cfg, args.output, table_path=args.table, high_precision=args.high_precision, plan=args.plan)
+    info = result.info
+    print(f"{result.path}  ({len(info.activations)} INT8 activations, {len(info.weights)} INT8 weights, "
+          f"{len(info.plugins)} plugin(s) with INT8 I/O, the rest {args.high_precision.upper()}; "
+          f"table {result.table_path})")
     return 0
+
+
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from sppquant.pipeline.tune import tune
+
+    cfg = load_config(args.config)
+    plan = tune(cfg, args.max_drop, args.output, metric=args.metric, algorithm=args.algorithm)
+    print(f"{args.output}  ({len(plan.kept_high_precision)} of {plan.quantized_tensors} quantized tensors kept in "
+          f"high precision; {plan.metric} held-out INT8 {plan.holdout_int8:.4f} vs FP32 {plan.holdout_fp32:.4f}: "
+          f"budget {'met' if plan.met else 'NOT met'})")
+    return 0 if plan.met else 3
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
@@ -155,10 +168,22 @@ def build_parser() -> argparse.ArgumentParser:
                    "ray needs the ray extra; results are identical")
     p.set_defaults(func=_cmd_report)
 
+    p = sub.add_parser("tune", help="the largest INT8 set within an accuracy budget: a precision plan")
+    p.add_argument("--config", required=True, help="YAML config")
+    p.add_argument("--max-drop", type=float, required=True, help="allowed metric drop as a fraction (0.005 = 0.5 points)")
+    p.add_argument("--metric", help="metric to hold (default: the task's primary one, e.g. top1)")
+    p.add_argument("--algorithm", choices=algorithms, default="auto", help="table algorithm (default auto)")
+    p.add_argument("--output", default="precision_plan.json", help="plan file (a PNG curve is written beside it)")
+    p.set_defaults(func=_cmd_tune)
+
     p = sub.add_parser("export-qdq", help="write the explicit-quantization (Q/DQ) ONNX model for TensorRT 10/11")
     p.add_argument("--config", required=True, help="YAML config")
     p.add_argument("--output", required=True, help="Q/DQ ONNX model path")
-    p.add_argument("--table", help="calibration table (default: calibration.output, which must be valid)")
+    p.add_argument("--table", help="calibration table (default: calibration.output, which must be valid); a cache "
+                                   "TensorRT wrote is accepted (internal names ignored, 0/inf entries missing)")
+    p.add_argument("--plan", help="precision plan from sppquant tune: its tensors get no Q/DQ")
+    p.add_argument("--high-precision", choices=["fp16", "fp32"], default="fp16",
+                   help="precision of everything not quantized (TensorRT 11 is strongly typed; default fp16)")
     p.set_defaults(func=_cmd_export_qdq)
     return parser
 
@@ -169,7 +194,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # a full or closed stdout fails here, inside the error mapping, not at exit
+        return code
     except UserError as exc:
         print(f"sppquant: error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -179,6 +206,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `sppquant predict ... | head`: the reader left, not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as exc:
+        if exc.filename is None:  # writing our own output (stdout): e.g. `> /dev/full`
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to flush at exit
+            print(f"sppquant: error: cannot write to standard output: {exc.strerror or exc}", file=sys.stderr)
+            return 2
+        if args.verbose:
+            raise
+        print(f"sppquant: internal error: {type(exc).__name__}: {exc} (rerun with -v for the traceback)",
+              file=sys.stderr)
+        return 1
     except Exception as exc:  # an internal error: a bug, report it
         if args.verbose:
             raise

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import types
 import typing
@@ -105,6 +106,7 @@ class ReportConfig:
     algorithms: tuple[str, ...] = field(default=("entropy2",), metadata=ALGORITHM)
     layer_images: int = 64  # images (x every size) the per-layer sensitivity pass uses
     bad_files: Literal["skip", "error"] = "skip"
+    classes: tuple[str, ...] | None = None  # class names in output order; default: sorted folder names
 
 
 @dataclass(frozen=True)
@@ -187,6 +189,8 @@ def _convert(value: Any, tp: Any, key: str, ctx: _Ctx, meta: typing.Mapping[str,
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             ctx.fail(key, f"expected a number, got {_describe(value)}")
+        if not math.isfinite(value):  # .nan / .inf parse, but mean nothing anywhere in a config
+            ctx.fail(key, f"expected a finite number, got {value}")
         return float(value)
     if tp is str:
         if "choices" in meta and (not isinstance(value, str) or value not in meta["choices"]()):
@@ -199,7 +203,10 @@ def _convert(value: Any, tp: Any, key: str, ctx: _Ctx, meta: typing.Mapping[str,
     if tp is Path:
         if not isinstance(value, str) or not value:
             ctx.fail(key, f"expected a path string, got {_describe(value)}")
-        p = Path(value).expanduser()
+        try:
+            p = Path(value).expanduser()
+        except RuntimeError:  # ~user for a user this machine does not know
+            ctx.fail(key, f"cannot expand {value!r}: unknown user or no home directory")
         return p if p.is_absolute() or not meta.get("path") else Path(os.path.normpath(ctx.base / p))
     raise TypeError(f"unsupported config type {tp} at {key}")  # a bug, not user error
 
@@ -304,6 +311,31 @@ def _validate(cfg: Config, ctx: _Ctx) -> None:
         ctx.fail("onnxruntime.providers", "expected at least one execution provider, e.g. [CPUExecutionProvider]")
     if cfg.report.batch_size <= 0:
         ctx.fail("report.batch_size", f"expected a positive integer, got {cfg.report.batch_size}")
+    if (names := cfg.report.classes) is not None and (not names or "" in names or len(set(names)) < len(names)):
+        ctx.fail("report.classes", f"expected a non-empty list of distinct class names, got {_describe(list(names))}")
+    _validate_ranges(cfg, ctx)
+
+
+MAX_SIDE = 16384  # largest input H or W: a float32 NCHW image of 16384^2 x 3 is already 3 GiB
+MIN_STD = 1e-6  # pixels are in [0, 1]: a smaller std multiplies them past float32's useful range
+
+
+def _validate_ranges(cfg: Config, ctx: _Ctx) -> None:
+    """Values that parse but make no sense: sizes nothing can allocate, a std that overflows, a negative seed."""
+    sizes = [(f"input.sizes[{i}]", s) for i, s in enumerate(cfg.input.sizes)]
+    if cfg.input.dynamic is not None:
+        sizes += [("input.dynamic.min", cfg.input.dynamic.min), ("input.dynamic.max", cfg.input.dynamic.max)]
+    for key, size in sizes:
+        if max(size) > MAX_SIDE:
+            ctx.fail(key, f"expected H and W at most {MAX_SIDE}, got {list(size)}")
+    pp = cfg.preprocess
+    if any(s < MIN_STD for s in pp.std):
+        ctx.fail("preprocess.std", f"expected values >= {MIN_STD:g} (pixels are scaled to [0, 1]), got {list(pp.std)}")
+    if any(abs(m) > 1e6 for m in pp.mean) or abs(pp.pad_value) > 1e6:
+        ctx.fail("preprocess.mean", "expected mean and pad_value in full-scale units (pixels are in [0, 1]), "
+                                    f"got mean {list(pp.mean)}, pad_value {pp.pad_value}")
+    if cfg.calibration.seed < 0:
+        ctx.fail("calibration.seed", f"expected a non-negative integer, got {cfg.calibration.seed}")
 
 
 def config_from_dict(data: Any, source: str = "<config>", base: Path | None = None) -> Config:
@@ -312,6 +344,27 @@ def config_from_dict(data: Any, source: str = "<config>", base: Path | None = No
     cfg = _build(Config, data, "", ctx)
     _validate(cfg, ctx)
     return cfg
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """Safe YAML that refuses duplicate keys (the last one would silently win)."""
+
+
+def _mapping_without_duplicates(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        try:
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first at line {seen[key] + 1})", key_node.start_mark)
+        except TypeError:  # an unhashable key: the base constructor reports it
+            break
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
 
 
 def load_config(path: str | Path) -> Config:
@@ -324,12 +377,14 @@ def load_config(path: str | Path) -> Config:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{p}: cannot read config: {getattr(exc, 'strerror', None) or exc}") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(f"{p}: YAML syntax error at {where}{problem}") from None
+    except (ValueError, TypeError, OverflowError) as exc:  # a tag constructor failed, e.g. `!!int sixteen`
+        raise ConfigError(f"{p}: YAML value error: {exc}") from None
     if data is None:
         raise ConfigError(f"{p}: config is empty, expected the sections model, input, ...")
     cfg = config_from_dict(data, str(p), p.parent)

@@ -26,7 +26,7 @@ LAYERS: list[set[str]] = [
     {"backends"},
     {"quantize"},
     {"config"},
-    {"data"},
+    {"data", "labels"},
     {"report"},
     {"pipeline"},
     {"cli", "__main__", "demo"},
@@ -39,10 +39,24 @@ def unit_of(path: Path) -> str:
     return rel.parts[0] if len(rel.parts) > 1 else rel.stem
 
 
+def _typing_only(tree: ast.AST) -> set[int]:
+    """Nodes under ``if TYPE_CHECKING:``: annotations only, no runtime dependency."""
+    skip: set[int] = set()
+    for node in ast.walk(tree):
+        test = getattr(node, "test", None)
+        if isinstance(node, ast.If) and (getattr(test, "id", None) == "TYPE_CHECKING"
+                                         or getattr(test, "attr", None) == "TYPE_CHECKING"):
+            skip |= {id(n) for part in node.body for n in ast.walk(part)}
+    return skip
+
+
 def imported_units(path: Path) -> set[str]:
     tree = ast.parse(path.read_text(encoding="utf-8"))
+    skip = _typing_only(tree)
     found = set()
     for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
         names = []
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]

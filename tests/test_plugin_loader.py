@@ -1,4 +1,4 @@
-"""Locate / build / load error paths of sppquant.spp.plugin (no GPU, no compiler needed)."""
+"""Locate / build / load error paths of sppquant.ops.plugin_library (no GPU, no compiler needed)."""
 
 from __future__ import annotations
 

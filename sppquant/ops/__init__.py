@@ -12,7 +12,9 @@ from collections.abc import Iterator
 
 import onnx
 
-from sppquant.ops.spec import OpSpec, PluginInfo, QdqRule
+from sppquant.ops.opset import default_opset, upgrade_opset
+from sppquant.ops.plugin_io import dequantize_plugin_io
+from sppquant.ops.spec import OpSpec, PluginInfo, PluginQdq
 from sppquant.ops.spp.spec import SPP
 from sppquant.registry import Registry
 
@@ -41,13 +43,6 @@ def custom_domains() -> set[str]:
     return {spec.domain for spec in OPS.values()}
 
 
-def default_opset(model: onnx.ModelProto) -> int:
-    for imp in model.opset_import:
-        if imp.domain in ("", "ai.onnx"):
-            return imp.version
-    raise ValueError("model has no opset import for the default ONNX domain")
-
-
 def required_opset(model: onnx.ModelProto) -> int:
     """The lowest default-domain opset the model's custom ops' rewrites need (1 without custom ops)."""
     return max((spec.min_opset for _, spec in custom_nodes(model)), default=1)
@@ -65,11 +60,12 @@ def rewrite_for_onnxruntime(model: onnx.ModelProto) -> onnx.ModelProto:
     found = list(custom_nodes(out))
     if not found:
         return out
-    opset = default_opset(model)
+    # Q -> plugin -> DQ (INT8 I/O for TensorRT) -> Q -> DQ -> float op -> Q -> DQ: exact, see plugin_io.
+    out = dequantize_plugin_io(out, lambda node: find_op(node) is not None)
     need = max(spec.min_opset for _, spec in found)
-    if opset < need:
-        kinds = ", ".join(sorted({spec.op_type for _, spec in found}))
-        raise ValueError(f"the ONNX Runtime rewrite of {kinds} needs ONNX opset >= {need}, model has {opset}")
+    kinds = ", ".join(sorted({spec.op_type for _, spec in found}))
+    out = upgrade_opset(out, need, f"the ONNX Runtime rewrite of {kinds}")
+    opset = default_opset(out)
     graph = out.graph
     new_nodes: list[onnx.NodeProto] = []
     for node in graph.node:
@@ -90,5 +86,5 @@ def rewrite_for_onnxruntime(model: onnx.ModelProto) -> onnx.ModelProto:
     return out
 
 
-__all__ = ["OPS", "OpSpec", "PluginInfo", "QdqRule", "custom_nodes", "default_opset", "find_op",
-           "required_opset", "rewrite_for_onnxruntime"]
+__all__ = ["OPS", "OpSpec", "PluginInfo", "PluginQdq", "custom_nodes", "default_opset", "find_op",
+           "required_opset", "rewrite_for_onnxruntime", "upgrade_opset"]

@@ -64,7 +64,7 @@ def find_plugin_library(name: str = PLUGIN_LIBRARY) -> Path:
         if path.is_file():
             return path
     raise BackendUnavailable(
-        f"{name} not found (set {ENV_LIBRARY} or build it with sppquant.spp.plugin.build_plugin()); "
+        f"{name} not found (set {ENV_LIBRARY} or build it with sppquant.ops.plugin_library.build_plugin()); "
         f"looked in {', '.join(str(p.parent) for p in candidate_paths(name))}"
     )
 

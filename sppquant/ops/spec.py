@@ -30,7 +30,7 @@ class PluginInfo:
 
 
 @dataclass(frozen=True)
-class QdqRule:
+class PluginQdq:
     """Where explicit quantization puts Q/DQ around the op.
 
     ``inputs``: indices of inputs that are INT8 activations (others, e.g. region
@@ -58,7 +58,7 @@ class OpSpec:
     rewrite: Rewrite
     min_opset: int  # the rewrite's need; models below it are converted or refused
     ties_output_to_input: Callable[[Mapping[str, Any]], int | None]  # input index whose amax the output takes
-    qdq: QdqRule = field(default_factory=QdqRule)
+    qdq: PluginQdq = field(default_factory=PluginQdq)
     fp16: bool = True  # the plugin has FP16 I/O
     float_inputs: tuple[int, ...] = (0,)  # inputs that carry activations (histogrammed, converted to FP16)
 

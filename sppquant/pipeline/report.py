@@ -24,8 +24,9 @@ from sppquant.calibration.algorithms import ALGORITHMS
 from sppquant.config import Config
 from sppquant.data import ImageSet, labelled_set
 from sppquant.errors import DataError, UserError
+from sppquant.labels import check_labels, model_output_width
 from sppquant.model import activation_names
-from sppquant.pipeline.context import ModelContext, open_model, output_infos
+from sppquant.pipeline.context import ModelContext, open_model
 from sppquant.pipeline.executor import make_executor
 from sppquant.pipeline.report_eval import evaluate, precision_results
 from sppquant.pipeline.report_layers import analyse_layers
@@ -39,7 +40,7 @@ from sppquant.pipeline.report_variants import (
     tensorrt_variants,
 )
 from sppquant.pipeline.shards import EvaluationJob, evaluate_sharded
-from sppquant.pipeline.tables import TableChoice, resolve_table
+from sppquant.pipeline.tables import TableChoice, resolve_tables
 from sppquant.quantize.qdq import check_table_matches
 from sppquant.report.model import DatasetInfo, Report, TableInfo
 
@@ -61,7 +62,7 @@ def evaluation_set(cfg: Config) -> tuple[ImageSet, list[str]]:
         raise DataError("config: report.images: no evaluation images configured")
     notes = []
     try:
-        images = labelled_set(rep.images, rep.labels, cfg.calibration.extensions, rep.max_images)
+        images = labelled_set(rep.images, rep.labels, cfg.calibration.extensions, rep.max_images, rep.classes)
     except DataError as exc:
         if rep.labels != "folders" or "subfolder per class" not in str(exc):
             raise
@@ -73,14 +74,11 @@ def evaluation_set(cfg: Config) -> tuple[ImageSet, list[str]]:
     return images, notes
 
 
-def check_labels(ctx: ModelContext, images: ImageSet, source: Path) -> int | None:
+def check_labels_first(ctx: ModelContext, images: ImageSet, source: Path) -> int | None:
     """Labels must index the model's class output: checked from its declared width before any work."""
-    info = next((o for o in output_infos(ctx.model) if o.name == ctx.outputs[0]), None)
-    width = info.shape[1] if info is not None and len(info.shape) == 2 else None
-    if images.labels and width is not None and ctx.task.name == "classification":
-        lo, hi = min(images.labels), max(images.labels)
-        if lo < 0 or hi >= width:
-            raise DataError(f"{source}: labels span {lo}..{hi} but the model has {width} outputs")
+    width = model_output_width(ctx.model, ctx.outputs[0])
+    if ctx.task.name == "classification":
+        check_labels(images, width, str(source))
     return width
 
 
@@ -117,13 +115,11 @@ def build_report(
     chosen = choose_backend(backend or cfg.backend)
     ctx = open_model(cfg)
     images, notes = evaluation_set(cfg)  # data problems before any calibration work
-    classes = check_labels(ctx, images, cfg.report.images)
+    classes = check_labels_first(ctx, images, cfg.report.images)
     names = activation_names(ctx.model)
-    tables: dict[str, TableChoice] = {}
-    for i, algo in enumerate(algos):
-        choice = resolve_table(cfg, algo, out_dir, Path(table) if (table is not None and i == 0) else None, progress)
+    tables = resolve_tables(cfg, algos, out_dir, Path(table) if table is not None else None, progress)
+    for choice in tables.values():
         check_table_matches(choice.table, names, str(choice.path), str(cfg.model.path))
-        tables[algo] = choice
     qdq = int8_models(ctx, tables, out_dir)
     ex = make_executor(cfg, None, chosen)
     variants = tensorrt_variants(cfg, algos, qdq) if chosen == "tensorrt" else ort_variants(cfg, ctx, qdq)
@@ -143,7 +139,38 @@ def build_report(
                      "latency is each worker's own wall time per image (not the run's throughput)")
     report = _assemble(cfg, ctx, chosen, algos, tables, variants, ev, layers, images, notes, classes,
                        backend_info, device)
+    report.notes += int8_warnings(report, ctx.task.primary)
     return _write(report, layers, tables, out_dir, start)
+
+
+DROP_WARN = 0.01  # a primary-metric drop (fraction) past which INT8 is reported as a problem
+SQNR_WARN = 20.0  # dB: for tasks without a labelled metric
+
+
+def int8_warnings(report: Report, primary: str) -> list[str]:
+    """Loud notes (and log warnings) for INT8 columns that lose accuracy, naming the worst tensors and the fix."""
+    fp32 = report.precisions["fp32"].metrics
+    worst = ", ".join(f"{r.name} ({_db_text(r.output_sqnr_db)} dB)" for r in report.layers[:3] if r.quantized)
+    notes = []
+    for p in report.precisions.values():
+        if p.precision != "int8":
+            continue
+        ref, got = fp32.get(primary), p.metrics.get(primary)
+        if primary != "sqnr_db" and ref is not None and got is not None and ref - got > DROP_WARN:
+            what = f"{primary} {100 * got:.2f}% vs FP32 {100 * ref:.2f}%"
+        elif (s := p.metrics.get("sqnr_db")) is not None and s < SQNR_WARN:
+            what = f"output SQNR {s:.1f} dB"
+        else:
+            continue
+        notes.append(f"INT8 ({p.algorithm}) loses accuracy: {what}. Most sensitive tensors: {worst}. Try "
+                     f"`sppquant report --algorithms mse,auto,percentile` and calibrate with the best "
+                     f"(`sppquant calibrate --algorithm auto`).")
+        log.warning("%s", notes[-1])
+    return notes
+
+
+def _db_text(v: float) -> str:
+    return "inf" if v == float("inf") else f"{v:.1f}"
 
 
 def _assemble(cfg, ctx, chosen, algos, tables, variants: Variants, ev, layers, images, notes, classes,

@@ -33,6 +33,8 @@ from sppquant.quantize.switchable import switch_feeds, switchable_model
 from sppquant.report.model import LayerRow
 from sppquant.tasks.metrics import SqnrAccumulator
 
+TENSORS_PER_RUN = 32  # activations fetched per run: bounds memory on large models at little extra cost
+
 
 @dataclass
 class LayerAnalysis:
@@ -71,17 +73,19 @@ def analyse_layers(cfg: Config, ctx: ModelContext, table: CalibrationTable, qdq:
     int8_read = {n: info.activations.get(n, n) for n in names}  # the INT8 value consumers see
     with ort_runner(cfg, ctx.model, extra_outputs=names) as fp32, \
             ort_runner(cfg, qmodel, extra_outputs=list(int8_read.values())) as int8:
-        refs = []
-        for f in feeds:
-            ref = {**fp32.run(f, [n for n in names if n not in inputs]), **{k: v for k, v in f.items() if k in hists}}
-            q = int8.run(f, [t for t in dict.fromkeys(int8_read.values()) if t not in inputs])
-            for n in names:
-                a = ref[n]
-                hists[n].update(a)
-                zeros[n] += int(np.count_nonzero(a == 0))
-                local[n].add(a, fake_quantize(a, table.scales[n]))
-                accum[n].add(a, q[int8_read[n]] if int8_read[n] not in inputs else a)  # unquantized input: exact
-            refs.append({o: ref[o] for o in ctx.outputs})
+        refs = [{o: v for o, v in fp32.run(f, list(ctx.outputs)).items()} for f in feeds]
+        # A few tensors per run: only those activations are alive at once, not the whole network's.
+        for group in [names[i:i + TENSORS_PER_RUN] for i in range(0, len(names), TENSORS_PER_RUN)]:
+            for f in feeds:
+                ref = {**fp32.run(f, [n for n in group if n not in inputs]), **{k: v for k, v in f.items() if k in group}}
+                wanted = [t for t in dict.fromkeys(int8_read[n] for n in group) if t not in inputs]
+                q = int8.run(f, wanted)
+                for n in group:
+                    a = ref[n]
+                    hists[n].update(a)
+                    zeros[n] += int(np.count_nonzero(a == 0))
+                    local[n].add(a, fake_quantize(a, table.scales[n]))
+                    accum[n].add(a, q[int8_read[n]] if int8_read[n] not in inputs else a)  # unquantized input: exact
     if executor is not None and executor.workers > 1:
         output = _sharded_sensitivity(cfg, ctx, table, names, images, limit, refs, executor, progress)
     else:
@@ -136,12 +140,8 @@ def sensitivity_shard(job: SensitivityJob) -> dict[str, SqnrAccumulator]:
     ctx = open_model(job.cfg)
     names = activation_names(ctx.model)
     feeds = _layer_feeds(job.cfg, ctx, job.images, job.limit, False)
-    inputs = set(feeds[0]) if feeds else {job.cfg.model.input_name}
-    refs = []
-    with ort_runner(job.cfg, ctx.model, extra_outputs=names) as fp32:
-        for f in feeds:
-            ref = {**fp32.run(f, [n for n in names if n not in inputs]), **f}
-            refs.append({o: ref[o] for o in ctx.outputs})
+    with ort_runner(job.cfg, ctx.model, extra_outputs=names) as fp32:  # as the driver computes them
+        refs = [dict(fp32.run(f, list(ctx.outputs))) for f in feeds]
     out = _output_sensitivity(job.cfg, ctx, job.table, names, feeds, refs, False, job.tensors)
     return {n: out[n] for n in job.tensors}
 

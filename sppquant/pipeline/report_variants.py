@@ -23,10 +23,11 @@ from sppquant.backends.base import Runner
 from sppquant.backends.onnxruntime import integer_kernel_counts
 from sppquant.config import Config
 from sppquant.errors import BackendUnavailable, UserError
+from sppquant.ops import upgrade_opset
 from sppquant.pipeline.context import ModelContext, ort_runner
 from sppquant.pipeline.tables import TableChoice
 from sppquant.quantize.fp16 import ort_fp16_model
-from sppquant.quantize.qdq import QdqInfo, build_qdq_model, check_qdq_model
+from sppquant.quantize.qdq import MIN_OPSET, QdqInfo, build_qdq_model, check_qdq_model
 from sppquant.report.model import BackendInfo, DeviceInfo, Fp16Info, Int8ModelInfo
 
 log = logging.getLogger(__name__)
@@ -70,8 +71,9 @@ class Variants:
 def int8_models(ctx: ModelContext, tables: dict[str, TableChoice], out_dir: Path) -> dict[str, tuple[Any, QdqInfo]]:
     """The Q/DQ model of every algorithm's table, checked and saved as ``model_int8_<algo>.qdq.onnx``."""
     qdq = {}
+    base = upgrade_opset(ctx.model, MIN_OPSET, "per-axis Q/DQ", str(ctx.path))
     for algo, choice in tables.items():
-        model_q, info = build_qdq_model(ctx.model, choice.table)
+        model_q, info = build_qdq_model(base, choice.table)
         check_qdq_model(model_q, f"INT8 Q/DQ model ({algo})")
         atomic_write_bytes(out_dir / f"model_int8_{algo}.qdq.onnx", model_q.SerializeToString())
         qdq[algo] = (model_q, info)
@@ -114,7 +116,8 @@ def tensorrt_variants(cfg: Config, algorithms: list[str], qdq: dict[str, tuple[A
 def int8_info(qdq: dict[str, tuple[Any, QdqInfo]], cfg: Config) -> dict[str, Int8ModelInfo]:
     return {a: Int8ModelInfo(f"model_int8_{a}.qdq.onnx", sorted(info.activations),
                              {w: axis for w, (_, axis) in info.weights.items()},
-                             integer_kernel_counts(model, cfg.onnxruntime)) for a, (model, info) in qdq.items()}
+                             integer_kernel_counts(model, cfg.onnxruntime), info.placement)
+            for a, (model, info) in qdq.items()}
 
 
 def cpu_name() -> str:

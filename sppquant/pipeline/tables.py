@@ -13,6 +13,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import onnx
+
 from sppquant import __version__
 from sppquant.calibration.provenance import (
     CalibrationInputs,
@@ -27,6 +29,7 @@ from sppquant.calibration.table import CalibrationTable, format_table, read_tabl
 from sppquant.config import Config
 from sppquant.data import BadFiles, ImageSet, calibration_set
 from sppquant.errors import DataError, TableError
+from sppquant.ops import default_opset
 
 log = logging.getLogger(__name__)
 
@@ -91,9 +94,14 @@ def provenance_record(
 ) -> ProvenanceRecord:
     """The one builder of provenance records, for tables sppquant computed and tables TensorRT computed."""
     cal = cfg.calibration
+    try:
+        opset: int | None = default_opset(onnx.load(str(cfg.model.path), load_external_data=False))
+    except Exception:  # the record is still useful without it
+        opset = None
     return ProvenanceRecord(
         backend=backend,
-        model={"path": str(cfg.model.path), "sha256": sha256_file(cfg.model.path), "input_name": cfg.model.input_name},
+        model={"path": str(cfg.model.path), "sha256": sha256_file(cfg.model.path), "input_name": cfg.model.input_name,
+               "opset": opset},
         preprocess={"fingerprint": cfg.preprocess_fingerprint(), "config": asdict(cfg.preprocess)},
         images=images,
         algorithm={"name": algorithm, "params": cal.algorithm_params(algorithm), "trt_header": table.algorithm},
@@ -123,8 +131,26 @@ class TableChoice:
     tie_scales: bool | None = None
 
 
+def resolve_tables(cfg: Config, algorithms: list[str], out_dir: Path, given: Path | None = None,
+                   progress: bool = True) -> dict[str, TableChoice]:
+    """`resolve_table` for each algorithm (``given`` applies to the first); the algorithms that need a
+    fresh table share one pass of the FP32 model over the calibration images."""
+    from sppquant.pipeline.calibrate import collect_activations  # noqa: PLC0415 - calibrate uses this module
+    from sppquant.pipeline.context import open_model  # noqa: PLC0415
+
+    shared: list = []
+
+    def collected():  # computed on first need only
+        if not shared:
+            shared.append(collect_activations(cfg, open_model(cfg), progress))
+        return shared[0]
+
+    return {a: resolve_table(cfg, a, out_dir, given if i == 0 else None, progress, collected)
+            for i, a in enumerate(algorithms)}
+
+
 def resolve_table(cfg: Config, algorithm: str, out_dir: Path, given: Path | None = None,
-                  progress: bool = True) -> TableChoice:
+                  progress: bool = True, collected: Any = None) -> TableChoice:
     """A given table as given; else the config's if valid; else one from an earlier run in ``out_dir``;
     else a fresh calibration into ``out_dir`` (ONNX Runtime: every algorithm, every size)."""
     if given is not None:
@@ -146,5 +172,6 @@ def resolve_table(cfg: Config, algorithm: str, out_dir: Path, given: Path | None
 
     log.info("%s table: config table %s not usable (%s); calibrating into %s", algorithm, cfg.calibration.output,
              "; ".join(reasons), own)
-    result = calibrate(cfg, output=own, algorithm=algorithm, backend="onnxruntime", progress=progress)
+    result = calibrate(cfg, output=own, algorithm=algorithm, backend="onnxruntime", progress=progress,
+                       collected=collected() if collected is not None else None)
     return TableChoice(algorithm, own, result.table, "calibrated", reasons, cfg.calibration.tie_scales)

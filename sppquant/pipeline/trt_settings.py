@@ -29,6 +29,7 @@ from sppquant.backends.tensorrt.calibrator import HEADER_CALIBRATORS
 from sppquant.calibration.algorithms import get_algorithm
 from sppquant.config import Config
 from sppquant.errors import ModelError, UserError
+from sppquant.preprocess import output_size_range
 
 # TensorRT table header algorithm -> the calibrator base class that reads/writes it.
 CALIBRATOR_BASES = HEADER_CALIBRATORS
@@ -57,13 +58,17 @@ def parse_precisions(text: str | Sequence[str]) -> tuple[str, ...]:
 
 
 def _bounds(cfg: Config) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
+    """H/W bounds: ``input.dynamic`` when given, else every tensor the preprocessing can produce."""
     sizes = cfg.input.sizes
+    lo, hi = output_size_range(cfg.preprocess, sizes)
     if cfg.input.dynamic is not None:
-        lo, hi = tuple(cfg.input.dynamic.min), tuple(cfg.input.dynamic.max)
-    else:
-        lo = (min(s[0] for s in sizes), min(s[1] for s in sizes))
-        hi = (max(s[0] for s in sizes), max(s[1] for s in sizes))
-    return lo, tuple(sizes[0]), hi  # type: ignore[return-value]
+        dlo, dhi = tuple(cfg.input.dynamic.min), tuple(cfg.input.dynamic.max)
+        if dlo[0] > lo[0] or dlo[1] > lo[1] or dhi[0] < hi[0] or dhi[1] < hi[1]:
+            raise UserError(f"input.dynamic {list(dlo)}..{list(dhi)} does not cover the tensor sizes the "
+                            f"preprocessing produces ({list(lo)}..{list(hi)})")
+        lo, hi = dlo, dhi
+    opt = output_size_range(cfg.preprocess, sizes[:1])[1]  # the primary size's largest tensor
+    return lo, opt, hi  # type: ignore[return-value]
 
 
 def profile_shapes(cfg: Config, network_shape: Sequence[int] | None = None) -> ProfileShapes:
@@ -90,6 +95,10 @@ def profile_shapes(cfg: Config, network_shape: Sequence[int] | None = None) -> P
 
 def calibration_shape(cfg: Config, network_shape: Sequence[int] | None = None) -> tuple[int, int, int, int]:
     """The ONE shape TensorRT calibrates at: ``(calibration.batch_size, C, *input.sizes[0])``."""
+    if cfg.preprocess.dynamic:
+        raise UserError(f"TensorRT calibrates at one fixed shape, but preprocess.pad_to: {cfg.preprocess.pad_to} "
+                        "gives each image its own size: calibrate with --backend onnxruntime (the table is the same "
+                        "format and every shape is histogrammed)")
     h, w = cfg.input.sizes[0]
     n = cfg.calibration.batch_size
     if network_shape is not None and len(network_shape) == 4 and network_shape[0] >= 0:

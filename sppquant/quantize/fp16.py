@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import tempfile
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +40,7 @@ from sppquant.backends.onnxruntime import DEFAULT_ORT, OrtOptions, make_session
 from sppquant.errors import ModelError
 from sppquant.model import tensor_types
 from sppquant.ops import rewrite_for_onnxruntime
-from sppquant.quantize.qdq import _Names
+from sppquant.ops.names import Names as _Names
 
 log = logging.getLogger(__name__)
 
@@ -116,25 +116,7 @@ def convert_to_fp16(model: onnx.ModelProto, keep_fp32: Iterable[str] = ()) -> on
                 clipped += n
                 attr.t.CopyFrom(numpy_helper.from_array(arr, attr.t.name))
         if new.op_type in keep and new.domain in ("", "ai.onnx"):
-            pre, post = [], []
-            for i, name in enumerate(node.input):  # original names decide float-ness
-                if is_float(name) or (name in types and types[name] == TensorProto.FLOAT16):
-                    if name in f32_inits:
-                        continue
-                    src = new.input[i]
-                    if src not in cast32:
-                        cast32[src] = names.new(f"{src}_fp32")
-                        pre.append(helper.make_node("Cast", [src], [cast32[src]], name=names.new(f"{src}_to_fp32"),
-                                                    to=TensorProto.FLOAT))
-                    new.input[i] = cast32[src]
-            for i, name in enumerate(node.output):
-                if is_float(name):
-                    dst = new.output[i]
-                    tmp = names.new(f"{dst}_fp32")
-                    new.output[i] = tmp
-                    post.append(helper.make_node("Cast", [tmp], [dst], name=names.new(f"{dst}_to_fp16"),
-                                                 to=TensorProto.FLOAT16))
-            body += pre + [new] + post
+            body += _computed_in_fp32(node, new, is_float, types, f32_inits, cast32, names)
         else:
             body.append(new)
     tail = [helper.make_node("Cast", [fp16], [orig], name=names.new(f"{orig}_to_fp32"), to=TensorProto.FLOAT)
@@ -145,6 +127,30 @@ def convert_to_fp16(model: onnx.ModelProto, keep_fp32: Iterable[str] = ()) -> on
     if clipped:
         log.warning("FP16 conversion clipped %d constant value(s) beyond +-%g", clipped, FP16_MAX)
     return out
+
+
+def _computed_in_fp32(node: onnx.NodeProto, new: onnx.NodeProto, is_float: Callable[[str], bool],
+                      types: dict[str, int], f32_inits: set[str], cast32: dict[str, str],
+                      names: _Names) -> list[onnx.NodeProto]:
+    """``new`` between Casts: FP16 float inputs cast to FP32 before it (one cast per tensor, shared via
+    ``cast32``), its float outputs cast back to FP16 after it. ``node`` (the original) decides float-ness."""
+    pre, post = [], []
+    for i, name in enumerate(node.input):
+        if (is_float(name) or types.get(name) == TensorProto.FLOAT16) and name not in f32_inits:
+            src = new.input[i]
+            if src not in cast32:
+                cast32[src] = names.new(f"{src}_fp32")
+                pre.append(helper.make_node("Cast", [src], [cast32[src]], name=names.new(f"{src}_to_fp32"),
+                                            to=TensorProto.FLOAT))
+            new.input[i] = cast32[src]
+    for i, name in enumerate(node.output):
+        if is_float(name):
+            dst = new.output[i]
+            tmp = names.new(f"{dst}_fp32")
+            new.output[i] = tmp
+            post.append(helper.make_node("Cast", [tmp], [dst], name=names.new(f"{dst}_to_fp16"),
+                                         to=TensorProto.FLOAT16))
+    return pre + [new] + post
 
 
 def ort_fp16_fallbacks(model: onnx.ModelProto, options: OrtOptions = DEFAULT_ORT) -> Counter:

@@ -87,6 +87,7 @@ class Int8ModelInfo:
     quantized_activations: list[str]
     quantized_weights: dict[str, int]
     ort_integer_kernels: dict[str, int]
+    placement: str = ""  # what the export (and so this model) quantizes, and the float precision of the rest
 
 
 @dataclass

@@ -124,19 +124,19 @@ def _int8(report: Report) -> list[str]:
                    "`sppquant build` from the table). The Q/DQ models below are the explicit-quantization form of "
                    "the same tables, for TensorRT 11; the per-layer view runs them in ONNX Runtime.")
     else:
-        out.append("INT8 numbers come from the explicit-quantization model in this folder (the same form "
-                   "`sppquant export-qdq` writes for TensorRT 10/11): Q/DQ on the inputs of Conv/Gemm/MaxPool and "
-                   "the plugin ops with the table's per-tensor scales, per-channel weight scales max|w|/127, zero "
-                   "point 0, plugin nodes kept (ONNX Runtime runs their standard-op rewrites).")
+        out.append("INT8 numbers come from the explicit-quantization model in this folder, the file "
+                   "`sppquant export-qdq` writes for TensorRT 10/11 (ONNX Runtime runs plugin nodes through their "
+                   "standard-op rewrites, as float math on dequantized values).")
     out.append("")
     for info in report.int8.values():
         left = info.ort_integer_kernels
         fused = ", ".join(f"{k} x{v}" for k, v in left.items() if "left" not in k) or "none"
-        out.append(f"- `{info.model}`: {len(info.quantized_activations)} activations quantized "
+        out.append(f"- `{info.model}`: placement: {info.placement or 'n/a'}.")
+        out.append(f"  {len(info.quantized_activations)} activations quantized "
                    f"({', '.join(info.quantized_activations)}), {len(info.quantized_weights)} weights per-channel. "
                    f"ONNX Runtime integer kernels after its QDQ fusion: {fused}; "
                    f"{left.get('DequantizeLinear (left)', 0)} DequantizeLinear remain, i.e. those ops run as exact "
-                   "fake-quant in FP32 arithmetic (ORT fuses only DQ->op->Q groups; Conv->Relu->Q is not one).")
+                   "fake-quant in float arithmetic (ORT fuses only DQ->op->Q groups; Conv->Relu->Q is not one).")
     return out + [""]
 
 

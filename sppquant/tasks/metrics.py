@@ -40,7 +40,7 @@ def sqnr_from_energy(signal: float, noise: float) -> float:
         return math.inf
     if signal == 0.0:
         return -math.inf
-    return 10.0 * math.log10(signal / noise)
+    return 10.0 * (math.log10(signal) - math.log10(noise))  # not log10(signal / noise): the ratio can underflow
 
 
 def sqnr_db(ref: np.ndarray, x: np.ndarray) -> float:

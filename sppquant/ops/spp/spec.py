@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from sppquant.ops.spec import OpSpec, PluginInfo, QdqRule
+from sppquant.ops.spec import OpSpec, PluginInfo, PluginQdq
 from sppquant.ops.spp.onnx import SPP_DOMAIN, SPP_OP_TYPE, SPP_PLUGIN_VERSION, spp_as_standard_ops, spp_node_attributes
 from sppquant.ops.spp.reference import spp_output_width, spp_reference
 
@@ -40,7 +40,7 @@ SPP = OpSpec(
     min_opset=13,  # Slice/Gather with tensor inputs
     # Max pooling picks input values: the output range never exceeds the input's.
     ties_output_to_input=lambda attrs: 0 if attrs["pooling"] == "max" else None,
-    qdq=QdqRule(inputs=(0,), int8_io=True, output_tied_to=0),
+    qdq=PluginQdq(inputs=(0,), int8_io=True, output_tied_to=0),
     fp16=True,
     float_inputs=(0,),
 )
