@@ -29,7 +29,7 @@ from sppquant.config import Config
 from sppquant.data import BadFiles, calibration_set
 from sppquant.errors import BackendUnavailable, DataError, ModelError, TableError
 from sppquant.pipeline.context import ModelContext, open_model
-from sppquant.pipeline.executor import Executor, LocalExecutor, make_executor
+from sppquant.pipeline.executor import Executor, make_executor
 from sppquant.pipeline.shards import collect_sharded
 from sppquant.pipeline.tables import images_record, provenance_record
 
@@ -123,8 +123,8 @@ def calibrate(
 
     ``collected``: histograms of an earlier pass over the same images (`collect_activations`),
     so several algorithms' tables cost one pass through the model. ``executor`` (default
-    ``executor.kind``): where histogram shards run; the table does not depend on it.
-    TensorRT's own calibration stays in this process (its calibrator drives the batches).
+    ``executor.kind``): where histogram shards run; the table does not depend on it. TensorRT's
+    own calibration stays in this process (its calibrator drives the batches).
     """
     start = time.perf_counter()
     algorithm = algorithm or cfg.calibration.algorithm
@@ -138,22 +138,21 @@ def calibrate(
         if (executor or cfg.executor.kind) != "local":
             log.info("TensorRT calibrates in this process (its calibrator drives the batches): executor ignored")
         return calibrate_tensorrt(cfg, table_path, algorithm, progress=progress)
-    return _calibrate_histograms(cfg, table_path, algorithm, progress, start, make_executor(cfg, executor),
-                                 collected)
+    return _calibrate_histograms(cfg, table_path, algorithm, progress, start, make_executor(cfg, executor), collected)
 
 
 def collect_activations(cfg: Config, ctx: ModelContext, progress: bool = True,
                         executor: Executor | None = None) -> tuple[ActivationCollector, BadFiles]:
     """Every calibration batch, at every size, through the FP32 model: one exact histogram per activation.
 
-    Shards run on ``executor`` (default: this process, one shard) and merge exactly.
+    Shards run on ``executor`` (default: the config's, ``executor.kind``) and merge exactly.
     """
     cal = cfg.calibration
     images = calibration_set(cal)
     if cal.last_batch == "drop" and len(images) < cal.batch_size:
         raise DataError(f"calibration.batch_size {cal.batch_size} is more than the {len(images)} calibration "
                         "image(s) and calibration.last_batch is 'drop': no batch would be used")
-    collector, bad = collect_sharded(cfg, images, executor or LocalExecutor(), progress)
+    collector, bad = collect_sharded(cfg, images, executor or make_executor(cfg), progress)
     collector.warn_nan()
     if executor is not None and executor.name != "local":
         bad.log_summary()  # workers' logs stay on the workers

@@ -140,12 +140,8 @@ def sensitivity_shard(job: SensitivityJob) -> dict[str, SqnrAccumulator]:
     ctx = open_model(job.cfg)
     names = activation_names(ctx.model)
     feeds = _layer_feeds(job.cfg, ctx, job.images, job.limit, False)
-    inputs = set(feeds[0]) if feeds else {job.cfg.model.input_name}
-    refs = []
-    with ort_runner(job.cfg, ctx.model, extra_outputs=names) as fp32:
-        for f in feeds:
-            ref = {**fp32.run(f, [n for n in names if n not in inputs]), **f}
-            refs.append({o: ref[o] for o in ctx.outputs})
+    with ort_runner(job.cfg, ctx.model, extra_outputs=names) as fp32:  # as the driver computes them
+        refs = [dict(fp32.run(f, list(ctx.outputs))) for f in feeds]
     out = _output_sensitivity(job.cfg, ctx, job.table, names, feeds, refs, False, job.tensors)
     return {n: out[n] for n in job.tensors}
 

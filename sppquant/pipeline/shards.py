@@ -47,7 +47,7 @@ class CalibrationJob:
 class CalibrationPart:
     collector: ActivationCollector
     bad: list[tuple[str, str]] = field(default_factory=list)
-    deferred: tuple[int, ...] = ()  # indices (into the full image set) of the unprocessed partial batch
+    deferred: tuple[int, ...] = ()  # indices (into the full image set) of the unprocessed partial batch(es)
 
 
 def calibration_shard(job: CalibrationJob) -> CalibrationPart:
@@ -56,7 +56,8 @@ def calibration_shard(job: CalibrationJob) -> CalibrationPart:
     ctx = open_model(cfg)
     names = activation_names(ctx.model)
     runner = ort_runner(cfg, ctx.model, extra_outputs=names)
-    collector, bad, deferred = ActivationCollector(names), BadFiles(), ()
+    collector, bad = ActivationCollector(names), BadFiles()
+    deferred: tuple[int, ...] = ()
     outputs = [n for n in names if n not in set(runner.input_names)]
     sub = job.images
     last = "keep" if job.defer_partial else cal.last_batch
@@ -65,8 +66,8 @@ def calibration_shard(job: CalibrationJob) -> CalibrationPart:
             for batch in iter_batches(sub, cfg.preprocess, cfg.input.sizes, cal.batch_size, last, cal.bad_files,
                                       cal.workers, bad=bad, progress=job.progress, desc="calibrate",
                                       extra_feeds=ctx.extra_feeds):
-                if job.defer_partial and batch.size < cal.batch_size:
-                    deferred = tuple(job.indices[i] for i in batch.indices)
+                if job.defer_partial and batch.size < cal.batch_size:  # partial batches come last
+                    deferred += tuple(job.indices[i] for i in batch.indices)
                     continue
                 for k in range(len(cfg.input.sizes)):
                     feeds = batch.feeds(k, cfg.model.input_name)
@@ -76,7 +77,7 @@ def calibration_shard(job: CalibrationJob) -> CalibrationPart:
     except DataError:
         if len(bad) != len(sub) or len(sub) == 0:  # a whole shard of bad files is not an error of the run
             raise
-    return CalibrationPart(collector, list(bad.items), deferred)
+    return CalibrationPart(collector, list(bad.items), tuple(sorted(deferred)))
 
 
 def collect_sharded(cfg: Config, images: ImageSet, executor: Executor,
