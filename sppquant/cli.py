@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from sppquant import __version__
 from sppquant.backends import BACKEND_CHOICES, PRECISIONS
@@ -21,10 +22,11 @@ from sppquant.errors import UserError
 log = logging.getLogger("sppquant")
 
 
-def add_common(p: argparse.ArgumentParser, config: bool = True, json_help: str | None = None) -> None:
+def add_common(p: argparse.ArgumentParser, config: bool = True, json_help: str | None = None,
+               config_required: bool = True) -> None:
     """The arguments every subcommand shares: --config/--set (when it reads a config), -q/-v, --json."""
     if config:
-        p.add_argument("--config", required=True, help="YAML config")
+        p.add_argument("--config", required=config_required, help="YAML config")
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                        help="override a config key (value parsed as YAML, checked by the config schema); repeatable")
     p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
@@ -66,7 +68,20 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def _cmd_calibrate(args: argparse.Namespace) -> int:
     from sppquant.pipeline.calibrate import calibrate
 
-    cfg = _config(args, *([f"calibration.trt_version={args.trt_version}"] if args.trt_version else []))
+    extra = [f"calibration.trt_version={args.trt_version}"] if args.trt_version else []
+    if (args.model is None) == (args.config is None):
+        raise UserError("calibrate: give --config CONFIG or a model (sppquant calibrate MODEL.onnx --images DIR), "
+                        "not both" if args.model else "calibrate: give --config CONFIG or MODEL.onnx --images DIR")
+    if args.model is not None:
+        from sppquant.pipeline.init import config_for_model
+
+        if args.images is None:
+            raise UserError("calibrate MODEL.onnx: --images DIR is required without a config")
+        cfg = config_for_model(args.model, args.images, [*args.overrides, *extra])
+    else:
+        if args.images is not None:
+            extra.insert(0, f"calibration.images={Path(args.images).resolve()}")
+        cfg = _config(args, *extra)
     from sppquant.pipeline.tables import table_for
 
     output = args.output or (table_for(cfg, args.algorithm) if args.algorithm else None)
@@ -262,7 +277,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_init)
 
     p = sub.add_parser("calibrate", help="compute a TensorRT calibration table (+ provenance)")
-    add_common(p, json_help="one JSON object: table, provenance, counts, seconds")
+    p.add_argument("model", nargs="?", metavar="MODEL.onnx",
+                   help="calibrate this model without a config (with --images; the config `init` would write)")
+    add_common(p, json_help="one JSON object: table, provenance, counts, seconds", config_required=False)
+    p.add_argument("--images", metavar="DIR", help="calibration images (overrides calibration.images)")
     p.add_argument("--output", help="table path (default: calibration.output; with another --algorithm than the "
                                    "config's: <stem>.<algorithm><suffix> next to it)")
     p.add_argument("--algorithm", choices=algorithms, help="default: calibration.algorithm; "

@@ -111,3 +111,34 @@ def test_version_text_inverts_the_header_code() -> None:
 def test_calibrate_trt_version_flag(tiny_project: Path, capsys) -> None:
     assert main(["calibrate", "--config", str(tiny_project), "-q", "--trt-version", "10.8.0"]) == 0
     assert read_table(capsys.readouterr().out.split()[0]).header == "TRT-100800-EntropyCalibration2"
+
+
+def test_calibrate_a_model_without_config(tmp_path: Path, image_folder: Path, monkeypatch, capsys, caplog) -> None:
+    monkeypatch.chdir(tmp_path)
+    write_plain_cnn(tmp_path / "m.onnx")
+    assert main(["calibrate", "m.onnx", "--images", str(image_folder), "--json", "-q",
+                 "--set", "preprocess.mean=[0.5, 0.5, 0.5]"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert Path(out["table"]) == tmp_path / "m.cache" and out["images"] == 8
+    assert "preprocess.std" in caplog.text and "preprocess.mean," not in caplog.text
+    assert read_provenance(tmp_path / "m.cache").preprocess["config"]["mean"] == [0.5, 0.5, 0.5]
+
+
+def test_calibrate_images_overrides_the_config(tiny_project: Path, tmp_path: Path, capsys) -> None:
+    other = tmp_path / "imgs" / "a"
+    assert main(["calibrate", "--config", str(tiny_project), "--images", str(other), "--json", "-q"]) == 0
+    assert json.loads(capsys.readouterr().out)["images"] == 4
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["calibrate", "m.onnx"], "--images DIR is required without a config"),
+    (["calibrate"], "give --config CONFIG or MODEL.onnx --images DIR"),
+    (["calibrate", "m.onnx", "--config", "c.yaml", "--images", "."], "not both"),
+    (["calibrate", "m.onnx", "--images", "nowhere"], "nowhere: image folder not found (--images)"),
+])
+def test_calibrate_model_errors(tmp_path: Path, monkeypatch, capsys, argv: list[str], message: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    write_plain_cnn(tmp_path / "m.onnx")
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err and not (tmp_path / "m.cache").exists()

@@ -7,15 +7,19 @@ order, resize mode): a wrong guess there silently ruins calibration.
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sppquant.atomic import atomic_write_text, check_writable
-from sppquant.config import Config, load_config
+from sppquant.config import Config, apply_overrides, config_from_dict, load_config
 from sppquant.errors import ConfigError, UserError
 from sppquant.model import FLOAT_TYPES, input_shapes, load_model
 from sppquant.ops import custom_nodes
+
+log = logging.getLogger(__name__)
 
 DEFAULT_SIZE = 224  # only for dynamic H/W, and marked as a guess
 
@@ -102,6 +106,25 @@ def starter_yaml(facts: ModelFacts, model: Path, images: Path | None, config_pat
         lines += ["build:", "  plugin_library: null  # TensorRT engines need the sppquant plugin library "
                             "(SPPQUANT_PLUGIN_LIB or `sppquant build-plugin`)"]
     return "\n".join(lines) + "\n", undetected
+
+
+def config_for_model(model: str | Path, images: str | Path | None, overrides: Sequence[str] = ()) -> Config:
+    """The config `init` would write, built in memory (``calibrate MODEL.onnx --images DIR``); paths resolve
+    against the current folder. The undetected keys keep their defaults, with one warning naming them."""
+    import yaml  # noqa: PLC0415
+
+    model = Path(model)
+    if images is not None and not Path(images).is_dir():
+        raise UserError(f"{images}: image folder not found (--images)")
+    facts = model_facts(model)
+    text, undetected = starter_yaml(facts, model, Path(images) if images else None, Path.cwd() / "in-memory.yaml")
+    data = apply_overrides(yaml.safe_load(text), overrides, f"{model.name} (in-memory config)")
+    set_keys = {o.partition("=")[0].strip() for o in overrides}
+    unset = [k for k in undetected if k not in set_keys]
+    if unset:
+        log.warning("no config: %s use defaults that may not match your training (%s); set them with --set or "
+                    "write a config with `sppquant init`", ", ".join(unset), "mean 0, std 1, rgb, letterbox")
+    return config_from_dict(data, f"{model.name} (in-memory config)", Path.cwd())
 
 
 def init_config(model: str | Path, output: str | Path, images: str | Path | None = None) -> InitResult:
