@@ -38,7 +38,8 @@ TASK = {"choices": lambda: TASK_CHOICES}
 @dataclass(frozen=True)
 class ModelConfig:
     path: Path = field(metadata=PATH)
-    input_name: str = "image"
+    # Default: the model's single graph input (read from the file at load time); see `_default_input_name`.
+    input_name: str | None = None
     channels: int = 3
 
 
@@ -342,6 +343,9 @@ def config_from_dict(data: Any, source: str = "<config>", base: Path | None = No
     """Build and validate a Config from parsed YAML (also handy in tests)."""
     ctx = _Ctx(source, (base or Path.cwd()).resolve())
     cfg = _build(Config, data, "", ctx)
+    if cfg.model.input_name is None:
+        model = dataclasses.replace(cfg.model, input_name=_default_input_name(cfg.model.path, ctx))
+        cfg = dataclasses.replace(cfg, model=model)
     _validate(cfg, ctx)
     return cfg
 
@@ -367,8 +371,61 @@ def _mapping_without_duplicates(loader: yaml.SafeLoader, node: yaml.MappingNode,
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
 
 
-def load_config(path: str | Path) -> Config:
-    """Read a YAML config; ConfigError (one line, exit 2) for anything wrong with it."""
+def _default_input_name(model_path: Path, ctx: _Ctx) -> str:
+    """The model's only graph input, so a single-input model needs no ``model.input_name``.
+
+    A model file that cannot be read yet keeps the historical name ``image``: loading the
+    model later reports the missing or broken file itself, with its own one-line error.
+    """
+    from sppquant.model import graph_input_names  # noqa: PLC0415 (onnx import only when needed)
+
+    if not Path(model_path).is_file():
+        return "image"
+    try:
+        import onnx  # noqa: PLC0415
+
+        names = graph_input_names(onnx.load(str(model_path), load_external_data=False))
+    except Exception:  # protobuf raises several unrelated types; load_model reports it later
+        return "image"
+    if len(names) != 1:
+        ctx.fail("model.input_name", f"required: {model_path.name} has {len(names)} inputs "
+                                     f"({', '.join(names) or 'none'}); name the one the images feed")
+    return names[0]
+
+
+def apply_overrides(data: Any, overrides: typing.Sequence[str], source: str) -> Any:
+    """Apply ``--set key.path=value`` items to parsed YAML before validation (values parsed as YAML).
+
+    The result goes through the same schema as the file, so a bad value fails with the key
+    named; a malformed item fails here, naming the item.
+    """
+    if not isinstance(data, dict):
+        return data  # the schema reports the wrong top level
+    data = dict(data)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        parts = key.strip().split(".")
+        if not sep or not all(parts):
+            raise ConfigError(f"--set {item!r}: expected KEY.PATH=VALUE, e.g. calibration.batch_size=8")
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {item!r}: value is not a YAML scalar or list") from None
+        node = data
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = {}
+            elif not isinstance(child, dict):
+                raise ConfigError(f"{source}: {'.'.join(parts[:i + 1])}: is not a section, cannot --set {key}")
+            node[part] = child = dict(child)
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def load_config(path: str | Path, overrides: typing.Sequence[str] = ()) -> Config:
+    """Read a YAML config, apply ``--set`` overrides; ConfigError (one line, exit 2) for anything wrong."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -387,5 +444,7 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError(f"{p}: YAML value error: {exc}") from None
     if data is None:
         raise ConfigError(f"{p}: config is empty, expected the sections model, input, ...")
+    if overrides:
+        data = apply_overrides(data, overrides, str(p))
     cfg = config_from_dict(data, str(p), p.parent)
     return dataclasses.replace(cfg, source=p.resolve())

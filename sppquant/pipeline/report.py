@@ -91,12 +91,18 @@ def _check_algorithms(cfg: Config, algorithms: Sequence[str] | None) -> list[str
     return chosen
 
 
+def _given(table: str | Path | dict[str, str | Path] | None) -> Path | dict[str, Path] | None:
+    if isinstance(table, dict):
+        return {a: Path(p) for a, p in table.items()}
+    return Path(table) if table is not None else None
+
+
 def build_report(
     cfg: Config,
     output_dir: str | Path | None = None,
     backend: str | None = None,
     algorithms: Sequence[str] | None = None,
-    table: str | Path | None = None,
+    table: str | Path | dict[str, str | Path] | None = None,
     layer_images: int | None = None,
     progress: bool = True,
     executor: str | None = None,
@@ -117,7 +123,7 @@ def build_report(
     images, notes = evaluation_set(cfg)  # data problems before any calibration work
     classes = check_labels_first(ctx, images, cfg.report.images)
     names = activation_names(ctx.model)
-    tables = resolve_tables(cfg, algos, out_dir, Path(table) if table is not None else None, progress)
+    tables = resolve_tables(cfg, algos, out_dir, _given(table), progress)
     for choice in tables.values():
         check_table_matches(choice.table, names, str(choice.path), str(cfg.model.path))
     qdq = int8_models(ctx, tables, out_dir)
