@@ -28,8 +28,12 @@ MAX_PROPOSALS = 300
 MIN_SIDE, MIN_AREA = 5, 30  # network-input pixels
 MAX_ASPECT = 4.0
 DEDUPE_IOU = 0.9
-_JITTER = ((0.0, 0.0, 0.0, 0.0), (-0.08, -0.08, 0.08, 0.08), (0.05, 0.05, -0.05, -0.05),
-           (-0.06, 0.0, 0.06, 0.0), (0.0, -0.06, 0.0, 0.06))  # fractions of (w, h, w, h) added to x1 y1 x2 y2
+# Added to x1 y1 x2 y2: fractions of (w, h, w, h), then pixels. The pixel terms matter for
+# thin glyphs ("1" is 3-5 px wide here): one pixel of width is already 0.2-0.3 IoU.
+_JITTER = (((0.0, 0.0, 0.0, 0.0), (0, 0, 0, 0)), ((-0.08, -0.08, 0.08, 0.08), (0, 0, 0, 0)),
+           ((0.05, 0.05, -0.05, -0.05), (0, 0, 0, 0)), ((0.0, 0.0, 0.0, 0.0), (-2, 0, 2, 0)),
+           ((0.0, 0.0, 0.0, 0.0), (-1.5, -1.5, 1.5, 1.5)), ((-0.06, 0.0, 0.06, 0.0), (0, 0, 0, 0)),
+           ((0.0, -0.06, 0.0, 0.06), (0, 0, 0, 0)))
 
 
 def _gray_maps(image_chw: np.ndarray) -> list[np.ndarray]:
@@ -125,7 +129,8 @@ def propose(image_chw: np.ndarray, max_proposals: int = MAX_PROPOSALS) -> np.nda
     base = _ranked_regions(raw, h, w)
     base = _dedupe(np.concatenate([base, _valid(_merge_neighbours(base), h, w)]), DEDUPE_IOU)
     size = np.concatenate([base[:, 2:] - base[:, :2]] * 2, axis=1)
-    boxes = np.concatenate([base + np.asarray(j, np.float32) * size for j in _JITTER])  # un-jittered round first
+    boxes = np.concatenate([base + np.asarray(f, np.float32) * size + np.asarray(px, np.float32)
+                            for f, px in _JITTER])  # un-jittered round first
     boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, w)
     boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, h)
     boxes = _dedupe(_valid(boxes, h, w), DEDUPE_IOU)
