@@ -42,6 +42,9 @@ class TrainImage:
     proposals: np.ndarray  # (K, 4)
 
 
+_SPLIT_CACHE: dict = {}  # per process (workers are forked)
+
+
 def _make_train_image(args: tuple[int, int]) -> TrainImage:
     index, seed = args
     scene = make_scene(_SPLIT_CACHE.setdefault(seed, load_scene_split(seed)), STREAM_TRAIN, index, seed)
@@ -50,9 +53,6 @@ def _make_train_image(args: tuple[int, int]) -> TrainImage:
     gt[:, 0::2] = gt[:, 0::2] * pre.scale_x + pre.offset_x
     gt[:, 1::2] = gt[:, 1::2] * pre.scale_y + pre.offset_y
     return TrainImage(pre.tensor, gt.astype(np.float32), scene.labels, propose(pre.tensor))
-
-
-_SPLIT_CACHE: dict = {}
 
 
 def build_training_set(count: int, seed: int = SEED, workers: int = 2) -> list[TrainImage]:
@@ -140,8 +140,8 @@ def train(data: list[TrainImage], epochs: int, seed: int = SEED, batch_size: int
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", type=Path, default=DETECTOR_MODEL, help="ONNX model to write")
-    parser.add_argument("--scenes", type=int, default=1600, help="training scenes (train scans only)")
-    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--scenes", type=int, default=1200, help="training scenes (train scans only)")
+    parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--workers", type=int, default=2, help="processes computing proposals")
     parser.add_argument("--cache", type=Path, default=None,
