@@ -45,7 +45,7 @@ def _config_with(n_images: int, workdir: Path, single_size: bool = False):
 
 
 def child_sppquant(n_images: int, workdir: Path, single_size: bool) -> dict:
-    from sppquant.calibration.calibrate import calibrate
+    from sppquant.pipeline.calibrate import calibrate
 
     cfg = _config_with(n_images, workdir, single_size)
     t0 = time.perf_counter()
@@ -60,7 +60,7 @@ def child_ort(method: str, n_images: int, workdir: Path) -> dict:
     from onnxruntime.quantization.calibrate import CalibrationDataReader, CalibrationMethod, create_calibrator
 
     from sppquant.data import calibration_set, iter_batches
-    from sppquant.spp.onnx import rewrite_for_onnxruntime
+    from sppquant.ops.spp.onnx import rewrite_for_onnxruntime
 
     cfg = _config_with(n_images, workdir, single_size=True)
     model_path = workdir / "rewritten.onnx"

@@ -34,7 +34,7 @@ def _summary(report: dict) -> dict:
 
 def main() -> int:
     from sppquant.config import load_config
-    from sppquant.report.evaluate import build_report
+    from sppquant.pipeline.report import build_report
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=str(REPO / "configs" / "sppnet_digits.yaml"))

@@ -1,7 +1,7 @@
 /*
  * sppquant: Spatial Pyramid Pooling forward kernels, plain C launch API.
  *
- * Semantics are those of sppquant/spp/reference.py:
+ * Semantics are those of sppquant/ops/spp/reference.py:
  *   - input NCHW, linear layout, output (N, C * sum(n*n)), level-major, then channel,
  *     then bin row-major (Caffe's SPP layout);
  *   - bin i of n along an axis of length a spans [floor(i*a/n), ceil((i+1)*a/n))

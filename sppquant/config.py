@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import types
 import typing
@@ -18,14 +19,20 @@ from typing import Any, Literal, Union
 
 import yaml
 
+from sppquant.backends import BACKEND_CHOICES, PRECISIONS
+from sppquant.backends.onnxruntime import OrtOptions
+from sppquant.calibration.algorithms import ALGORITHMS, Param, algorithm_param_keys
 from sppquant.errors import ConfigError
 from sppquant.preprocess import COLORS, INTERPOLATIONS, PAD_POSITIONS, RESIZES, PreprocessConfig
+from sppquant.tasks import TASK_CHOICES
 
 PATH = {"path": True}  # field metadata: resolve against the config file's folder
-
-Algorithm = Literal["entropy2", "minmax", "percentile"]
-Backend = Literal["auto", "onnxruntime", "tensorrt"]
-Precision = Literal["fp32", "fp16", "int8"]
+# Field metadata for names from a registry, read at validation time (so entries registered
+# later, e.g. by a plugin or a test, are accepted everywhere at once).
+ALGORITHM = {"choices": ALGORITHMS.names}
+BACKEND = {"choices": lambda: BACKEND_CHOICES}
+PRECISION = {"choices": PRECISIONS.names}
+TASK = {"choices": lambda: TASK_CHOICES}
 
 
 @dataclass(frozen=True)
@@ -62,17 +69,25 @@ class CalibrationConfig:
     last_batch: Literal["keep", "drop"] = "keep"
     bad_files: Literal["skip", "error"] = "skip"
     workers: int = 2
-    algorithm: Algorithm = "entropy2"
-    percentile: float = 99.99
+    algorithm: str = field(default="entropy2", metadata=ALGORITHM)
     tie_scales: bool = True
     output: Path = field(default=Path("calibration.cache"), metadata=PATH)
     trt_version: str = "10.16.1"
+    # Parameters of the registered algorithms, each under its own key (``percentile: 99.9``);
+    # the keys come from `sppquant.calibration.algorithms.ALGORITHMS`, not from this class.
+    params: dict[str, Any] = field(default_factory=dict, metadata={"extra_keys": algorithm_param_keys})
+
+    def algorithm_params(self, algorithm: str | None = None) -> dict[str, Any]:
+        """The parameters of ``algorithm`` (default: the configured one): configured or default values."""
+        from sppquant.calibration.algorithms import resolve_params  # noqa: PLC0415
+
+        return resolve_params(algorithm or self.algorithm, self.params)
 
 
 @dataclass(frozen=True)
 class BuildConfig:
     output_dir: Path = field(default=Path("engines"), metadata=PATH)
-    precisions: tuple[Precision, ...] = ("fp32", "fp16", "int8")
+    precisions: tuple[str, ...] = field(default=("fp32", "fp16", "int8"), metadata=PRECISION)
     max_batch: int = 16
     int8_allow_fp16: bool = True
     workspace_mb: int = 1024
@@ -83,12 +98,15 @@ class BuildConfig:
 @dataclass(frozen=True)
 class ReportConfig:
     images: Path | None = field(default=None, metadata=PATH)
-    labels: str = "folders"  # "folders", "none", or a CSV path (path,label)
+    # "folders", "none", or a CSV path (path,label), resolved against the config file's folder
+    labels: str = field(default="folders", metadata={"path_unless": ("folders", "none")})
     output_dir: Path = field(default=Path("report"), metadata=PATH)
     max_images: int | None = None
     batch_size: int = 32
-    algorithms: tuple[Algorithm, ...] = ("entropy2",)
+    algorithms: tuple[str, ...] = field(default=("entropy2",), metadata=ALGORITHM)
+    layer_images: int = 64  # images (x every size) the per-layer sensitivity pass uses
     bad_files: Literal["skip", "error"] = "skip"
+    classes: tuple[str, ...] | None = None  # class names in output order; default: sorted folder names
 
 
 @dataclass(frozen=True)
@@ -99,7 +117,9 @@ class Config:
     calibration: CalibrationConfig = CalibrationConfig()
     build: BuildConfig = BuildConfig()
     report: ReportConfig = ReportConfig()
-    backend: Backend = "auto"
+    onnxruntime: OrtOptions = OrtOptions()
+    backend: str = field(default="auto", metadata=BACKEND)
+    task: str = field(default="auto", metadata=TASK)
     source: Path | None = None  # the YAML file this came from (not a YAML key)
 
     def preprocess_fingerprint(self) -> str:
@@ -156,15 +176,24 @@ def _convert(value: Any, tp: Any, key: str, ctx: _Ctx, meta: typing.Mapping[str,
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             ctx.fail(key, f"expected a number, got {_describe(value)}")
+        if not math.isfinite(value):  # .nan / .inf parse, but mean nothing anywhere in a config
+            ctx.fail(key, f"expected a finite number, got {value}")
         return float(value)
     if tp is str:
+        if "choices" in meta and (not isinstance(value, str) or value not in meta["choices"]()):
+            ctx.fail(key, f"expected one of {', '.join(meta['choices']())}, got {_describe(value)}")
         if not isinstance(value, str):
             ctx.fail(key, f"expected a string, got {_describe(value)}")
+        if value and value not in meta.get("path_unless", (value,)):
+            return str(_convert(value, Path, key, ctx, PATH))
         return value
     if tp is Path:
         if not isinstance(value, str) or not value:
             ctx.fail(key, f"expected a path string, got {_describe(value)}")
-        p = Path(value).expanduser()
+        try:
+            p = Path(value).expanduser()
+        except RuntimeError:  # ~user for a user this machine does not know
+            ctx.fail(key, f"cannot expand {value!r}: unknown user or no home directory")
         return p if p.is_absolute() or not meta.get("path") else Path(os.path.normpath(ctx.base / p))
     raise TypeError(f"unsupported config type {tp} at {key}")  # a bug, not user error
 
@@ -175,12 +204,18 @@ def _build(cls: type, data: Any, key: str, ctx: _Ctx) -> Any:
         ctx.fail(where, f"expected a mapping of keys, got {_describe(data)}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source"}
-    kwargs = {}
+    extra = next((f for f in fields.values() if "extra_keys" in f.metadata), None)
+    extra_keys: dict[str, Param] = extra.metadata["extra_keys"]() if extra is not None else {}
+    kwargs: dict[str, Any] = {extra.name: {}} if extra is not None else {}
     for name, value in data.items():
         path = f"{key}.{name}" if key else str(name)
-        if name not in fields:
-            close = difflib.get_close_matches(str(name), list(fields), n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(fields)}"
+        if name in extra_keys:
+            kwargs[extra.name][name] = _extra_value(value, extra_keys[name], path, ctx)
+            continue
+        if name not in fields or fields[name] is extra:
+            valid = [n for n in fields if fields[n] is not extra] + list(extra_keys)
+            close = difflib.get_close_matches(str(name), valid, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(valid)}"
             ctx.fail(path, f"unknown key{hint}")
         kwargs[name] = _convert(value, hints[name], path, ctx, fields[name].metadata)
     for name, f in fields.items():
@@ -193,6 +228,15 @@ def _build(cls: type, data: Any, key: str, ctx: _Ctx) -> Any:
         elif dataclasses.is_dataclass(hints[name]):
             kwargs[name] = _build(hints[name], {}, f"{key}.{name}" if key else name, ctx)
     return cls(**kwargs)
+
+
+def _extra_value(value: Any, param: Param, key: str, ctx: _Ctx) -> Any:
+    """A registry-declared key (an algorithm parameter): its type, then its own check."""
+    converted = _convert(value, param.type, key, ctx, {})
+    problem = param.check(converted)
+    if problem is not None:
+        ctx.fail(key, f"expected {problem}, got {_describe(value)}")
+    return converted
 
 
 def _check_positive_size(size: tuple[int, int], key: str, ctx: _Ctx) -> None:
@@ -234,8 +278,6 @@ def _validate(cfg: Config, ctx: _Ctx) -> None:
         ctx.fail("calibration.workers", f"expected a positive integer, got {cal.workers}")
     if cal.max_images is not None and cal.max_images <= 0:
         ctx.fail("calibration.max_images", f"expected a positive integer, got {cal.max_images}")
-    if not 0.0 < cal.percentile <= 100.0:
-        ctx.fail("calibration.percentile", f"expected a number in (0, 100], got {cal.percentile}")
     if cal.images is not None and cal.list_file is not None:
         ctx.fail("calibration.list_file", "give either calibration.images or calibration.list_file, not both")
     try:
@@ -248,8 +290,39 @@ def _validate(cfg: Config, ctx: _Ctx) -> None:
         ctx.fail("build.max_batch", f"expected a positive integer, got {cfg.build.max_batch}")
     if cfg.build.workspace_mb <= 0:
         ctx.fail("build.workspace_mb", f"expected a positive integer, got {cfg.build.workspace_mb}")
+    if cfg.report.layer_images <= 0:
+        ctx.fail("report.layer_images", f"expected a positive integer, got {cfg.report.layer_images}")
+    if cfg.onnxruntime.threads is not None and cfg.onnxruntime.threads <= 0:
+        ctx.fail("onnxruntime.threads", f"expected a positive integer, got {cfg.onnxruntime.threads}")
+    if not cfg.onnxruntime.providers:
+        ctx.fail("onnxruntime.providers", "expected at least one execution provider, e.g. [CPUExecutionProvider]")
     if cfg.report.batch_size <= 0:
         ctx.fail("report.batch_size", f"expected a positive integer, got {cfg.report.batch_size}")
+    if (names := cfg.report.classes) is not None and (not names or "" in names or len(set(names)) < len(names)):
+        ctx.fail("report.classes", f"expected a non-empty list of distinct class names, got {_describe(list(names))}")
+    _validate_ranges(cfg, ctx)
+
+
+MAX_SIDE = 16384  # largest input H or W: a float32 NCHW image of 16384^2 x 3 is already 3 GiB
+MIN_STD = 1e-6  # pixels are in [0, 1]: a smaller std multiplies them past float32's useful range
+
+
+def _validate_ranges(cfg: Config, ctx: _Ctx) -> None:
+    """Values that parse but make no sense: sizes nothing can allocate, a std that overflows, a negative seed."""
+    sizes = [(f"input.sizes[{i}]", s) for i, s in enumerate(cfg.input.sizes)]
+    if cfg.input.dynamic is not None:
+        sizes += [("input.dynamic.min", cfg.input.dynamic.min), ("input.dynamic.max", cfg.input.dynamic.max)]
+    for key, size in sizes:
+        if max(size) > MAX_SIDE:
+            ctx.fail(key, f"expected H and W at most {MAX_SIDE}, got {list(size)}")
+    pp = cfg.preprocess
+    if any(s < MIN_STD for s in pp.std):
+        ctx.fail("preprocess.std", f"expected values >= {MIN_STD:g} (pixels are scaled to [0, 1]), got {list(pp.std)}")
+    if any(abs(m) > 1e6 for m in pp.mean) or abs(pp.pad_value) > 1e6:
+        ctx.fail("preprocess.mean", "expected mean and pad_value in full-scale units (pixels are in [0, 1]), "
+                                    f"got mean {list(pp.mean)}, pad_value {pp.pad_value}")
+    if cfg.calibration.seed < 0:
+        ctx.fail("calibration.seed", f"expected a non-negative integer, got {cfg.calibration.seed}")
 
 
 def config_from_dict(data: Any, source: str = "<config>", base: Path | None = None) -> Config:
@@ -258,6 +331,27 @@ def config_from_dict(data: Any, source: str = "<config>", base: Path | None = No
     cfg = _build(Config, data, "", ctx)
     _validate(cfg, ctx)
     return cfg
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """Safe YAML that refuses duplicate keys (the last one would silently win)."""
+
+
+def _mapping_without_duplicates(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        try:
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first at line {seen[key] + 1})", key_node.start_mark)
+        except TypeError:  # an unhashable key: the base constructor reports it
+            break
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
 
 
 def load_config(path: str | Path) -> Config:
@@ -270,12 +364,14 @@ def load_config(path: str | Path) -> Config:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{p}: cannot read config: {getattr(exc, 'strerror', None) or exc}") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(f"{p}: YAML syntax error at {where}{problem}") from None
+    except (ValueError, TypeError, OverflowError) as exc:  # a tag constructor failed, e.g. `!!int sixteen`
+        raise ConfigError(f"{p}: YAML value error: {exc}") from None
     if data is None:
         raise ConfigError(f"{p}: config is empty, expected the sections model, input, ...")
     cfg = config_from_dict(data, str(p), p.parent)

@@ -18,7 +18,7 @@ import csv
 import hashlib
 import logging
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from sppquant.config import CalibrationConfig
 from sppquant.errors import DataError
-from sppquant.preprocess import PreprocessConfig, load_image, preprocess_image, stack_batch
+from sppquant.preprocess import Geometry, PreprocessConfig, load_image, preprocess_image, stack_batch
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,8 @@ class ImageSet:
                 content = hashlib.sha256(path.read_bytes()).hexdigest()
             except OSError:
                 content = "unreadable"
-            digest.update(f"{rel}\0{content}\n".encode())
+            # surrogateescape: a file name that is not valid UTF-8 hashes as its raw bytes
+            digest.update(rel.encode("utf-8", "surrogateescape") + f"\0{content}\n".encode())
         return digest.hexdigest()
 
 
@@ -144,54 +145,75 @@ def labelled_set(
     labels: str = "folders",
     extensions: Sequence[str] = DEFAULT_EXTENSIONS,
     max_images: int | None = None,
+    classes: Sequence[str] | None = None,
 ) -> ImageSet:
     """A labelled evaluation set: ``folders`` (one subfolder per class), ``none``, or a CSV path.
 
-    Folder names that are all integers are used as class indices (``digits-eval/7``
-    is class 7); otherwise classes are numbered in sorted folder-name order.
+    A class folder's label is its index in ``classes`` (``report.classes``: the model's
+    output order) or, when that is not given, in the sorted folder names, numbers by
+    value (`sppquant.labels.folder_classes`; ``digits-eval/7`` is class 7). Folder ``180``
+    is the class named "180", never output 180. ``class_names`` is the output order.
+    CSV labels are integer indices, or class names when ``classes`` is given.
     """
+    from sppquant.labels import class_index, folder_classes
+
     root = Path(root)
     paths = list_images(root, extensions, True, "evaluation folder")
     if labels == "none":
         return ImageSet(tuple(paths[:max_images] if max_images else paths), root=root)
+    class_names = tuple(classes) if classes is not None else None
     if labels == "folders":
         names = sorted({p.relative_to(root).parts[0] for p in paths if len(p.relative_to(root).parts) > 1})
         if not names:
             raise DataError(f"evaluation folder {root}: labels 'folders' expects one subfolder per class, found none")
-        index = {n: int(n) for n in names} if all(n.isdigit() for n in names) else {n: i for i, n in enumerate(names)}
+        class_names = class_names if class_names is not None else folder_classes(names)
+        index = class_index(names, class_names, f"evaluation folder {root}")
         paths = [p for p in paths if len(p.relative_to(root).parts) > 1]
         labs = [index[p.relative_to(root).parts[0]] for p in paths]
-        class_names = tuple(names)
     else:
-        table = _read_label_csv(Path(labels), root)
+        table = _read_label_csv(Path(labels), root, class_names)
         paths = [p for p in paths if p.resolve() in table]
         if not paths:
             raise DataError(f"{labels}: no image under {root} is listed in the label file")
         labs = [table[p.resolve()] for p in paths]
-        class_names = None
     if max_images is not None:
         paths, labs = paths[:max_images], labs[:max_images]
     return ImageSet(tuple(paths), root=root, labels=tuple(labs), class_names=class_names)
 
 
-def _read_label_csv(path: Path, root: Path) -> dict[Path, int]:
-    """CSV rows ``path,label`` (header optional); paths relative to the evaluation folder."""
+def _read_label_csv(path: Path, root: Path, classes: Sequence[str] | None = None) -> dict[Path, int]:
+    """CSV rows ``path,label`` (header optional); paths relative to the evaluation folder.
+
+    Without ``classes`` a label is an integer output index; with them it is a class
+    name (``180`` is the class "180"), so numeric-looking names are never guessed at.
+    """
+    from sppquant.labels import class_index
+
     try:
         rows = list(csv.reader(path.read_text(encoding="utf-8").splitlines()))
     except OSError as exc:
         raise DataError(f"{path}: cannot read label file: {exc.strerror or exc}") from None
+    position = {c: i for i, c in enumerate(classes)} if classes is not None else None
     out: dict[Path, int] = {}
     for lineno, row in enumerate(rows, 1):
         if not row or row[0].startswith("#"):
             continue
         if len(row) != 2:
             raise DataError(f"{path}:{lineno}: expected 'path,label', got {','.join(row)!r}")
-        try:
-            label = int(row[1])
-        except ValueError:
-            if lineno == 1:
-                continue  # header
-            raise DataError(f"{path}:{lineno}: label must be an integer, got {row[1]!r}") from None
+        if position is not None:
+            name = row[1].strip()
+            if name not in position:
+                if lineno == 1:
+                    continue  # header
+                class_index([name], classes, f"{path}:{lineno}")  # raises, listing the classes
+            label = position[name]
+        else:
+            try:
+                label = int(row[1])
+            except ValueError:
+                if lineno == 1:
+                    continue  # header
+                raise DataError(f"{path}:{lineno}: label must be an integer, got {row[1]!r}") from None
         out[(root / row[0].strip()).resolve()] = label
     return out
 
@@ -217,28 +239,52 @@ class BadFiles:
                         "\n  ".join(f"{p}: {r}" for p, r in self.items))
 
 
+# Other model inputs computed from a batch's images (e.g. regions of interest for a detector):
+# (image batch NCHW, per-image geometry) -> {input name: array}.
+FeedBuilder = Callable[[np.ndarray, Sequence[Geometry]], Mapping[str, np.ndarray]]
+
+
 @dataclass(frozen=True)
 class Batch:
-    """One batch at every requested size: ``inputs[k]`` is the NCHW array for ``sizes[k]``."""
+    """One batch at every requested size: ``inputs[k]`` is the image tensor (NCHW) for ``sizes[k]``.
+
+    ``geometry[k][i]`` maps image ``i``'s network coordinates at size ``k`` back to its source
+    pixels; ``extra[k]`` holds the other model inputs a feed builder computed for size ``k``;
+    ``labels`` are the targets (class indices) where the image set has them.
+    """
 
     inputs: tuple[np.ndarray, ...]
     paths: tuple[Path, ...]
     labels: tuple[int, ...] | None
     indices: tuple[int, ...]  # positions in the ImageSet
+    geometry: tuple[tuple[Geometry, ...], ...] = ()
+    extra: tuple[Mapping[str, np.ndarray], ...] = ()
+
+    @property
+    def size(self) -> int:
+        return int(self.inputs[0].shape[0])
+
+    def feeds(self, k: int, image_input: str) -> dict[str, np.ndarray]:
+        """Every model input at size ``k``: the image tensor plus the feed builder's inputs."""
+        return {image_input: self.inputs[k], **(self.extra[k] if self.extra else {})}
 
 
-def _load_one(path: Path, cfg: PreprocessConfig, sizes: Sequence[tuple[int, int]]) -> tuple[np.ndarray, ...]:
+_Loaded = tuple[tuple[np.ndarray, ...], tuple[Geometry, ...]]
+
+
+def _load_one(path: Path, cfg: PreprocessConfig, sizes: Sequence[tuple[int, int]]) -> _Loaded:
     image = load_image(path)
-    return tuple(preprocess_image(image, cfg, size).tensor for size in sizes)
+    done = [preprocess_image(image, cfg, size) for size in sizes]
+    return tuple(p.tensor for p in done), tuple(p.geometry for p in done)
 
 
 def _load_chunk(
     paths: Sequence[Path], cfg: PreprocessConfig, sizes: Sequence[tuple[int, int]]
-) -> list[tuple[np.ndarray, ...] | DataError]:
+) -> list[_Loaded | DataError]:
     """Several images per task: small images take microseconds, and a task per image
     would spend more on thread hand-offs than on decoding. Errors are returned, not
     raised, so one bad file does not lose its chunk-mates."""
-    out: list[tuple[np.ndarray, ...] | DataError] = []
+    out: list[_Loaded | DataError] = []
     for path in paths:
         try:
             out.append(_load_one(path, cfg, sizes))
@@ -247,35 +293,13 @@ def _load_chunk(
     return out
 
 
-def iter_batches(
-    images: ImageSet,
-    cfg: PreprocessConfig,
-    sizes: Sequence[tuple[int, int]],
-    batch_size: int,
-    last_batch: str = "keep",
-    bad_files: str = "skip",
-    workers: int = 2,
-    bad: BadFiles | None = None,
-    progress: bool = True,
-    desc: str = "images",
-    chunk: int = 8,
-) -> Iterator[Batch]:
-    """Yield batches in listing order; at most about ``2 * workers * batch_size`` images in flight."""
-    if batch_size <= 0:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
-    bad = bad if bad is not None else BadFiles()
+def _loaded_in_order(images: ImageSet, cfg: PreprocessConfig, sizes: Sequence[tuple[int, int]], batch_size: int,
+                     bad_files: str, workers: int, bad: BadFiles, progress: bool, desc: str,
+                     chunk: int) -> Iterator[tuple[int, _Loaded]]:
+    """Decoded, preprocessed images in listing order; bad files skipped (or raised) by policy."""
     chunk = max(1, min(chunk, batch_size))
     window = max(1, (2 * workers * batch_size) // chunk)  # in chunks
     pending: deque[tuple[int, Future]] = deque()
-    buf: list[tuple[int, tuple[np.ndarray, ...]]] = []
-    n_ok = 0
-
-    def emit(items: list[tuple[int, tuple[np.ndarray, ...]]]) -> Batch:
-        idx = tuple(i for i, _ in items)
-        inputs = tuple(stack_batch([t[k] for _, t in items]) for k in range(len(sizes)))
-        labels = tuple(images.labels[i] for i in idx) if images.labels is not None else None
-        return Batch(inputs, tuple(images.paths[i] for i in idx), labels, idx)
-
     starts = iter(range(0, len(images), chunk))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sppquant-load") as pool, \
             tqdm(total=len(images), desc=desc, unit="img", disable=None if progress else True) as bar:
@@ -298,18 +322,59 @@ def iter_batches(
                         log.warning("skipping %s", result)
                         bad.add(images.paths[i], str(result))
                         continue
-                    n_ok += 1
-                    buf.append((i, result))
-                    if len(buf) == batch_size:
-                        yield emit(buf)
-                        buf = []
+                    yield i, result
         finally:
             for _, fut in pending:
                 fut.cancel()
-    if buf and last_batch == "keep":
-        yield emit(buf)
-    elif buf:
-        log.info("dropped the last partial batch of %d image(s) (last_batch: drop)", len(buf))
+
+
+def iter_batches(
+    images: ImageSet,
+    cfg: PreprocessConfig,
+    sizes: Sequence[tuple[int, int]],
+    batch_size: int,
+    last_batch: str = "keep",
+    bad_files: str = "skip",
+    workers: int = 2,
+    bad: BadFiles | None = None,
+    progress: bool = True,
+    desc: str = "images",
+    chunk: int = 8,
+    extra_feeds: FeedBuilder | None = None,
+) -> Iterator[Batch]:
+    """Yield batches in listing order; at most about ``2 * workers * batch_size`` images in flight.
+
+    Images whose tensors differ in shape (policies with ``pad_to: multiple|none`` give
+    each image its own size) go to separate batches: a batch holds images of one shape
+    at every size, filled in listing order and emitted when full; partial batches are
+    emitted at the end in order of their first image (or dropped, with ``drop``).
+    """
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    bad = bad if bad is not None else BadFiles()
+
+    def emit(items: list[tuple[int, _Loaded]]) -> Batch:
+        idx = tuple(i for i, _ in items)
+        inputs = tuple(stack_batch([t[0][k] for _, t in items]) for k in range(len(sizes)))
+        geometry = tuple(tuple(t[1][k] for _, t in items) for k in range(len(sizes)))
+        extra = tuple(dict(extra_feeds(x, g)) for x, g in zip(inputs, geometry)) if extra_feeds else ()
+        labels = tuple(images.labels[i] for i in idx) if images.labels is not None else None
+        return Batch(inputs, tuple(images.paths[i] for i in idx), labels, idx, geometry, extra)
+
+    groups: dict[tuple, list[tuple[int, _Loaded]]] = {}  # tensor shapes at every size -> waiting images
+    n_ok = 0
+    for i, result in _loaded_in_order(images, cfg, sizes, batch_size, bad_files, workers, bad, progress, desc, chunk):
+        n_ok += 1
+        buf = groups.setdefault(tuple(t.shape for t in result[0]), [])
+        buf.append((i, result))
+        if len(buf) == batch_size:
+            yield emit(buf)
+            buf.clear()
+    for buf in sorted((b for b in groups.values() if b), key=lambda b: b[0][0]):
+        if last_batch == "keep":
+            yield emit(buf)
+        else:
+            log.info("dropped the last partial batch of %d image(s) (last_batch: drop)", len(buf))
     if n_ok == 0:
         raise DataError(f"all {len(images)} image(s) were rejected as unreadable (first: {bad.items[0][0]}: "
                         f"{bad.items[0][1]})" if bad.items else "no images to process")

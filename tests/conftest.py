@@ -29,7 +29,7 @@ def write_tiny_spp_model(path: Path, seed: int = 0, output_type: int = 1) -> Pat
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from sppquant.spp.onnx import make_spp_node
+    from sppquant.ops.spp.onnx import make_spp_node
 
     rng = np.random.default_rng(seed)
     inits = [numpy_helper.from_array(rng.normal(size=(4, 3, 3, 3)).astype(np.float32), "w1"),

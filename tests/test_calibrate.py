@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 
 from sppquant.backends.onnxruntime import OrtRunner, activation_names, load_model
-from sppquant.calibration import collect as collect_mod
-from sppquant.calibration.calibrate import calibrate
-from sppquant.calibration.provenance import check_table, provenance_path
+from sppquant.calibration.provenance import provenance_path
 from sppquant.calibration.table import read_table
 from sppquant.cli import main
 from sppquant.config import load_config
 from sppquant.errors import DataError, ModelError, TableError
+from sppquant.pipeline import calibrate as calibrate_mod
+from sppquant.pipeline.calibrate import calibrate
+from sppquant.pipeline.tables import check_table
 from tests.conftest import write_tiny_spp_model
 
 
@@ -49,15 +50,15 @@ def test_untied_and_minmax(tiny_project: Path) -> None:
 def test_multi_size_histograms_are_the_sum_of_single_sizes(tiny_project: Path) -> None:
     cfg = load_config(tiny_project)
     captured = {}
-    real = collect_mod.collect_onnxruntime
+    real = calibrate_mod.collect_activations
 
     def spy(*args, **kwargs):
-        collector = real(*args, **kwargs)
+        collector, bad = real(*args, **kwargs)
         captured[len(captured)] = collector.histograms
-        return collector
+        return collector, bad
 
     collect_mod_calib = pytest.MonkeyPatch()
-    collect_mod_calib.setattr("sppquant.calibration.calibrate.collect_onnxruntime", spy)
+    collect_mod_calib.setattr("sppquant.pipeline.calibrate.collect_activations", spy)
     try:
         calibrate(cfg, progress=False)
         for size in cfg.input.sizes:
@@ -98,7 +99,7 @@ def test_interrupted_run_keeps_previous_table(tiny_project: Path, monkeypatch) -
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("sppquant.calibration.calibrate.collect_onnxruntime", interrupt)
+    monkeypatch.setattr("sppquant.pipeline.calibrate.collect_activations", interrupt)
     with pytest.raises(KeyboardInterrupt):
         calibrate(cfg, algorithm="minmax", progress=False)
     assert (path.read_bytes(), provenance_path(path).read_bytes()) == before
@@ -107,7 +108,7 @@ def test_interrupted_run_keeps_previous_table(tiny_project: Path, monkeypatch) -
 
 def test_calibration_and_inference_feed_identical_bytes(tiny_project: Path, image_folder: Path, monkeypatch) -> None:
     """The exact tensor calibration observes for an image is the one `predict` feeds the model."""
-    from sppquant.predict import predict
+    from sppquant.pipeline.predict import predict
 
     cfg = load_config(tiny_project)
     fed: list[np.ndarray] = []

@@ -8,7 +8,7 @@ import pytest
 
 from sppquant.config import load_config
 from sppquant.demo import DEMO_MODEL
-from sppquant.spp.onnx import is_spp_node, spp_node_attributes
+from sppquant.ops.spp.onnx import is_spp_node, spp_node_attributes
 from tests.conftest import REPO
 
 CONFIG = REPO / "configs" / "sppnet_digits.yaml"
@@ -91,7 +91,7 @@ def test_export_matches_torch() -> None:
 
 def test_predict_on_the_demo_reaches_97_percent() -> None:
     from sppquant.data import labelled_set
-    from sppquant.predict import predict
+    from sppquant.pipeline.predict import predict
 
     cfg = load_config(CONFIG)
     images = labelled_set(REPO / "calib_data" / "digits-eval")

@@ -1,4 +1,4 @@
-"""Locate / build / load error paths of sppquant.spp.plugin (no GPU, no compiler needed)."""
+"""Locate / build / load error paths of sppquant.ops.plugin_library (no GPU, no compiler needed)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from sppquant.errors import BackendUnavailable
-from sppquant.spp import plugin
+from sppquant.ops import plugin_library as plugin
 
 
 def test_env_var_names_a_missing_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -100,3 +100,69 @@ def test_fingerprint_is_stable_and_sensitive() -> None:
     assert a.fingerprint() == PreprocessConfig(mean=(0.5, 0.5, 0.5)).fingerprint()
     assert a.fingerprint() != PreprocessConfig(mean=(0.5, 0.5, 0.4)).fingerprint()
     assert a.fingerprint() != PreprocessConfig(mean=(0.5, 0.5, 0.5), interpolation="area").fingerprint()
+
+
+# --------------------------------------------------------------------------- issue 11: defaults unchanged
+
+
+def _legacy_preprocess(image: np.ndarray, cfg: PreprocessConfig, size: tuple[int, int]) -> tuple:
+    """The preprocessing as it was before issue 11 (commit 098586a), kept verbatim as the reference."""
+    from sppquant.preprocess import _FULL_SCALE, INTERPOLATIONS, _to_channels
+
+    th, tw = size
+    hwc = _to_channels(image, cfg.color)
+    img = hwc.astype(np.float32) * np.float32(1.0 / _FULL_SCALE[image.dtype])
+    h, w = img.shape[:2]
+    interp = INTERPOLATIONS[cfg.interpolation]
+    if cfg.resize == "stretch":
+        out = cv2.resize(img, (tw, th), interpolation=interp).reshape(th, tw, -1)
+        sx, sy, ox, oy = tw / w, th / h, 0, 0
+    else:
+        r = min(th / h, tw / w)
+        nh, nw = max(1, min(th, round(h * r))), max(1, min(tw, round(w * r)))
+        resized = img if (nh, nw) == (h, w) else cv2.resize(img, (nw, nh), interpolation=interp)
+        resized = resized.reshape(nh, nw, -1)
+        oy, ox = ((th - nh) // 2, (tw - nw) // 2) if cfg.pad_position == "center" else (0, 0)
+        out = np.full((th, tw, img.shape[2]), cfg.pad_value, dtype=np.float32)
+        out[oy : oy + nh, ox : ox + nw] = resized
+        sx, sy = nw / w, nh / h
+    mean = np.asarray(cfg.mean, dtype=np.float32)
+    inv_std = np.float32(1.0) / np.asarray(cfg.std, dtype=np.float32)
+    x = (out - mean) * inv_std
+    return np.ascontiguousarray(x.transpose(2, 0, 1), dtype=np.float32), sx, sy, ox, oy
+
+
+@pytest.mark.parametrize("resize", ["letterbox", "stretch"])
+def test_default_policies_are_byte_identical_to_before_issue_11(resize: str) -> None:
+    """Tables calibrated before the new policies stay valid: same bytes, same geometry, same fingerprint."""
+    rng = np.random.default_rng(42)
+    cases = [(30, 60, 32, 32), (55, 352, 48, 48), (7, 10, 32, 32), (5, 64, 32, 32), (24, 20, 24, 20), (1, 90, 16, 16)]
+    cases += [tuple(int(v) for v in rng.integers(1, 80, 4)) for _ in range(40)]
+    for i, (h, w, th, tw) in enumerate(cases):
+        color = ("rgb", "bgr", "gray")[i % 3]
+        n = 1 if color == "gray" else 3
+        cfg = PreprocessConfig(color=color, resize=resize, interpolation=("linear", "area", "cubic", "nearest", "lanczos")[i % 5],
+                               pad_value=0.3, pad_position=("center", "top_left")[i % 2],
+                               mean=(0.4,) * n, std=(0.3,) * n)
+        dtype = np.uint16 if i % 4 == 3 else np.uint8
+        img = rng.integers(0, np.iinfo(dtype).max + 1, (h, w, 3) if i % 5 else (h, w), dtype=dtype)
+        new = preprocess_image(img, cfg, (th, tw))
+        tensor, sx, sy, ox, oy = _legacy_preprocess(img, cfg, (th, tw))
+        assert new.tensor.tobytes() == tensor.tobytes(), (h, w, th, tw)
+        assert (new.scale_x, new.scale_y, new.offset_x, new.offset_y) == (sx, sy, ox, oy)
+
+
+def test_fingerprints_of_existing_configs_are_unchanged() -> None:
+    """Values computed with the code before issue 11: adding fields must not make existing tables stale."""
+    assert PreprocessConfig().fingerprint() == "a40dab37116eecd31f522f7a51f1b414b44318ff3e0208fc5cccd4cbce3cc3bd"
+    gray = PreprocessConfig(color="gray", resize="stretch", interpolation="area", pad_value=0.5,
+                            pad_position="top_left", mean=(0.5,), std=(0.5,))
+    assert gray.fingerprint() == "19babff0fc70c200c38ec13f039d817c058957ad87a80172c3228ab3be2ddf67"
+    from pathlib import Path
+
+    from sppquant.config import load_config
+
+    demo = load_config(Path(__file__).resolve().parents[1] / "configs" / "sppnet_digits.yaml")
+    assert demo.preprocess_fingerprint() == "1edf7cb557374c5a28ff8bc3a95a726bdceb1d9f039df9a36f312ff91f5e51d4"
+    # a new field at its default, written out explicitly, is the same preprocessing
+    assert PreprocessConfig(rounding="round", pad_to="fixed", scale_up=True).fingerprint() == PreprocessConfig().fingerprint()

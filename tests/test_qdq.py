@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,8 @@ from sppquant.backends.onnxruntime import OrtRunner, activation_names
 from sppquant.calibration.table import CalibrationTable, write_table
 from sppquant.cli import main
 from sppquant.errors import ModelError, TableError
+from sppquant.ops.spp.onnx import SPP_DOMAIN, is_spp_node
+from sppquant.ops.spp.reference import spp_reference
 from sppquant.quantize.qdq import (
     build_qdq_model,
     check_qdq_model,
@@ -23,8 +26,7 @@ from sppquant.quantize.qdq import (
     quantized_tensors,
     weight_scales,
 )
-from sppquant.spp.onnx import SPP_DOMAIN, is_spp_node
-from sppquant.spp.reference import spp_reference
+from sppquant.quantize.rules import default_rules
 
 RNG = np.random.default_rng(7)
 X = RNG.standard_normal((4, 3, 20, 26)).astype(np.float32)
@@ -47,6 +49,11 @@ def inits(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     return {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
 
 
+# The synthetic net's classifier Gemm is GEMV-sized (N = 6 < 16) and stays float by default;
+# these rules quantize it anyway so the Gemm weight paths (transB 0/1) stay covered.
+ALL_GEMMS = default_rules().with_rules([replace(r, min_gemm_dim=0) for r in default_rules() if r.min_gemm_dim])
+
+
 # --------------------------------------------------------------------------- structure
 
 
@@ -54,7 +61,7 @@ def inits(model: onnx.ModelProto) -> dict[str, np.ndarray]:
 def test_qdq_model_structure_and_per_channel_scales(trans_b: int) -> None:
     model = synthetic_model(trans_b=trans_b)
     table = minmax_table(model, X)
-    qdq, info = build_qdq_model(model, table)
+    qdq, info = build_qdq_model(model, table, high_precision="fp32", rules=ALL_GEMMS)
     check_qdq_model(qdq)  # onnx.checker full_check
     onnx.checker.check_model(qdq, full_check=True)
     assert any(is_spp_node(n) for n in qdq.graph.node), "SPP must stay the plugin node"
@@ -67,7 +74,9 @@ def test_qdq_model_structure_and_per_channel_scales(trans_b: int) -> None:
     for name in ("conv1", "conv2", "pool1", "fc"):
         node = consumers[name]
         assert by_out[node.input[0]].op_type == "DequantizeLinear"
-    assert by_out[consumers["spp"].input[0]].op_type == "DequantizeLinear"
+    # CHANGED (issue 12): the SPP plugin reads the INT8 tensor (Q -> plugin -> DQ), it used to read a DQ output.
+    assert by_out[consumers["spp"].input[0]].op_type == "QuantizeLinear"
+    assert by_out["spp"].op_type == "DequantizeLinear"
     assert consumers["relu1"].input[0] == "conv1"  # Relu reads the FP32 Conv output
     values = inits(qdq)
     w = inits(model)
@@ -82,8 +91,10 @@ def test_qdq_model_structure_and_per_channel_scales(trans_b: int) -> None:
         np.testing.assert_array_equal(scale, manual)
         assert scale.shape == (w[name].shape[axis],) and zero.dtype == np.int8 and not zero.any()
     # Activation scales are the table's, zero points int8 0.
+    # CHANGED (issue 12): the plugin output has no Q of its own; its DQ carries the (tied) scale.
     for tensor in info.activations:
-        q = next(n for n in qdq.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == tensor)
+        q = next((n for n in qdq.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == tensor), None) \
+            or by_out[tensor]
         assert values[q.input[1]].shape == () and float(values[q.input[1]]) == table.scales[tensor]
         assert values[q.input[2]].dtype == np.int8 and int(values[q.input[2]]) == 0
 
@@ -135,7 +146,7 @@ def numpy_fake_quant_reference(model: onnx.ModelProto, table: CalibrationTable, 
 def test_ort_qdq_matches_numpy_fake_quant_reference(trans_b: int) -> None:
     model = synthetic_model(trans_b=trans_b)
     table = minmax_table(model, X)
-    qdq, _ = build_qdq_model(model, table)
+    qdq, _ = build_qdq_model(model, table, high_precision="fp32", rules=ALL_GEMMS)
     got = OrtRunner(qdq).run({"image": X})["logits"]
     ref = numpy_fake_quant_reference(model, table, X, trans_b)
     fp32 = OrtRunner(model).run({"image": X})["logits"]

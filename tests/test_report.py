@@ -12,15 +12,16 @@ import pytest
 import yaml
 from test_report_support import NUM_CLASSES, synthetic_model, write_images
 
+from sppquant.backends.base import Runner
 from sppquant.backends.onnxruntime import OrtRunner
 from sppquant.calibration.table import CalibrationTable, write_table
 from sppquant.cli import main
 from sppquant.config import load_config
+from sppquant.ops.spp.onnx import is_spp_node
+from sppquant.pipeline.export import export_qdq
+from sppquant.pipeline.report import build_report
 from sppquant.quantize.fp16 import convert_to_fp16, ort_fp16_fallbacks, ort_fp16_model
-from sppquant.quantize.qdq import export_qdq
-from sppquant.report import metrics as M
-from sppquant.report.evaluate import build_report
-from sppquant.spp.onnx import is_spp_node
+from sppquant.tasks import metrics as M
 
 # --------------------------------------------------------------------------- metrics
 
@@ -146,7 +147,7 @@ def test_report_int8_is_the_exported_qdq_model(report_run: tuple[Path, dict]) ->
 def test_report_without_labels_is_agreement_only(tmp_path: Path) -> None:
     cfg_path = make_project(tmp_path, folders=False)
     result = build_report(load_config(cfg_path), algorithms=["minmax"], layer_images=8, progress=False)
-    rep = result.report
+    rep = result.report.to_json()
     assert not rep["dataset"]["labelled"]
     assert "top1" not in rep["precisions"]["int8"] and "agreement" in rep["precisions"]["int8"]
     assert any("no class subfolders" in n for n in rep["notes"])
@@ -170,7 +171,7 @@ def test_report_refuses_mismatched_table_and_unavailable_backend(tmp_path: Path,
     assert "kl" in capsys.readouterr().err
 
 
-class FakeEngineRunner:
+class FakeEngineRunner(Runner):
     """Stands in for sppquant.backends.tensorrt's TrtRunner: runs the FP32 ONNX model in ONNX Runtime."""
 
     model_path: Path
@@ -185,9 +186,9 @@ class FakeEngineRunner:
 
 def test_report_tensorrt_path_uses_the_engine_runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The TensorRT branch with a stand-in runner: engines are looked up where sppquant build writes them."""
-    import sppquant.report.evaluate as E
-    from sppquant.backends.tensorrt.settings import plan_builds
+    import sppquant.pipeline.report_variants as E
     from sppquant.errors import UserError
+    from sppquant.pipeline.trt_settings import plan_builds
 
     cfg = load_config(make_project(tmp_path))
     FakeEngineRunner.model_path = cfg.model.path
@@ -200,7 +201,7 @@ def test_report_tensorrt_path_uses_the_engine_runner(tmp_path: Path, monkeypatch
         plan.engine_path.write_bytes(b"engine")
     with pytest.raises(UserError, match="--algorithms can only be entropy2"):
         build_report(cfg, backend="tensorrt", algorithms=["entropy2", "minmax"], layer_images=4, progress=False)
-    rep = build_report(cfg, backend="tensorrt", algorithms=["entropy2"], layer_images=4, progress=False).report
+    rep = build_report(cfg, backend="tensorrt", algorithms=["entropy2"], layer_images=4, progress=False).report.to_json()
     assert rep["backend"]["name"] == "tensorrt" and rep["device"]["kind"] == "gpu"
     assert rep["precisions"]["int8"]["engine"].endswith("m_int8.engine")
     assert rep["precisions"]["int8"]["agreement"] == 1.0  # the stand-in runs FP32 for every "engine"

@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from sppquant.spp.onnx import SPP_DOMAIN, make_spp_node
+from sppquant.ops.spp.onnx import SPP_DOMAIN, make_spp_node
 
 NUM_CLASSES = 6
 LEVELS = (1, 2)

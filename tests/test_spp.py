@@ -8,8 +8,9 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
-from sppquant.spp.onnx import SPP_DOMAIN, make_spp_node, rewrite_for_onnxruntime, spp_node_attributes
-from sppquant.spp.reference import bin_edges, spp_output_width, spp_reference
+from sppquant.ops import rewrite_for_onnxruntime
+from sppquant.ops.spp.onnx import SPP_DOMAIN, make_spp_node, spp_node_attributes
+from sppquant.ops.spp.reference import bin_edges, spp_output_width, spp_reference
 
 
 def test_bin_edges_hand_computed() -> None:

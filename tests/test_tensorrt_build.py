@@ -16,22 +16,17 @@ from typing import Any
 import pytest
 
 import sppquant.backends.tensorrt as trt_pkg
-from sppquant.backends.tensorrt import settings as S
-from sppquant.backends.tensorrt.builder import (
-    add_profile,
-    apply_flags,
-    build_engines,
-    set_dummy_ranges,
-    table_decision,
-)
-from sppquant.backends.tensorrt.cache import TableCache
+from sppquant.backends.tensorrt.builder import add_profile, apply_flags, set_dummy_ranges
 from sppquant.backends.tensorrt.memory import HostMemory
 from sppquant.backends.tensorrt.ranges import RANGE_PRESERVING_LAYERS, LayerInfo, derive_missing
 from sppquant.backends.tensorrt.runner import TrtRunner
-from sppquant.calibration.calibrate import calibrate
 from sppquant.cli import main
 from sppquant.config import config_from_dict, load_config
 from sppquant.errors import BackendUnavailable, ModelError, TableError, UserError
+from sppquant.pipeline import trt_settings as S
+from sppquant.pipeline.calibrate import calibrate
+from sppquant.pipeline.trt_build import build_engines, table_decision
+from sppquant.pipeline.trt_cache import TableCache
 from tests.conftest import write_tiny_spp_model
 from tests.trt_stubs import STUBBED_SYMBOLS, StubsUnavailable, undefined_trt_symbols
 from tests.trt_stubs.fixtures import NEEDS_NATIVE, trt, trt_bindings
@@ -167,7 +162,7 @@ def test_flags_and_profiles_reach_the_builder_config(tmp_path: Path, trt: Module
     cfg = tiny_cfg(tmp_path)
     plan = S.plan_builds(cfg, ["int8"], tmp_path, False)[0]
     config = Recorder()
-    apply_flags(trt, config, plan)
+    apply_flags(trt, config, plan.flags, plan.workspace_bytes)
     assert config.calls == [("set_flag", trt.BuilderFlag.INT8), ("set_flag", trt.BuilderFlag.FP16),
                             ("set_memory_pool_limit", trt.MemoryPoolType.WORKSPACE, 256 << 20)]
     builder, config = Recorder(), Recorder()
@@ -294,7 +289,7 @@ def test_cli_build_rejects_bad_precision(tiny_project: Path, capsys: pytest.Capt
 def test_plugin_is_loaded_through_the_spp_loader(monkeypatch: pytest.MonkeyPatch,
                                                  caplog: pytest.LogCaptureFixture) -> None:
     from sppquant.backends.tensorrt._trt import load_plugin
-    from sppquant.spp import plugin
+    from sppquant.ops import plugin_library as plugin
 
     calls = []
     fake = type("Lib", (), {"_name": "/x/libsppquant_plugins.so"})()
@@ -313,7 +308,7 @@ def test_plugin_is_loaded_through_the_spp_loader(monkeypatch: pytest.MonkeyPatch
 
 def test_report_finds_the_engine_runner(monkeypatch: pytest.MonkeyPatch) -> None:
     """`sppquant report --backend tensorrt` looks the runner up on the package; it must be there."""
-    import sppquant.report.evaluate as E
+    import sppquant.pipeline.report_variants as E
 
     assert E._tensorrt_runner_class() is TrtRunner
     monkeypatch.setattr(E, "resolve_backend", lambda requested: "tensorrt")
@@ -344,7 +339,7 @@ class _FakeTimingConfig:
 
 
 def test_mismatched_timing_cache_is_replaced_not_kept(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    from sppquant.backends.tensorrt.builder import _TimingCache
+    from sppquant.backends.tensorrt.builder import TimingCache as _TimingCache
 
     path = tmp_path / "timing.cache"
     path.write_bytes(b"from another GPU")
@@ -364,7 +359,8 @@ def test_mismatched_timing_cache_is_replaced_not_kept(tmp_path: Path, caplog: py
 def test_builds_register_tensorrts_standard_plugins(tiny_project: Path, trt: ModuleType,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """RoiAlign/ScatterElements import through libnvinfer_plugin creators: init them before parsing."""
-    from sppquant.backends.tensorrt import _trt, builder
+    from sppquant.backends.tensorrt import _trt
+    from sppquant.pipeline import trt_build as builder
 
     assert _trt.init_standard_plugins(trt, _trt.trt_logger(trt)) is False  # the stubs register nothing
     calls: list[tuple] = []
@@ -402,7 +398,8 @@ def test_parser_gets_the_plugin_namespace_on_every_10x(tmp_path: Path, trt: Modu
     """Parsers before the node-domain fallback look plugins up in ``plugin_namespace`` (default "")."""
     import onnx
 
-    from sppquant.backends.tensorrt.builder import parse_network, spp_namespace_patch
+    from sppquant.backends.tensorrt.builder import parse_network
+    from sppquant.backends.tensorrt.builder import plugin_namespace_patch as spp_namespace_patch
 
     cfg = tiny_cfg(tmp_path)
     model = onnx.load(str(cfg.model.path))  # as another exporter might write it: no plugin_namespace
@@ -421,13 +418,14 @@ def test_parser_gets_the_plugin_namespace_on_every_10x(tmp_path: Path, trt: Modu
     network = type("N", (), {"num_inputs": 1, "get_input": lambda s, i: inp})()
     fake_builder = type("B", (), {"create_network": lambda s, flags: network})()
     monkeypatch.setattr(trt, "OnnxParser", _FakeParser)
-    _, parser, got = parse_network(trt, fake_builder, None, cfg)
+    _, parser, inputs = parse_network(trt, fake_builder, None, cfg.model.path, [cfg.model.input_name])
+    got = inputs[cfg.model.input_name]
     assert got is inp and parser.calls == [("parse", data, str(cfg.model.path))]
     model = onnx.load(str(cfg.model.path))  # a model that already names the namespace is parsed as is
     model.graph.node[3].attribute.append(onnx.helper.make_attribute("plugin_namespace", "sppquant"))
     onnx.save(model, str(cfg.model.path))
     assert spp_namespace_patch(cfg.model.path) is None
-    _, parser, _ = parse_network(trt, fake_builder, None, cfg)
+    _, parser, _ = parse_network(trt, fake_builder, None, cfg.model.path, [cfg.model.input_name])
     assert parser.calls == [("parse_from_file", str(cfg.model.path))]
 
 

@@ -15,17 +15,18 @@ from types import ModuleType
 import numpy as np
 import pytest
 
-from sppquant.backends.tensorrt import settings as S
-from sppquant.backends.tensorrt.cache import TableCache
 from sppquant.backends.tensorrt.calibrator import make_calibrator
-from sppquant.backends.tensorrt.feed import BatchFeeder
 from sppquant.backends.tensorrt.memory import HostMemory
-from sppquant.calibration.calibrate import calibrate
-from sppquant.calibration.provenance import check_table, provenance_path
+from sppquant.calibration.provenance import provenance_path
 from sppquant.calibration.table import from_bytes, read_table, trt_version_code
 from sppquant.config import Config, load_config
 from sppquant.data import calibration_set
 from sppquant.errors import DataError, TableError
+from sppquant.pipeline import trt_settings as S
+from sppquant.pipeline.calibrate import calibrate
+from sppquant.pipeline.tables import check_table
+from sppquant.pipeline.trt_cache import TableCache
+from sppquant.pipeline.trt_feed import BatchFeeder
 from sppquant.preprocess import load_image, preprocess_image
 from tests.conftest import write_tiny_spp_model
 from tests.trt_stubs.fixtures import trt, trt_bindings
@@ -45,7 +46,7 @@ def parts(cfg: Config, trt: ModuleType, algorithm: str = "entropy2", reuse: bool
 
 def ort_table(cfg: Config, monkeypatch: pytest.MonkeyPatch, algorithm: str = "entropy2") -> Path:
     """A table from `sppquant calibrate` (ONNX Runtime) with an OLD header version, 10.8.0."""
-    monkeypatch.setattr("sppquant.calibration.calibrate.tensorrt_version", lambda: None)
+    monkeypatch.setattr("sppquant.pipeline.calibrate.tensorrt_version", lambda: None)
     cfg = dataclasses.replace(cfg, calibration=dataclasses.replace(cfg.calibration, trt_version="10.8.0"))
     return calibrate(cfg, algorithm=algorithm, backend="onnxruntime", progress=False).table_path
 

@@ -26,10 +26,11 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from sppquant.backends.tensorrt import settings as S  # noqa: E402
 from sppquant.backends.tensorrt.cache import TableCache  # noqa: E402
-from sppquant.backends.tensorrt.calibrator import make_calibrator  # noqa: E402
 from sppquant.backends.tensorrt.feed import BatchFeeder  # noqa: E402
+
+from sppquant.backends.tensorrt import settings as S  # noqa: E402
+from sppquant.backends.tensorrt.calibrator import make_calibrator  # noqa: E402
 from sppquant.backends.tensorrt.memory import PycudaMemory  # noqa: E402
 from sppquant.config import config_from_dict  # noqa: E402
 from sppquant.preprocess import load_image, preprocess_image  # noqa: E402

@@ -2,7 +2,7 @@
 // runtime: creator and fields, capabilities, output types and shapes (through a stand-in
 // IExprBuilder), format combinations, configurePlugin / onShapeChange / enqueue with
 // hand-built tensor descriptors, clone / serialize round trips, and error paths.
-// Device parts compare enqueue's output with a CPU reference of sppquant/spp/reference.py;
+// Device parts compare enqueue's output with a CPU reference of sppquant/ops/spp/reference.py;
 // without a GPU they are skipped (exit 0) unless --require-gpu is given.
 //
 // Exit code 0 when every check passed; prints one line per failure and a summary.

@@ -1,16 +1,35 @@
-"""Backends that run the FP32 model: ONNX Runtime (everywhere) and TensorRT (NVIDIA GPUs)."""
+"""Backends that run models: the `BACKENDS` and `PRECISIONS` registries and backend resolution.
+
+A backend is named once here; config validation, CLI choices, help texts and routing read
+these registries. Each backend's runner honours `sppquant.backends.base.Runner`.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from sppquant.errors import BackendUnavailable
+from sppquant.registry import Registry
 
 log = logging.getLogger(__name__)
 
 TENSORRT_INSTALL_HINT = (
     "install TensorRT 10.x and pycuda on a machine with an NVIDIA GPU: pip install 'sppquant[gpu]'"
 )
+
+
+@dataclass(frozen=True)
+class Precision:
+    name: str
+    description: str
+
+
+PRECISIONS: Registry[Precision] = Registry("precision")
+for _p in (Precision("fp32", "float32 everywhere"), Precision("fp16", "float16 activations and weights"),
+           Precision("int8", "INT8 where the calibration table gives a scale, higher precision elsewhere")):
+    PRECISIONS.register(_p.name, _p)
 
 
 def tensorrt_version() -> str | None:
@@ -24,17 +43,48 @@ def tensorrt_version() -> str | None:
         return None
 
 
-def resolve_backend(requested: str) -> str:
-    """``auto`` -> ``tensorrt`` when TensorRT 10.x imports, else ``onnxruntime``."""
-    if requested == "onnxruntime":
-        return requested
+def _tensorrt_usable() -> str | None:
     version = tensorrt_version()
-    usable = version is not None and version.split(".")[0] == "10"
-    if requested == "tensorrt":
-        if not usable:
-            found = f"found TensorRT {version}, need 10.x" if version else "TensorRT is not installed"
-            raise BackendUnavailable(f"backend 'tensorrt' is not available: {found}; {TENSORRT_INSTALL_HINT}")
-        return requested
+    if version is not None and version.split(".")[0] == "10":
+        return None
+    found = f"found TensorRT {version}, need 10.x" if version else "TensorRT is not installed"
+    return f"backend 'tensorrt' is not available: {found}; {TENSORRT_INSTALL_HINT}"
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A backend: whether it can run here (None, or why not), and what it offers.
+
+    ``native_calibration``: the backend computes tables itself (TensorRT's calibrators)
+    for the algorithms whose spec names one of its calibrators; every other algorithm
+    is computed by sppquant from histograms.
+    """
+
+    name: str
+    description: str
+    unavailable: Callable[[], str | None]
+    native_calibration: bool = False
+    engines: bool = False  # runs serialized engines built by `sppquant build`
+
+
+BACKENDS: Registry[Backend] = Registry("backend")
+BACKENDS.register("onnxruntime", Backend("onnxruntime", "ONNX Runtime (CPU, or the configured providers)",
+                                         lambda: None))
+BACKENDS.register("tensorrt", Backend("tensorrt", "TensorRT 10.x engines with the sppquant plugins (NVIDIA GPU)",
+                                      _tensorrt_usable, native_calibration=True, engines=True))
+BACKEND_CHOICES = ("auto", *BACKENDS.names())  # "auto": TensorRT where usable, else ONNX Runtime
+
+
+def resolve_backend(requested: str) -> str:
+    """``auto`` -> the first registered backend after ONNX Runtime that is usable here, else ``onnxruntime``."""
     if requested == "auto":
-        return "tensorrt" if usable else "onnxruntime"
-    raise BackendUnavailable(f"unknown backend {requested!r}; expected auto, onnxruntime or tensorrt")
+        for name, spec in BACKENDS.items():
+            if name != "onnxruntime" and spec.unavailable() is None:
+                return name
+        return "onnxruntime"
+    if requested not in BACKENDS:
+        raise BackendUnavailable(f"unknown backend {requested!r}; expected one of {', '.join(BACKEND_CHOICES)}")
+    why = BACKENDS.get(requested).unavailable()
+    if why is not None:
+        raise BackendUnavailable(why)
+    return requested

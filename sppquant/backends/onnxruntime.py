@@ -1,124 +1,141 @@
-"""ONNX Runtime backend: load a model with SPP nodes, run it on CPU, expose activations.
+"""ONNX Runtime backend: one session factory (execution providers from the config) and the runner.
 
-The SPP node is rewritten into standard ops (`sppquant.spp.onnx`) in memory; the
-file on disk is never touched. ``extra_outputs`` turns intermediate tensors into
-graph outputs, which is how calibration observes activations batch by batch.
+Custom-op nodes are rewritten into standard ops (`sppquant.ops.rewrite_for_onnxruntime`)
+in memory; the file on disk is never touched. ``extra_outputs`` turns intermediate
+tensors into graph outputs, which is how calibration observes activations batch by batch.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import onnx
 from onnx import helper
 
-from sppquant.errors import ModelError
-from sppquant.spp.onnx import is_spp_node, rewrite_for_onnxruntime
+from sppquant.backends.base import Runner
+from sppquant.errors import BackendUnavailable, ModelError
+from sppquant.model import activation_names, graph_input_names, load_model, tensor_types
+from sppquant.ops import rewrite_for_onnxruntime
 
 log = logging.getLogger(__name__)
 
-FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
+__all__ = ["OrtOptions", "OrtRunner", "activation_names", "load_model", "make_session", "tensor_types"]
 
 
-def load_model(path: str | Path, input_name: str | None = None) -> onnx.ModelProto:
-    """Read an ONNX file; ModelError (one line) when it is missing, broken or lacks the input."""
-    path = Path(path)
-    if not path.is_file():
-        raise ModelError(f"{path}: model file not found" if not path.exists() else f"{path}: model path is not a file")
+@dataclass(frozen=True)
+class OrtOptions:
+    """The config's ``onnxruntime`` section: execution providers in priority order, threads."""
+
+    providers: tuple[str, ...] = ("CPUExecutionProvider",)
+    threads: int | None = None  # intra-op threads; default min(4, cores)
+
+
+DEFAULT_ORT = OrtOptions()
+
+
+def check_providers(providers: Sequence[str]) -> None:
+    """BackendUnavailable (one line) when this onnxruntime build lacks a requested provider."""
+    import onnxruntime as ort  # noqa: PLC0415
+
+    have = ort.get_available_providers()
+    missing = [p for p in providers if p not in have]
+    if missing:
+        raise BackendUnavailable(f"onnxruntime {ort.__version__} has no {', '.join(missing)} (available: "
+                                 f"{', '.join(have)}); install the matching onnxruntime package, e.g. onnxruntime-gpu")
+
+
+def make_session(
+    model: onnx.ModelProto,
+    options: OrtOptions = DEFAULT_ORT,
+    optimization: str = "all",
+    optimized_model_path: str | None = None,
+) -> Any:
+    """An ``InferenceSession`` over ``model`` as given (already ORT-runnable); ModelError if ORT refuses it."""
+    import onnxruntime as ort  # noqa: PLC0415
+
+    check_providers(options.providers)
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.intra_op_num_threads = options.threads or min(4, os.cpu_count() or 1)
+    opts.inter_op_num_threads = 1
+    levels = {"all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+              "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+              "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL}
+    opts.graph_optimization_level = levels[optimization]
+    if optimized_model_path:
+        opts.optimized_model_filepath = optimized_model_path
     try:
-        model = onnx.load(str(path))
-    except Exception as exc:  # protobuf raises several unrelated types
-        raise ModelError(f"{path}: not a readable ONNX model ({type(exc).__name__})") from None
-    if not model.graph.node:
-        raise ModelError(f"{path}: ONNX model has no nodes")
-    if input_name is not None:
-        names = graph_input_names(model)
-        if input_name not in names:
-            raise ModelError(f"{path}: model has no input named {input_name!r} (model.input_name); "
-                             f"its inputs are: {', '.join(names) or 'none'}")
-    return model
+        return ort.InferenceSession(model.SerializeToString(), opts, providers=list(options.providers))
+    except Exception as exc:
+        raise ModelError(f"ONNX Runtime cannot load the model: {str(exc).splitlines()[0]}") from None
 
 
-def graph_input_names(model: onnx.ModelProto) -> list[str]:
-    inits = {i.name for i in model.graph.initializer}
-    return [i.name for i in model.graph.input if i.name not in inits]
+class OrtRunner(Runner):
+    """An ONNX Runtime session over the custom-op-rewritten model."""
 
-
-def tensor_types(model: onnx.ModelProto) -> dict[str, int]:
-    """Element type of every tensor we can type; SPP outputs inherit their input's type."""
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
-    except Exception:  # inference is best effort; unknown types are resolved at run time
-        inferred = model
-    types: dict[str, int] = {}
-    for vi in list(inferred.graph.input) + list(inferred.graph.value_info) + list(inferred.graph.output):
-        if vi.type.tensor_type.elem_type:
-            types[vi.name] = vi.type.tensor_type.elem_type
-    for init in model.graph.initializer:
-        types[init.name] = init.data_type
-    for node in model.graph.node:  # in topological order, so inputs are typed first
-        if is_spp_node(node) and node.input[0] in types:
-            types.setdefault(node.output[0], types[node.input[0]])
-    return types
-
-
-def activation_names(model: onnx.ModelProto) -> list[str]:
-    """Float tensors of the original graph in execution order: inputs, then node outputs.
-
-    Initializers (weights) are not activations; helper tensors of the ORT rewrite do
-    not exist in the original graph, so they never appear here.
-    """
-    types = tensor_types(model)
-    inits = {i.name for i in model.graph.initializer}
-    names = [n for n in graph_input_names(model) if types.get(n) in FLOAT_TYPES]
-    for node in model.graph.node:
-        for out in node.output:
-            if out and out not in inits and types.get(out, onnx.TensorProto.FLOAT) in FLOAT_TYPES:
-                names.append(out)
-    return list(dict.fromkeys(names))
-
-
-class OrtRunner:
-    """An ONNX Runtime CPU session over the SPP-rewritten model."""
+    backend = "onnxruntime"
 
     def __init__(
         self,
         model: onnx.ModelProto,
         extra_outputs: Sequence[str] = (),
         threads: int | None = None,
+        options: OrtOptions | None = None,
     ) -> None:
-        import onnxruntime as ort
-
+        options = options or OrtOptions()
+        if threads is not None:
+            options = OrtOptions(options.providers, threads)
         rewritten = rewrite_for_onnxruntime(model)
         present = {o.name for o in rewritten.graph.output}
         inputs = set(graph_input_names(rewritten))
         # Shape inference is the slow part of building a runner on a large model: only
-        # pay for it when intermediate tensors must be exposed (the report builds one
-        # runner per table tensor, none of which need it).
+        # pay for it when intermediate tensors must be exposed.
         types = tensor_types(model) if extra_outputs else {}
         for name in extra_outputs:
             if name not in present and name not in inputs:
                 rewritten.graph.output.append(
                     helper.make_tensor_value_info(name, types.get(name, onnx.TensorProto.FLOAT), None))
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        threads = threads or min(4, os.cpu_count() or 1)
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        try:
-            self.session = ort.InferenceSession(rewritten.SerializeToString(), opts,
-                                                providers=["CPUExecutionProvider"])
-        except Exception as exc:
-            raise ModelError(f"ONNX Runtime cannot load the model: {str(exc).splitlines()[0]}") from None
+        self.session = make_session(rewritten, options)
+        self.options = options
+        self.threads = self.session.get_session_options().intra_op_num_threads
+        self.device = self.session.get_providers()[0]
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.model_outputs = [o.name for o in model.graph.output]
         self.input_names = [i.name for i in self.session.get_inputs()]
 
-    def run(self, feeds: dict[str, np.ndarray], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    def run(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         names = list(outputs) if outputs is not None else self.output_names
-        values = self.session.run(names, feeds)
+        values = self.session.run(names, dict(feeds))
         return dict(zip(names, values))
+
+    def close(self) -> None:
+        self.session = None
+
+
+def integer_kernel_counts(model: onnx.ModelProto, options: OrtOptions = DEFAULT_ORT) -> dict[str, int]:
+    """Op types in ONNX Runtime's optimized graph that run on integer data (QLinear*, int8 ops).
+
+    Says what actually runs in integer arithmetic: ORT fuses only ``DQ -> op -> Q`` groups;
+    the Q/DQ pairs it leaves compute as fake-quant in float.
+    """
+    import tempfile  # noqa: PLC0415
+
+    with tempfile.TemporaryDirectory(prefix="sppquant-ort-") as tmp:
+        path = os.path.join(tmp, "optimized.onnx")
+        # ORT_ENABLE_EXTENDED: the serialisable level, same QDQ fusions as ORT_ENABLE_ALL.
+        make_session(rewrite_for_onnxruntime(model), options, optimization="extended", optimized_model_path=path)
+        opt = onnx.load(path)
+    counts: dict[str, int] = {}
+    for n in opt.graph.node:
+        if n.op_type.startswith("QLinear") or n.op_type in ("QGemm", "MatMulInteger", "ConvInteger",
+                                                            "DynamicQuantizeLinear") \
+                or (n.op_type == "MaxPool" and any("quantized" in i for i in n.input)):
+            counts[n.op_type] = counts.get(n.op_type, 0) + 1
+    counts["QuantizeLinear (left)"] = sum(n.op_type == "QuantizeLinear" for n in opt.graph.node)
+    counts["DequantizeLinear (left)"] = sum(n.op_type == "DequantizeLinear" for n in opt.graph.node)
+    return counts

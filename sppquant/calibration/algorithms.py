@@ -42,15 +42,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
-from types import MappingProxyType
 from typing import Any
 
 import numpy as np
 
 from sppquant.calibration.histogram import Histogram
+from sppquant.calibration.mse import mse_amax
 from sppquant.errors import UserError
+from sppquant.registry import Registry
 
 NUM_QUANTIZED_BINS = 128
 _CHUNK = 256  # candidates per vectorised block
@@ -161,53 +162,114 @@ def percentile_amax(hist: Histogram, percentile: float = 99.99) -> float:
 
 
 @dataclass(frozen=True)
-class Algorithm:
-    """A threshold rule and the header TensorRT must see in the table it produces.
+class Param:
+    """One parameter of an algorithm: its YAML key under ``calibration:``, type, default and check.
 
-    TensorRT has no percentile calibrator: a percentile table is written under the
-    ``EntropyCalibration2`` header so an entropy calibrator accepts it from its cache.
-    The provenance record names the real algorithm.
+    ``check`` returns None when the value is fine, else what was expected (for a one-line error).
     """
 
     name: str
-    trt_header_algo: str
+    type: type
+    default: Any
+    check: Callable[[Any], str | None] = lambda value: None
+    help: str = ""
+
+    @property
+    def config_key(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    """A threshold rule, its parameters, and how TensorRT must see the table it produces.
+
+    ``trt_header``: the algorithm in the table header; TensorRT loads a table only under its
+    calibrator's header, and a table is only amax values, so any rule can be served under
+    ``EntropyCalibration2``. ``trt_calibrator``: the TensorRT calibrator base class that
+    computes this rule itself, or None: then the TensorRT backend computes thresholds from its
+    own histograms (never runs another rule and labels it with this name).
+    """
+
+    name: str
     compute: Callable[..., float]
-    params: Mapping[str, Any] = field(default_factory=dict)  # defaults for **params
+    trt_header: str
+    trt_calibrator: str | None = None
+    params: tuple[Param, ...] = ()
+    help: str = ""
+    # Rules chosen between per tensor by their measured effect on the model output (the pipeline runs
+    # the model for that); ``compute`` is then the rule used where no model is at hand.
+    candidates: tuple[str, ...] = ()
+
+    @property
+    def trt_header_algo(self) -> str:  # the name the table module uses
+        return self.trt_header
+
+    def defaults(self) -> dict[str, Any]:
+        return {p.name: p.default for p in self.params}
 
 
 def _entropy2(hist: Histogram) -> float:
     return entropy_amax(hist.counts, hist.bin_width)
 
 
-ALGORITHMS: Mapping[str, Algorithm] = MappingProxyType(
-    {
-        "entropy2": Algorithm("entropy2", "EntropyCalibration2", _entropy2),
-        "minmax": Algorithm("minmax", "MinMaxCalibration", minmax_amax),
-        "percentile": Algorithm(
-            "percentile", "EntropyCalibration2", percentile_amax, MappingProxyType({"percentile": 99.99})
-        ),
-    }
-)
+def _check_percentile(value: Any) -> str | None:
+    return None if 0.0 < float(value) <= 100.0 else "a number in (0, 100]"
+
+
+ALGORITHMS: Registry[Algorithm] = Registry("calibration algorithm")
+ALGORITHMS.register("entropy2", Algorithm(
+    "entropy2", _entropy2, "EntropyCalibration2", "IInt8EntropyCalibrator2",
+    help="TensorRT's EntropyCalibration2 (KL divergence) rule"))
+ALGORITHMS.register("minmax", Algorithm(
+    "minmax", minmax_amax, "MinMaxCalibration", "IInt8MinMaxCalibrator", help="the largest |x| seen"))
+ALGORITHMS.register("percentile", Algorithm(
+    "percentile", percentile_amax, "EntropyCalibration2", None,
+    (Param("percentile", float, 99.99, _check_percentile, "percent of |x| values kept unclipped"),),
+    help="the |x| below which the given percentage of values lies"))
+ALGORITHMS.register("mse", Algorithm(
+    "mse", mse_amax, "EntropyCalibration2", None,
+    help="the amax minimising the expected squared quantization error, clipping included"))
+ALGORITHMS.register("auto", Algorithm(
+    "auto", mse_amax, "EntropyCalibration2", None,
+    help="per tensor, the rule (mse, percentile, entropy2, minmax) whose INT8 tensor alone changes the model "
+         "output least (output SQNR on calibration images)",
+    candidates=("mse", "percentile", "entropy2", "minmax")))
+# Fixed percentile levels, so one report can compare them side by side (``--algorithms``).
+for _level, _name in ((99.9, "percentile_99_9"), (99.999, "percentile_99_999")):
+    ALGORITHMS.register(_name, Algorithm(
+        _name, lambda h, _p=_level: percentile_amax(h, _p), "EntropyCalibration2", None,
+        help=f"percentile at {_level}%"))
 
 
 def get_algorithm(name: str) -> Algorithm:
-    try:
-        return ALGORITHMS[name]
-    except KeyError:
-        known = ", ".join(sorted(ALGORITHMS))
-        raise UserError(f"unknown calibration algorithm {name!r}; known: {known}") from None
+    return ALGORITHMS.get(name)
+
+
+def algorithm_param_keys() -> dict[str, Param]:
+    """Every registered algorithm parameter by config key (the config accepts exactly these)."""
+    out: dict[str, Param] = {}
+    for algo in ALGORITHMS.values():
+        for p in algo.params:
+            out.setdefault(p.config_key, p)
+    return out
+
+
+def resolve_params(algorithm: str, configured: Mapping[str, Any]) -> dict[str, Any]:
+    """The algorithm's parameters: configured values where given, else its defaults."""
+    algo = get_algorithm(algorithm)
+    return {p.name: configured.get(p.config_key, p.default) for p in algo.params}
 
 
 def compute_amax(hist: Histogram, algorithm: str = "entropy2", **params: Any) -> float:
     """amax of one tensor's histogram with a named algorithm (``ALGORITHMS`` keys)."""
     algo = get_algorithm(algorithm)
-    unknown = set(params) - set(algo.params)
+    unknown = set(params) - {p.name for p in algo.params}
     if unknown:
-        allowed = ", ".join(sorted(algo.params)) or "none"
+        allowed = ", ".join(p.name for p in algo.params) or "none"
         raise UserError(
             f"calibration algorithm {algorithm!r} has no parameter(s) {', '.join(sorted(unknown))}; allowed: {allowed}"
         )
-    amax = float(algo.compute(hist, **{**algo.params, **params}))
+    amax = float(algo.compute(hist, **{**algo.defaults(), **params}))
     if not math.isfinite(amax) or amax < 0.0:  # defensive: never hand on garbage
         raise ValueError(f"{algorithm} produced an invalid amax {amax!r}")
     return amax

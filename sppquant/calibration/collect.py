@@ -1,21 +1,20 @@
-"""Stream calibration batches through the FP32 model and histogram every activation.
+"""Per-tensor histograms fed with activations, batch by batch, from any backend.
 
-Only the current batch's activations are alive at any time: each batch's outputs
-update the per-tensor histograms and are dropped, so peak memory does not grow with
-the number of images. With several input sizes each batch runs at every size and
-all sizes feed the same histograms, so one table serves every size.
+Only the current batch's activations are alive at any time: each batch updates the
+histograms and is dropped, so peak memory does not grow with the number of images.
+Collectors merge exactly (`merge`), so shards computed in other processes combine into
+the histograms one process would have built.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from sppquant.backends.onnxruntime import OrtRunner
 from sppquant.calibration.histogram import Histogram
-from sppquant.data import Batch
+from sppquant.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -35,30 +34,26 @@ class ActivationCollector:
             return
         try:
             hist.update(values)
-        except ValueError as exc:  # +/-inf: no finite range exists
-            raise ValueError(f"tensor {name!r}: {exc}") from None
+        except ValueError as exc:  # +/-inf: the model overflows on this input, no finite range exists
+            raise DataError(f"tensor {name!r}: {exc}") from None
 
-    def observe_all(self, arrays: dict[str, np.ndarray]) -> None:
+    def observe_all(self, arrays: Mapping[str, np.ndarray]) -> None:
         for name, values in arrays.items():
             self.observe(name, values)
 
+    def count_batch(self, images: int) -> None:
+        self.batches += 1
+        self.images += images
 
-def collect_onnxruntime(
-    runner: OrtRunner,
-    input_name: str,
-    batches: Iterable[Batch],
-    names: Sequence[str],
-) -> ActivationCollector:
-    """Run every batch at every size through ONNX Runtime, histogramming ``names``."""
-    collector = ActivationCollector(names)
-    outputs = [n for n in names if n != input_name]
-    for batch in batches:
-        for x in batch.inputs:
-            collector.observe(input_name, x)
-            collector.observe_all(runner.run({input_name: x}, outputs))
-        collector.batches += 1
-        collector.images += batch.inputs[0].shape[0]
-    nan_tensors = [n for n, h in collector.histograms.items() if h.nan_count]
-    if nan_tensors:
-        log.warning("NaN values were skipped in %d tensor(s): %s", len(nan_tensors), ", ".join(nan_tensors[:10]))
-    return collector
+    def merge(self, other: ActivationCollector) -> ActivationCollector:
+        """A collector equal to one fed both collectors' data (exact)."""
+        out = ActivationCollector(self.names)
+        for name in self.names:
+            out.histograms[name] = self.histograms[name].merge(other.histograms[name])
+        out.batches, out.images = self.batches + other.batches, self.images + other.images
+        return out
+
+    def warn_nan(self) -> None:
+        nan_tensors = [n for n, h in self.histograms.items() if h.nan_count]
+        if nan_tensors:
+            log.warning("NaN values were skipped in %d tensor(s): %s", len(nan_tensors), ", ".join(nan_tensors[:10]))

@@ -7,12 +7,16 @@ line is split on its LAST ``": "``.
 
 Reading is lenient about what real caches contain (zero-padded or upper-case hex,
 CRLF, blank lines) and strict about everything else: a ``TableError`` names the source
-and line. Writing refuses scales TensorRT cannot use (NaN, inf, <= 0). Scales are held
-as float32 values, so text round trips are exact.
+and line. With ``drop_zero_inf=True`` (tables TensorRT 7.2-10.13 wrote, which hold ``0``
+and ``7f800000`` (inf) entries for some tensors) those entries are dropped as missing,
+with one warning per table; NaN, negative and malformed entries are still errors.
+Writing refuses scales TensorRT cannot use (NaN, inf, <= 0). Scales are held as float32
+values, so text round trips are exact.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
@@ -24,6 +28,8 @@ import numpy as np
 
 from sppquant.atomic import atomic_open
 from sppquant.errors import TableError
+
+log = logging.getLogger(__name__)
 
 TRT_ALGORITHMS = ("EntropyCalibration2", "EntropyCalibration", "MinMaxCalibration", "LegacyCalibration")
 
@@ -99,9 +105,16 @@ class CalibrationTable:
         return float(np.float32(self.scales[name]) * np.float32(127.0))
 
 
+def _line_safe(name: str) -> bool:
+    """A name the reader gets back unchanged: one line for `str.splitlines`, which breaks on \\n \\r \\v
+    \\f \\x1c-\\x1e \\x85 \\u2028 \\u2029 (not only \\n/\\r), so any of them would split the entry."""
+    return bool(name) and len(f"x{name}x".splitlines()) == 1
+
+
 def _scale_hex(name: str, scale: float) -> str:
-    if not isinstance(name, str) or not name or "\n" in name or "\r" in name:
-        raise TableError(f"calibration table: tensor name {name!r} cannot be written (empty or multi-line)")
+    if not isinstance(name, str) or not _line_safe(name):
+        raise TableError(f"calibration table: tensor name {name!r} cannot be written (empty, or a line break the "
+                         "reader splits on: the table would not read back the same name)")
     if math.isnan(scale):
         raise TableError(f"calibration table: tensor {name!r} has a NaN scale")
     if math.isinf(scale):
@@ -125,8 +138,12 @@ def format_table(table: CalibrationTable) -> str:
     return "".join(_lines(table))
 
 
-def parse_table(text: str, source: str = "<calibration table>") -> CalibrationTable:
-    """Parse cache text; errors are ``TableError("source:line: ...")``."""
+def parse_table(text: str, source: str = "<calibration table>", drop_zero_inf: bool = False) -> CalibrationTable:
+    """Parse cache text; errors are ``TableError("source:line: ...")``.
+
+    ``drop_zero_inf``: treat ``0`` and ``7f800000`` entries as missing (one warning) instead
+    of keeping a zero scale and refusing inf; the default keeps the strict behaviour.
+    """
     lines = text.splitlines()
     while lines and not lines[-1].strip():
         lines.pop()
@@ -139,6 +156,7 @@ def parse_table(text: str, source: str = "<calibration table>") -> CalibrationTa
     if m[2] not in TRT_ALGORITHMS:
         raise TableError(f"{source}:1: unknown calibration algorithm {m[2]!r} in header {header!r}")
     scales: dict[str, float] = {}
+    dropped: list[str] = []
     for lineno, raw in enumerate(lines[1:], start=2):
         line = raw.rstrip()
         if not line:
@@ -148,11 +166,19 @@ def parse_table(text: str, source: str = "<calibration table>") -> CalibrationTa
             raise TableError(f"{source}:{lineno}: expected 'name: hexscale', got {line[:80]!r}")
         bits = int(hexpart, 16)
         scale = float(np.uint32(bits).view(np.float32))
+        if drop_zero_inf and bits in (0, 0x7F800000):  # TensorRT wrote no usable range for this tensor: zero or +inf
+            if name in scales or name in dropped:
+                raise TableError(f"{source}:{lineno}: tensor {name!r} appears twice")
+            dropped.append(name)
+            continue
         if not math.isfinite(scale) or scale < 0.0 or (scale == 0.0 and bits):
             raise TableError(f"{source}:{lineno}: tensor {name!r} has an unusable scale 0x{hexpart} ({scale!r})")
-        if name in scales:
+        if name in scales or name in dropped:
             raise TableError(f"{source}:{lineno}: tensor {name!r} appears twice")
         scales[name] = scale
+    if dropped:
+        log.warning("%s: %d tensor(s) with a zero or infinite scale treated as missing: %s", source, len(dropped),
+                    ", ".join(dropped[:5]) + (f" (+{len(dropped) - 5} more)" if len(dropped) > 5 else ""))
     return CalibrationTable(int(m[1]), m[2], scales)
 
 
@@ -161,16 +187,16 @@ def table_bytes(table: CalibrationTable) -> bytes:
     return format_table(table).encode("utf-8")
 
 
-def from_bytes(data: bytes, source: str = "<calibration cache>") -> CalibrationTable:
+def from_bytes(data: bytes, source: str = "<calibration cache>", drop_zero_inf: bool = False) -> CalibrationTable:
     """Parse what ``IInt8Calibrator.write_calibration_cache`` hands over."""
     try:
         text = bytes(data).decode("utf-8")
     except UnicodeDecodeError as exc:
         raise TableError(f"{source}: calibration table is not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
-    return parse_table(text, source)
+    return parse_table(text, source, drop_zero_inf)
 
 
-def read_table(path: str | os.PathLike[str]) -> CalibrationTable:
+def read_table(path: str | os.PathLike[str], drop_zero_inf: bool = False) -> CalibrationTable:
     p = Path(path)
     try:
         data = p.read_bytes()
@@ -178,7 +204,7 @@ def read_table(path: str | os.PathLike[str]) -> CalibrationTable:
         raise TableError(f"{p}: calibration table not found") from None
     except OSError as exc:
         raise TableError(f"{p}: calibration table cannot be read: {exc.strerror}") from exc
-    return from_bytes(data, str(p))
+    return from_bytes(data, str(p), drop_zero_inf)
 
 
 def write_table(path: str | os.PathLike[str], table: CalibrationTable) -> None:

@@ -1,8 +1,8 @@
 """Scale tying: layers that cannot widen a range reuse their input's amax.
 
-Max pooling picks input values, SPP (max) picks input values, and pure data movement
-(Reshape, Flatten, Squeeze, Unsqueeze, Transpose, Identity) keeps them: their output
-range never exceeds their input's. Giving the output the input's amax means INT8
+Max pooling picks input values, a custom op whose spec says so (SPP with max pooling)
+picks input values, and pure data movement (Reshape, Flatten, Squeeze, Unsqueeze,
+Transpose, Identity) keeps them: their output range never exceeds their input's. Giving the output the input's amax means INT8
 needs no requantization there (the CUDA SPP kernel then copies int8 values through).
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import onnx
 
-from sppquant.spp.onnx import is_spp_node, spp_node_attributes
+from sppquant.ops import find_op
 
 RANGE_PRESERVING_OPS = frozenset({"MaxPool", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Identity"})
 
@@ -23,8 +23,10 @@ def tie_sources(model: onnx.ModelProto) -> dict[str, str]:
             continue
         if node.op_type in RANGE_PRESERVING_OPS and node.domain in ("", "ai.onnx"):
             direct[node.output[0]] = node.input[0]
-        elif is_spp_node(node) and spp_node_attributes(node)[1] == "max":
-            direct[node.output[0]] = node.input[0]
+        elif (spec := find_op(node)) is not None:
+            source = spec.ties_output_to_input(spec.node_attributes(node))
+            if source is not None:
+                direct[node.output[0]] = node.input[source]
     resolved = {}
     for out, src in direct.items():
         seen = {out}

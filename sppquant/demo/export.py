@@ -14,7 +14,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from sppquant.atomic import atomic_write_bytes
-from sppquant.spp.onnx import SPP_DOMAIN, make_spp_node
+from sppquant.ops.spp.onnx import SPP_DOMAIN, make_spp_node
 
 OPSET = 17
 IR_VERSION = 8  # accepted by every ONNX Runtime this project supports

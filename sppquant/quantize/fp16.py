@@ -10,8 +10,8 @@ What ``convert_to_fp16`` does:
   FLOAT right before them and their float outputs back to FLOAT16 right after. The values
   they read and write are therefore FP16-rounded (FP16 storage), the arithmetic is FP32
   (like TensorRT's FP16 kernels that accumulate in FP32);
-- the SPP plugin node stays the plugin node, with FP16 I/O (the TensorRT plugin supports
-  FP16); ``sppquant.spp.onnx.rewrite_for_onnxruntime`` expands it for ONNX Runtime;
+- custom-op (plugin) nodes stay plugin nodes with FP16 I/O where their spec says the plugin
+  supports FP16; ``sppquant.ops.rewrite_for_onnxruntime`` expands them for ONNX Runtime;
 - Resize/Upsample ``roi``/``scales`` inputs stay FLOAT (the ONNX spec requires it).
 
 ONNX Runtime's CPU provider lacks FP16 kernels for several ops (on x86-64 with ORT 1.31:
@@ -29,17 +29,18 @@ from __future__ import annotations
 import logging
 import tempfile
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from sppquant.backends.onnxruntime import tensor_types
+from sppquant.backends.onnxruntime import DEFAULT_ORT, OrtOptions, make_session
 from sppquant.errors import ModelError
-from sppquant.quantize.qdq import _Names
-from sppquant.spp.onnx import rewrite_for_onnxruntime
+from sppquant.model import tensor_types
+from sppquant.ops import rewrite_for_onnxruntime
+from sppquant.ops.names import Names as _Names
 
 log = logging.getLogger(__name__)
 
@@ -115,25 +116,7 @@ def convert_to_fp16(model: onnx.ModelProto, keep_fp32: Iterable[str] = ()) -> on
                 clipped += n
                 attr.t.CopyFrom(numpy_helper.from_array(arr, attr.t.name))
         if new.op_type in keep and new.domain in ("", "ai.onnx"):
-            pre, post = [], []
-            for i, name in enumerate(node.input):  # original names decide float-ness
-                if is_float(name) or (name in types and types[name] == TensorProto.FLOAT16):
-                    if name in f32_inits:
-                        continue
-                    src = new.input[i]
-                    if src not in cast32:
-                        cast32[src] = names.new(f"{src}_fp32")
-                        pre.append(helper.make_node("Cast", [src], [cast32[src]], name=names.new(f"{src}_to_fp32"),
-                                                    to=TensorProto.FLOAT))
-                    new.input[i] = cast32[src]
-            for i, name in enumerate(node.output):
-                if is_float(name):
-                    dst = new.output[i]
-                    tmp = names.new(f"{dst}_fp32")
-                    new.output[i] = tmp
-                    post.append(helper.make_node("Cast", [tmp], [dst], name=names.new(f"{dst}_to_fp16"),
-                                                 to=TensorProto.FLOAT16))
-            body += pre + [new] + post
+            body += _computed_in_fp32(node, new, is_float, types, f32_inits, cast32, names)
         else:
             body.append(new)
     tail = [helper.make_node("Cast", [fp16], [orig], name=names.new(f"{orig}_to_fp32"), to=TensorProto.FLOAT)
@@ -146,25 +129,43 @@ def convert_to_fp16(model: onnx.ModelProto, keep_fp32: Iterable[str] = ()) -> on
     return out
 
 
-def ort_fp16_fallbacks(model: onnx.ModelProto) -> Counter:
+def _computed_in_fp32(node: onnx.NodeProto, new: onnx.NodeProto, is_float: Callable[[str], bool],
+                      types: dict[str, int], f32_inits: set[str], cast32: dict[str, str],
+                      names: _Names) -> list[onnx.NodeProto]:
+    """``new`` between Casts: FP16 float inputs cast to FP32 before it (one cast per tensor, shared via
+    ``cast32``), its float outputs cast back to FP16 after it. ``node`` (the original) decides float-ness."""
+    pre, post = [], []
+    for i, name in enumerate(node.input):
+        if (is_float(name) or types.get(name) == TensorProto.FLOAT16) and name not in f32_inits:
+            src = new.input[i]
+            if src not in cast32:
+                cast32[src] = names.new(f"{src}_fp32")
+                pre.append(helper.make_node("Cast", [src], [cast32[src]], name=names.new(f"{src}_to_fp32"),
+                                            to=TensorProto.FLOAT))
+            new.input[i] = cast32[src]
+    for i, name in enumerate(node.output):
+        if is_float(name):
+            dst = new.output[i]
+            tmp = names.new(f"{dst}_fp32")
+            new.output[i] = tmp
+            post.append(helper.make_node("Cast", [tmp], [dst], name=names.new(f"{dst}_to_fp16"),
+                                         to=TensorProto.FLOAT16))
+    return pre + [new] + post
+
+
+def ort_fp16_fallbacks(model: onnx.ModelProto, options: OrtOptions = DEFAULT_ORT) -> Counter:
     """Op types (with node counts) that ONNX Runtime's CPU provider runs in FP32 for ``model``.
 
     ``model`` must already be ORT-runnable (SPP rewritten). ORT's InsertCastTransformer
     wraps nodes that have no FP16 kernel in Casts named ``InsertedPrecisionFreeCast_*``;
     the nodes fed by such a Cast to FLOAT are the fallbacks.
     """
-    import onnxruntime as ort
-
     with tempfile.TemporaryDirectory(prefix="sppquant-fp16-") as tmp:
         path = Path(tmp) / "optimized.onnx"
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # no fusions: original op types
-        opts.optimized_model_filepath = str(path)
-        try:
-            ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-        except Exception as exc:
-            raise ModelError(f"ONNX Runtime cannot load the FP16 model: {str(exc).splitlines()[0]}") from None
+        try:  # no fusions: the optimized graph keeps the original op types
+            make_session(model, options, optimization="none", optimized_model_path=str(path))
+        except ModelError as exc:
+            raise ModelError(f"the FP16 model: {exc}") from None
         optimized = onnx.load(str(path))
     inserted = {
         n.output[0] for n in optimized.graph.node
@@ -175,7 +176,8 @@ def ort_fp16_fallbacks(model: onnx.ModelProto) -> Counter:
                    if n.op_type != "Cast" and any(i in inserted for i in n.input))
 
 
-def ort_fp16_model(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str], list[str]]:
+def ort_fp16_model(model: onnx.ModelProto, options: OrtOptions = DEFAULT_ORT
+                   ) -> tuple[onnx.ModelProto, list[str], list[str]]:
     """The FP16 model ONNX Runtime runs (SPP rewritten), the op types kept FP32 in it, and extra moves.
 
     Probes ORT once with everything in FP16; the op types ORT has no FP16 kernel for are
@@ -186,7 +188,7 @@ def ort_fp16_model(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str], 
     are returned as the third item so the report can name them too.
     """
     rewritten = rewrite_for_onnxruntime(model)
-    keep = sorted(ort_fp16_fallbacks(convert_to_fp16(rewritten)))
+    keep = sorted(ort_fp16_fallbacks(convert_to_fp16(rewritten), options))
     final = convert_to_fp16(rewritten, keep_fp32=keep)
-    moved = sorted(ort_fp16_fallbacks(final))
+    moved = sorted(ort_fp16_fallbacks(final, options))
     return final, keep, moved

@@ -103,21 +103,19 @@ def create(trt: ModuleType, factory: Any, *args: Any) -> Any:
 
 
 def load_plugin(library: Path | None = None) -> Path:
-    """Load ``libsppquant_plugins.so`` (registers ``sppquant::SpatialPyramidPooling`` v1) before parsing.
+    """Load ``libsppquant_plugins.so`` (registers every custom op's plugin creator) before parsing.
 
-    Delegates to `sppquant.spp.plugin`, the one place that knows how to locate (and,
+    Delegates to `sppquant.ops.plugin_library`, the one place that knows how to locate (and,
     when no ``build.plugin_library`` is configured, build) the library. TensorRT must
-    already be imported so the library can register its creator.
+    already be imported so the library can register its creators.
     """
-    try:
-        from sppquant.spp import plugin  # noqa: PLC0415 - needs ctypes/CUDA only when used
-    except ImportError as exc:
-        raise BackendUnavailable(f"the SPP plugin loader is missing from this install ({exc})") from None
+    from sppquant.ops import plugin_library as plugin  # noqa: PLC0415 - needs ctypes/CUDA only when used
+
     lib = plugin.load_plugin(library, build=library is None)
     path = Path(lib._name)
     if not plugin.plugin_registered(lib):
-        log.warning("%s loaded but %s::%s is not registered with TensorRT; the ONNX parser will not find "
-                    "the SPP node", path, plugin.PLUGIN_NAMESPACE, plugin.PLUGIN_NAME)
+        log.warning("%s loaded but its plugins (%s) are not registered with TensorRT; the ONNX parser will not "
+                    "find the custom-op nodes", path, plugin.plugin_names())
     return path
 
 

@@ -1,7 +1,9 @@
-"""``IInt8EntropyCalibrator2`` / ``IInt8MinMaxCalibrator`` subclasses over sppquant's pipeline.
+"""``IInt8EntropyCalibrator2`` / ``IInt8MinMaxCalibrator`` subclasses over any feeder and table policy.
 
-The callbacks delegate to `BatchFeeder` (batches -> device buffers allocated once)
-and `TableCache` (serve only valid tables, write table + provenance atomically).
+The callbacks delegate to a `Feeder` (feed dicts -> device buffers allocated once; the
+pipeline's `BatchFeeder` feeds the shared data pipeline, a test can feed anything) and a
+`TablePolicy` (which table to serve, how to store what TensorRT calibrated; the
+pipeline's `TableCache` checks provenance and writes table + provenance atomically).
 TensorRT swallows exceptions raised inside these callbacks (it logs and carries on,
 or fails the build with a generic message), so every callback stores its exception
 with its traceback and returns a neutral value; `raise_pending` re-raises the first
@@ -18,24 +20,52 @@ import logging
 import warnings
 from collections.abc import Callable, Sequence
 from types import ModuleType
-from typing import Any, TypeVar
-
-from sppquant.backends.tensorrt.cache import TableCache
-from sppquant.backends.tensorrt.feed import BatchFeeder
+from typing import Any, Protocol, TypeVar
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+# TensorRT table header algorithm -> the calibrator base class that reads/writes it. A table
+# is only amax values: any rule's table is served under one of these headers.
+HEADER_CALIBRATORS = {"EntropyCalibration2": "IInt8EntropyCalibrator2", "MinMaxCalibration": "IInt8MinMaxCalibrator"}
+
+
+class Feeder(Protocol):
+    """Device pointers for TensorRT's ``get_batch``, one batch at a time."""
+
+    shape: tuple[int, ...]
+    images: Any
+    bad: Any
+    images_used: int
+
+    def next_batch(self, names: list[str]) -> list[int] | None: ...
+
+    def close(self) -> None: ...
+
+
+class TablePolicy(Protocol):
+    """What ``read_calibration_cache`` serves and what ``write_calibration_cache`` does."""
+
+    path: Any
+    images: Any
+    bad: Any
+    images_used: int
+    calibration_shape: tuple[int, ...] | None
+
+    def read(self) -> bytes | None: ...
+
+    def write(self, data: bytes) -> Any: ...
+
 
 class CalibratorMixin:
     """The behaviour shared by both calibrator classes (TensorRT base comes second in the MRO)."""
 
-    feeder: BatchFeeder
-    cache: TableCache
+    feeder: Feeder
+    cache: TablePolicy
     errors: list[BaseException]
 
-    def _setup(self, feeder: BatchFeeder, cache: TableCache) -> None:
+    def _setup(self, feeder: Feeder, cache: TablePolicy) -> None:
         self.feeder, self.cache, self.errors = feeder, cache, []
         self.cache.images = feeder.images
         self.cache.bad = feeder.bad
@@ -105,7 +135,7 @@ def calibrator_classes(trt: ModuleType) -> dict[str, type]:
     for base_name in ("IInt8EntropyCalibrator2", "IInt8MinMaxCalibrator"):
         base = getattr(trt, base_name)
 
-        def __init__(self: Any, feeder: BatchFeeder, cache: TableCache, _base: type = base) -> None:
+        def __init__(self: Any, feeder: Feeder, cache: TablePolicy, _base: type = base) -> None:
             with warnings.catch_warnings():  # deprecated since 10.1, supported through 10.x (DESIGN.md §2)
                 warnings.simplefilter("ignore", DeprecationWarning)
                 _base.__init__(self)  # required by the bindings before any callback runs
@@ -116,6 +146,6 @@ def calibrator_classes(trt: ModuleType) -> dict[str, type]:
     return classes
 
 
-def make_calibrator(trt: ModuleType, base_name: str, feeder: BatchFeeder, cache: TableCache) -> CalibratorMixin:
-    """A calibrator of the class TensorRT expects for the table header (see `settings.calibrator_base`)."""
+def make_calibrator(trt: ModuleType, base_name: str, feeder: Feeder, cache: TablePolicy) -> CalibratorMixin:
+    """A calibrator of the class TensorRT expects for the table header (see `HEADER_CALIBRATORS`)."""
     return calibrator_classes(trt)[base_name](feeder, cache)

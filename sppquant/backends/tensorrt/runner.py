@@ -1,6 +1,6 @@
 """Run a serialized engine: deserialize (plugin loaded), pycuda buffers, ``execute_async_v3``.
 
-Same interface as `OrtRunner.run` (feeds dict -> outputs dict), so `predict` and the
+Honours `sppquant.backends.base.Runner` (feeds dict -> outputs dict), so `predict` and the
 report switch backends without branching. Batches larger than the engine profile's
 max N are split into chunks; device buffers grow only when a larger shape arrives.
 """
@@ -10,19 +10,28 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from sppquant.backends.tensorrt._trt import create, import_tensorrt, init_standard_plugins, load_plugin, trt_logger
+from sppquant.backends.base import Runner
+from sppquant.backends.tensorrt._trt import (
+    create,
+    gpu_name,
+    import_tensorrt,
+    init_standard_plugins,
+    load_plugin,
+    trt_logger,
+)
 from sppquant.backends.tensorrt.memory import PycudaMemory
 from sppquant.errors import BackendUnavailable, UserError
 
 log = logging.getLogger(__name__)
 
 
-class TrtRunner:
+class TrtRunner(Runner):
     """A TensorRT execution context over one engine file (profile 0)."""
+
+    backend = "tensorrt"
 
     def __init__(self, engine_path: str | Path, plugin_library: Path | None = None) -> None:
         path = Path(engine_path)
@@ -51,6 +60,7 @@ class TrtRunner:
         self.input_names = [n for n in names if self.engine.get_tensor_mode(n) == mode]
         self.output_names = [n for n in names if self.engine.get_tensor_mode(n) != mode]
         self.model_outputs = list(self.output_names)
+        self.device = gpu_name()
         self.max_batch = int(self.engine.get_tensor_profile_shape(self.input_names[0], 0)[2][0])
         self.stream = cuda.Stream()
         self._buffers: dict[str, tuple[int, int]] = {}  # name -> (pointer, capacity in bytes)
@@ -106,9 +116,3 @@ class TrtRunner:
         for attr in ("context", "engine", "_runtime"):
             if hasattr(self, attr):
                 setattr(self, attr, None)
-
-    def __enter__(self) -> TrtRunner:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()

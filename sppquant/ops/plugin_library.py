@@ -1,14 +1,16 @@
-"""Locate, build and load the CUDA SPP plugin library (``libsppquant_plugins.so``).
+"""Locate, build and load the CUDA plugin library (``libsppquant_plugins.so``).
 
-The library holds the SPP kernels (plain C API ``sppq_spp_forward``) and the TensorRT
-IPluginV3 ``SpatialPyramidPooling`` (version "1", namespace "sppquant"). Loading it with
-``RTLD_GLOBAL`` after TensorRT registers the plugin creator with TensorRT's global registry;
-``IPluginRegistry.load_library(path)`` / ``trtexec --dynamicPlugins=path`` work too.
+The library holds the kernels of every custom op (plain C API, e.g. ``sppq_spp_forward``)
+and one TensorRT IPluginV3 creator per op in `sppquant.ops.OPS` (name, version and
+namespace from each op's spec). Loading it with ``RTLD_GLOBAL`` after TensorRT registers
+the creators with TensorRT's global registry; ``IPluginRegistry.load_library(path)`` /
+``trtexec --dynamicPlugins=path`` work too.
 
-Search order of :func:`find_plugin_library`: ``$SPPQUANT_PLUGIN_LIB``, then build folders in
-the repository (``cuda/build``, the default of :func:`build_plugin`), the package
-(``sppquant/spp/_build``), ``build/cuda`` and
-the current directory.
+Search order of :func:`find_plugin_library`: ``$SPPQUANT_PLUGIN_LIB``, then the build
+folders of a source checkout (``cuda/build``, the default of :func:`build_plugin`, and
+``build/cuda``) and the package's own ``sppquant/ops/_build``. Never the current
+directory: loading a shared library found in whatever folder a user happens to run from
+would let any file dropped there run code.
 """
 
 from __future__ import annotations
@@ -28,9 +30,6 @@ log = logging.getLogger(__name__)
 
 PLUGIN_LIBRARY = "libsppquant_plugins.so"
 KERNEL_LIBRARY = "libsppquant_spp_kernels.so"
-PLUGIN_NAME = "SpatialPyramidPooling"
-PLUGIN_VERSION = "1"
-PLUGIN_NAMESPACE = "sppquant"
 ENV_LIBRARY = "SPPQUANT_PLUGIN_LIB"
 ENV_TRT_INCLUDE = "SPPQUANT_TRT_INCLUDE"
 
@@ -48,7 +47,7 @@ def candidate_paths(name: str = PLUGIN_LIBRARY) -> list[Path]:
     env = os.environ.get(ENV_LIBRARY)
     if env:
         paths.append(Path(env).expanduser())
-    for folder in (DEFAULT_BUILD_DIR, _PACKAGE_DIR / "_build", _REPO_DIR / "build" / "cuda", Path.cwd()):
+    for folder in (DEFAULT_BUILD_DIR, _REPO_DIR / "build" / "cuda", _PACKAGE_DIR / "_build"):
         paths.append(folder / name)
     return paths
 
@@ -65,14 +64,14 @@ def find_plugin_library(name: str = PLUGIN_LIBRARY) -> Path:
         if path.is_file():
             return path
     raise BackendUnavailable(
-        f"{name} not found (set {ENV_LIBRARY} or build it with sppquant.spp.plugin.build_plugin()); "
+        f"{name} not found (set {ENV_LIBRARY} or build it with sppquant.ops.plugin_library.build_plugin()); "
         f"looked in {', '.join(str(p.parent) for p in candidate_paths(name))}"
     )
 
 
 def find_tensorrt_include(explicit: str | os.PathLike[str] | None = None) -> Path:
     """A folder with NvInferRuntime.h: the argument, $SPPQUANT_TRT_INCLUDE, $TENSORRT_ROOT/include,
-    the repository's ``../shared/tensorrt-10.16-include``, or the usual system places."""
+    or the usual system places."""
     if explicit:
         folder = Path(explicit).expanduser()
         if (folder / "NvInferRuntime.h").is_file():
@@ -84,7 +83,6 @@ def find_tensorrt_include(explicit: str | os.PathLike[str] | None = None) -> Pat
     if os.environ.get("TENSORRT_ROOT"):
         candidates.append(Path(os.environ["TENSORRT_ROOT"]).expanduser() / "include")
     candidates += [
-        _REPO_DIR.parent / "shared" / "tensorrt-10.16-include",
         Path("/usr/include/x86_64-linux-gnu"),
         Path("/usr/include/aarch64-linux-gnu"),
         Path("/usr/include"),
@@ -127,7 +125,7 @@ def build_plugin(
     """
     cmake = shutil.which("cmake")
     if cmake is None:
-        raise BackendUnavailable("cmake not found on PATH (needed to build the SPP plugin)")
+        raise BackendUnavailable("cmake not found on PATH (needed to build the plugin library)")
     nvcc = shutil.which("nvcc") or ("/usr/local/cuda/bin/nvcc" if Path("/usr/local/cuda/bin/nvcc").is_file() else None)
     if nvcc is None:
         raise BackendUnavailable("nvcc (CUDA toolkit) not found on PATH (needed to build the SPP plugin)")
@@ -190,10 +188,17 @@ def load_plugin(path: str | os.PathLike[str] | None = None, *, build: bool = Fal
     lib.sppq_error_string.argtypes = [ctypes.c_int]
     if hasattr(lib, "sppq_register_plugins"):
         registered = lib.sppq_register_plugins() == 1
-        log.info("loaded %s; TensorRT plugin %s::%s %s", lib_path, PLUGIN_NAMESPACE, PLUGIN_NAME,
+        log.info("loaded %s; TensorRT plugins %s %s", lib_path, plugin_names(),
                  "registered" if registered else "not registered (TensorRT not loaded)")
     _loaded[lib_path] = lib
     return lib
+
+
+def plugin_names() -> str:
+    """``sppquant::SpatialPyramidPooling v1, ...``: every registered op's plugin, for messages."""
+    from sppquant.ops import OPS  # noqa: PLC0415 - the registry imports the op specs
+
+    return ", ".join(f"{s.plugin.namespace}::{s.plugin.name} v{s.plugin.version}" for s in OPS.values())
 
 
 def plugin_registered(lib: ctypes.CDLL) -> bool:
@@ -202,6 +207,6 @@ def plugin_registered(lib: ctypes.CDLL) -> bool:
 
 
 __all__ = [
-    "PLUGIN_LIBRARY", "PLUGIN_NAME", "PLUGIN_NAMESPACE", "PLUGIN_VERSION", "build_plugin", "candidate_paths",
-    "detect_cuda_arch", "find_plugin_library", "find_tensorrt_include", "load_plugin", "plugin_registered",
+    "PLUGIN_LIBRARY", "build_plugin", "candidate_paths", "detect_cuda_arch", "find_plugin_library",
+    "find_tensorrt_include", "load_plugin", "plugin_names", "plugin_registered",
 ]

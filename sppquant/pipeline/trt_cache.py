@@ -14,24 +14,15 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import asdict, replace
-from datetime import datetime, timezone
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
-from sppquant import __version__
 from sppquant.atomic import atomic_write_bytes
-from sppquant.calibration.provenance import (
-    FORMAT,
-    TableStatus,
-    algorithm_params,
-    check_table,
-    sha256_file,
-    write_provenance,
-)
+from sppquant.calibration.provenance import ProvenanceRecord, TableStatus, write_provenance
 from sppquant.calibration.table import CalibrationTable, from_bytes, read_table, table_bytes, trt_version_code
 from sppquant.config import Config
 from sppquant.data import BadFiles, ImageSet
+from sppquant.pipeline.tables import check_table, images_record, provenance_record
 
 log = logging.getLogger(__name__)
 
@@ -118,38 +109,13 @@ class TableCache:
                  len(table.scales), table.header)
         return self.path
 
-    def provenance(self, table: CalibrationTable, raw: bytes) -> dict[str, Any]:
-        """The record `check_table` validates, for a table TensorRT computed."""
-        cfg, cal, images = self.cfg, self.cfg.calibration, self.images
-        return {
-            "format": FORMAT,
-            "sppquant_version": __version__,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "backend": "tensorrt",
-            "model": {"path": str(cfg.model.path), "sha256": sha256_file(cfg.model.path),
-                      "input_name": cfg.model.input_name},
-            "preprocess": {"fingerprint": cfg.preprocess_fingerprint(), "config": asdict(cfg.preprocess)},
-            "images": {
-                "count": len(images) if images is not None else None,
-                "used": self.images_used,
-                "manifest_sha256": images.manifest_hash() if images is not None else None,
-                "root": str(images.root) if images is not None and images.root else None,
-                "shuffled": images.shuffled if images is not None else False,
-                "seed": images.seed if images is not None else None,
-                "max_images": cal.max_images,
-                "order": [images.relative(p) for p in images.paths] if images is not None else [],
-                "bad_files": [{"path": p, "reason": r} for p, r in self.bad.items],
-            },
-            "algorithm": {"name": self.algorithm, "params": algorithm_params(cfg, self.algorithm),
-                          "trt_header": table.algorithm},
-            "batch_size": cal.batch_size,
-            "last_batch": "drop",
-            # The config's sizes (what check_table compares); TensorRT itself saw only calibration_shape.
-            "input_sizes": [list(s) for s in cfg.input.sizes],
-            "calibration_shape": list(self.calibration_shape) if self.calibration_shape else None,
-            "tensorrt": {"target_version": self.trt_version, "header": table.header},
-            "tying": {"enabled": False, "tied": {}},
-            "degenerate_tensors": [],
-            "tensors": {name: {"amax": table.amax(name), "scale": table.scales[name]} for name in table.scales},
-            "table_sha256": hashlib.sha256(raw).hexdigest(),
-        }
+    def provenance(self, table: CalibrationTable, raw: bytes) -> ProvenanceRecord:
+        """The record `check_table` validates, for a table TensorRT computed (the one builder)."""
+        images = images_record(self.cfg, self.images, self.images_used, self.bad)
+        tensors = {name: {"amax": table.amax(name), "scale": table.scales[name]} for name in table.scales}
+        # The config's sizes (what check_table compares); TensorRT itself saw only calibration_shape.
+        record = provenance_record(self.cfg, table, images, self.algorithm, "tensorrt", self.trt_version, tensors,
+                                   last_batch="drop", calibration_shape=list(self.calibration_shape)
+                                   if self.calibration_shape else None)
+        record.table_sha256 = hashlib.sha256(raw).hexdigest()
+        return record

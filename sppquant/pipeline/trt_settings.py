@@ -23,28 +23,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from sppquant.backends import PRECISIONS
+from sppquant.backends.tensorrt.builder import DUMMY_RANGE, ProfileShapes  # noqa: F401 - re-exported
+from sppquant.backends.tensorrt.calibrator import HEADER_CALIBRATORS
 from sppquant.calibration.algorithms import get_algorithm
 from sppquant.config import Config
 from sppquant.errors import ModelError, UserError
-
-PRECISIONS = ("fp32", "fp16", "int8")
+from sppquant.preprocess import output_size_range
 
 # TensorRT table header algorithm -> the calibrator base class that reads/writes it.
-CALIBRATOR_BASES = {"EntropyCalibration2": "IInt8EntropyCalibrator2", "MinMaxCalibration": "IInt8MinMaxCalibrator"}
-
-# Dummy INT8 range for --int8-dummy-scales: every tensor gets [-DUMMY_RANGE, DUMMY_RANGE].
-# Only for timing: accuracy of such an engine is meaningless, the record says so.
-DUMMY_RANGE = 4.0
-
-
-@dataclass(frozen=True)
-class ProfileShapes:
-    min: tuple[int, ...]
-    opt: tuple[int, ...]
-    max: tuple[int, ...]
-
-    def as_dict(self) -> dict[str, list[int]]:
-        return {"min": list(self.min), "opt": list(self.opt), "max": list(self.max)}
+CALIBRATOR_BASES = HEADER_CALIBRATORS
 
 
 @dataclass(frozen=True)
@@ -70,13 +58,17 @@ def parse_precisions(text: str | Sequence[str]) -> tuple[str, ...]:
 
 
 def _bounds(cfg: Config) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
+    """H/W bounds: ``input.dynamic`` when given, else every tensor the preprocessing can produce."""
     sizes = cfg.input.sizes
+    lo, hi = output_size_range(cfg.preprocess, sizes)
     if cfg.input.dynamic is not None:
-        lo, hi = tuple(cfg.input.dynamic.min), tuple(cfg.input.dynamic.max)
-    else:
-        lo = (min(s[0] for s in sizes), min(s[1] for s in sizes))
-        hi = (max(s[0] for s in sizes), max(s[1] for s in sizes))
-    return lo, tuple(sizes[0]), hi  # type: ignore[return-value]
+        dlo, dhi = tuple(cfg.input.dynamic.min), tuple(cfg.input.dynamic.max)
+        if dlo[0] > lo[0] or dlo[1] > lo[1] or dhi[0] < hi[0] or dhi[1] < hi[1]:
+            raise UserError(f"input.dynamic {list(dlo)}..{list(dhi)} does not cover the tensor sizes the "
+                            f"preprocessing produces ({list(lo)}..{list(hi)})")
+        lo, hi = dlo, dhi
+    opt = output_size_range(cfg.preprocess, sizes[:1])[1]  # the primary size's largest tensor
+    return lo, opt, hi  # type: ignore[return-value]
 
 
 def profile_shapes(cfg: Config, network_shape: Sequence[int] | None = None) -> ProfileShapes:
@@ -103,6 +95,10 @@ def profile_shapes(cfg: Config, network_shape: Sequence[int] | None = None) -> P
 
 def calibration_shape(cfg: Config, network_shape: Sequence[int] | None = None) -> tuple[int, int, int, int]:
     """The ONE shape TensorRT calibrates at: ``(calibration.batch_size, C, *input.sizes[0])``."""
+    if cfg.preprocess.dynamic:
+        raise UserError(f"TensorRT calibrates at one fixed shape, but preprocess.pad_to: {cfg.preprocess.pad_to} "
+                        "gives each image its own size: calibrate with --backend onnxruntime (the table is the same "
+                        "format and every shape is histogrammed)")
     h, w = cfg.input.sizes[0]
     n = cfg.calibration.batch_size
     if network_shape is not None and len(network_shape) == 4 and network_shape[0] >= 0:
@@ -156,5 +152,5 @@ def calibrator_base(algorithm: str) -> tuple[str, str]:
     Percentile tables carry the EntropyCalibration2 header, so they are served through
     the entropy calibrator (which then never calibrates by itself).
     """
-    header = get_algorithm(algorithm).trt_header_algo
+    header = get_algorithm(algorithm).trt_header
     return CALIBRATOR_BASES[header], header

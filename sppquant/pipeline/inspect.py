@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sppquant.calibration.provenance import provenance_path, read_provenance
+from sppquant.calibration.provenance import provenance_path, read_provenance, sha256_file
 from sppquant.calibration.table import read_table
 from sppquant.errors import TableError
 
@@ -13,17 +13,25 @@ from sppquant.errors import TableError
 def describe_table(path: str | Path, sort: str = "name") -> dict[str, Any]:
     """Table header, tensors (name, scale, amax, hex) and the provenance record if present."""
     table = read_table(path)
+    warnings: list[str] = []
     try:
-        provenance: dict[str, Any] | None = read_provenance(path)
-    except TableError:
+        record = read_provenance(path)
+        provenance: dict[str, Any] | None = record.to_json()
+        if record.table_sha256 != sha256_file(path):
+            warnings.append("the table was changed after calibration: its provenance describes another table")
+    except TableError as exc:
         provenance = None
+        if provenance_path(path).exists():
+            warnings.append(str(exc))
     rows = [{"name": n, "scale": s, "amax": table.amax(n)} for n, s in table.scales.items()]
     key = (lambda r: r["name"]) if sort == "name" else (lambda r: -r["amax"])
-    return {"table": str(path), "header": table.header, "tensors": sorted(rows, key=key), "provenance": provenance}
+    return {"table": str(path), "header": table.header, "tensors": sorted(rows, key=key), "provenance": provenance,
+            "warnings": warnings}
 
 
 def format_description(info: dict[str, Any]) -> str:
     lines = [f"table:      {info['table']}", f"header:     {info['header']}"]
+    lines += [f"WARNING:    {w}" for w in info.get("warnings", [])]
     prov = info["provenance"]
     if prov is None:
         lines.append(f"provenance: none ({provenance_path(info['table']).name} missing): cannot tell what this table "

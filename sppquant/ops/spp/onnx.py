@@ -13,11 +13,26 @@ from collections.abc import Sequence
 import onnx
 from onnx import helper
 
-from sppquant.spp.reference import POOLINGS, validate_levels
+from sppquant.ops.spp.reference import POOLINGS, validate_levels
 
 SPP_OP_TYPE = "SpatialPyramidPooling"
 SPP_DOMAIN = "sppquant"
 SPP_PLUGIN_VERSION = "1"
+
+# The CUDA kernel's limits (cuda/spp_kernels.h): levels the plugin would refuse at
+# TensorRT parse time are refused here, before any calibration or report work.
+MAX_LEVELS = 16
+MAX_LEVEL_BINS = 64
+MAX_SUM_BINS = 128
+
+
+def check_spp_levels(levels: Sequence[int]) -> tuple[int, ...]:
+    """Levels the reference AND the CUDA kernel accept; ValueError (one line) otherwise."""
+    out = validate_levels(levels)
+    if len(out) > MAX_LEVELS or max(out) > MAX_LEVEL_BINS or sum(out) > MAX_SUM_BINS:
+        raise ValueError(f"levels {list(out)} exceed the SPP kernel's limits: at most {MAX_LEVELS} levels, "
+                         f"each at most {MAX_LEVEL_BINS}, summing to at most {MAX_SUM_BINS}")
+    return out
 
 
 def make_spp_node(
@@ -28,7 +43,7 @@ def make_spp_node(
     name: str | None = None,
 ) -> onnx.NodeProto:
     """The plugin node: input NCHW, output ``(N, C * sum(n*n))`` in Caffe layout."""
-    levels = validate_levels(levels)
+    levels = check_spp_levels(levels)
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
     return helper.make_node(
@@ -59,7 +74,11 @@ def spp_node_attributes(node: onnx.NodeProto) -> tuple[tuple[int, ...], str]:
     pooling = pooling.decode() if isinstance(pooling, bytes) else str(pooling)
     if pooling not in POOLINGS:
         raise ValueError(f"SPP node {node.name!r}: pooling must be one of {POOLINGS}, got {pooling!r}")
-    return validate_levels(attrs["levels"]), pooling
+    try:
+        levels = check_spp_levels(attrs["levels"])
+    except ValueError as exc:
+        raise ValueError(f"SPP node {node.name!r}: {exc}") from None
+    return levels, pooling
 
 
 # --------------------------------------------------------------------------- ORT rewrite
@@ -112,7 +131,7 @@ def _pool_axis(em: _Emitter, x: str, length: str, n: int, axis: int, reduce_op: 
     return parts[0] if n == 1 else em.op("Concat", parts, "bins", axis=axis)
 
 
-def _spp_as_standard_ops(node: onnx.NodeProto, opset: int) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+def spp_as_standard_ops(node: onnx.NodeProto, opset: int) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
     levels, pooling = spp_node_attributes(node)
     x, out = node.input[0], node.output[0]
     em = _Emitter(f"{out}__spp", opset)
@@ -136,41 +155,3 @@ def _spp_as_standard_ops(node: onnx.NodeProto, opset: int) -> tuple[list[onnx.No
     em.nodes.append(helper.make_node("Concat", flats, [out], name=f"{out}__spp/concat", axis=1)
                     if len(flats) > 1 else helper.make_node("Identity", flats, [out], name=f"{out}__spp/identity"))
     return em.nodes, em.inits
-
-
-def default_opset(model: onnx.ModelProto) -> int:
-    for imp in model.opset_import:
-        if imp.domain in ("", "ai.onnx"):
-            return imp.version
-    raise ValueError("model has no opset import for the default ONNX domain")
-
-
-def rewrite_for_onnxruntime(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy of ``model`` with every SPP node replaced by standard ops ONNX Runtime runs.
-
-    The replacement computes the adaptive bins from the runtime H and W in integer
-    arithmetic (Shape/Gather/Mul/Div, then Slice + ReduceMax per bin row and column),
-    so N, H and W stay dynamic and the bins match the reference exactly. The SPP
-    output keeps its name; helper tensors are named ``<output>__spp/...``.
-    """
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    opset = default_opset(model)
-    if opset < 13:
-        raise ValueError(f"SPP rewrite needs ONNX opset >= 13 (Slice/Gather with tensor inputs), model has {opset}")
-    graph = out.graph
-    new_nodes: list[onnx.NodeProto] = []
-    for node in graph.node:
-        if is_spp_node(node):
-            nodes, inits = _spp_as_standard_ops(node, opset)
-            new_nodes.extend(nodes)
-            graph.initializer.extend(inits)
-        else:
-            new_nodes.append(node)
-    del graph.node[:]
-    graph.node.extend(new_nodes)
-    if not any(n.domain == SPP_DOMAIN for n in graph.node):
-        keep = [imp for imp in out.opset_import if imp.domain != SPP_DOMAIN]
-        del out.opset_import[:]
-        out.opset_import.extend(keep)
-    return out

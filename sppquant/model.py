@@ -1,0 +1,93 @@
+"""ONNX model facts every layer needs: loading with one-line errors, inputs, tensor types, activations.
+
+Backend-free on purpose: calibration, quantization, reports and both backends ask the
+same questions of a model, and the answers must not depend on which backend runs it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+
+from sppquant.errors import ModelError
+from sppquant.ops import find_op
+
+FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
+
+
+def load_model(path: str | Path, input_name: str | None = None) -> onnx.ModelProto:
+    """Read an ONNX file; ModelError (one line) when it is missing, broken or lacks the input."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path}: model file not found" if not path.exists() else f"{path}: model path is not a file")
+    try:
+        model = onnx.load(str(path))
+    except Exception as exc:  # protobuf raises several unrelated types
+        raise ModelError(f"{path}: not a readable ONNX model ({type(exc).__name__})") from None
+    if not model.graph.node:
+        raise ModelError(f"{path}: ONNX model has no nodes")
+    if input_name is not None:
+        names = graph_input_names(model)
+        if input_name not in names:
+            raise ModelError(f"{path}: model has no input named {input_name!r} (model.input_name); "
+                             f"its inputs are: {', '.join(names) or 'none'}")
+    return model
+
+
+def graph_input_names(model: onnx.ModelProto) -> list[str]:
+    inits = {i.name for i in model.graph.initializer}
+    return [i.name for i in model.graph.input if i.name not in inits]
+
+
+def graph_output_names(model: onnx.ModelProto) -> list[str]:
+    return [o.name for o in model.graph.output]
+
+
+def tensor_types(model: onnx.ModelProto) -> dict[str, int]:
+    """Element type of every tensor we can type; custom-op outputs inherit their first input's type."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    except Exception:  # inference is best effort; unknown types are resolved at run time
+        inferred = model
+    types: dict[str, int] = {}
+    for vi in list(inferred.graph.input) + list(inferred.graph.value_info) + list(inferred.graph.output):
+        if vi.type.tensor_type.elem_type:
+            types[vi.name] = vi.type.tensor_type.elem_type
+    for init in model.graph.initializer:
+        types[init.name] = init.data_type
+    for node in model.graph.node:  # in topological order, so inputs are typed first
+        spec = find_op(node)
+        if spec is not None and node.input[spec.float_inputs[0]] in types:
+            types.setdefault(node.output[0], types[node.input[spec.float_inputs[0]]])
+    return types
+
+
+def activation_names(model: onnx.ModelProto) -> list[str]:
+    """Float tensors of the original graph in execution order: inputs, then node outputs.
+
+    Initializers (weights) are not activations; helper tensors of the ONNX Runtime
+    rewrite do not exist in the original graph, so they never appear here.
+    """
+    types = tensor_types(model)
+    inits = {i.name for i in model.graph.initializer}
+    names = [n for n in graph_input_names(model) if types.get(n) in FLOAT_TYPES]
+    for node in model.graph.node:
+        for out in node.output:
+            if out and out not in inits and types.get(out, onnx.TensorProto.FLOAT) in FLOAT_TYPES:
+                names.append(out)
+    return list(dict.fromkeys(names))
+
+
+def input_shapes(model: onnx.ModelProto) -> dict[str, list[int | str | None]]:
+    """Declared shape of every graph input: ints for fixed dims, names for symbolic ones, None unknown."""
+    inits = {i.name for i in model.graph.initializer}
+    out: dict[str, list[int | str | None]] = {}
+    for vi in model.graph.input:
+        if vi.name in inits:
+            continue
+        dims: list[int | str | None] = []
+        for d in vi.type.tensor_type.shape.dim:
+            dims.append(d.dim_value if d.HasField("dim_value") else (d.dim_param or None))
+        out[vi.name] = dims
+    return out

@@ -1,0 +1,200 @@
+"""`sppquant calibrate`: images -> FP32 activations -> histograms -> thresholds -> table + provenance.
+
+Routing comes from the registries: TensorRT computes the table itself only for an
+algorithm whose spec names one of its calibrators (entropy2, minmax); every other
+algorithm is computed by sppquant from exact histograms of the FP32 model's activations
+(ONNX Runtime), and written under the header a TensorRT calibrator loads. A table is never
+labelled with an algorithm that did not compute it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from sppquant.atomic import check_writable
+from sppquant.backends import resolve_backend, tensorrt_version
+from sppquant.calibration.algorithms import get_algorithm
+from sppquant.calibration.collect import ActivationCollector
+from sppquant.calibration.provenance import ProvenanceRecord, provenance_path, write_provenance
+from sppquant.calibration.table import CalibrationTable, read_table, trt_version_code, write_table
+from sppquant.calibration.thresholds import ZERO_TENSOR_AMAX, thresholds
+from sppquant.calibration.tying import apply_ties, tie_sources
+from sppquant.config import Config
+from sppquant.data import BadFiles, calibration_set, iter_batches
+from sppquant.errors import BackendUnavailable, DataError, ModelError, TableError
+from sppquant.model import activation_names
+from sppquant.pipeline.context import ModelContext, open_model, ort_runner
+from sppquant.pipeline.tables import images_record, provenance_record
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CalibrationResult:
+    table_path: Path
+    provenance_path: Path
+    table: CalibrationTable
+    provenance: ProvenanceRecord
+    images: int
+    seconds: float
+    bad_files: list[tuple[str, str]] = field(default_factory=list)
+
+
+def check_output(path: Path) -> None:
+    """Before any work: table and provenance must be writable, and no non-table file is clobbered."""
+    check_writable(path, "calibration table")
+    check_writable(provenance_path(path), "provenance record")
+    if path.exists() and path.stat().st_size > 0:
+        try:
+            read_table(path)
+        except TableError:
+            raise TableError(f"{path}: exists and is not a calibration table; refusing to overwrite it") from None
+
+
+def check_float_outputs(model: onnx.ModelProto, source: Path) -> None:
+    """A model needs at least one float output to be calibrated (integer outputs beside float ones are fine)."""
+    types = [o.type.tensor_type.elem_type for o in model.graph.output]
+    floats = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE)
+    if types and not any(t in floats for t in types):
+        out = model.graph.output[0]
+        name = onnx.TensorProto.DataType.Name(types[0]) if types[0] else "unknown"
+        raise ModelError(f"{source}: output {out.name!r} is {name}, expected a float tensor to calibrate "
+                         "(the model has no float output)")
+
+
+CLIP_WARN = 0.01  # share of a tensor's values beyond its amax that deserves a warning
+
+
+def warn_heavy_clipping(collector: ActivationCollector, table: CalibrationTable, algorithm: str) -> None:
+    """One loud warning when the thresholds clip a visible share of some tensors' values (the KL rule's
+    failure mode on real networks), naming the worst and the command that avoids it."""
+    from sppquant.pipeline.report_layers import clipped_fraction  # noqa: PLC0415
+
+    clipped = {n: clipped_fraction(collector.histograms[n], table.amax(n)) for n in table.scales}
+    worst = sorted((f, n) for n, f in clipped.items() if f > CLIP_WARN)[::-1]
+    if worst:
+        names = ", ".join(f"{n} ({100 * f:.1f}%)" for f, n in worst[:5])
+        log.warning("%s clips more than %.0f%% of the values of %d tensor(s): %s. Check INT8 accuracy with "
+                    "`sppquant report --algorithms %s,mse,auto`, or calibrate with --algorithm auto", algorithm,
+                    100 * CLIP_WARN, len(worst), names, algorithm)
+
+
+def header_version(cfg: Config) -> tuple[int, str]:
+    """Table header version: the installed TensorRT's, else the config's target."""
+    version = tensorrt_version() or cfg.calibration.trt_version
+    return trt_version_code(version), version
+
+
+def choose_backend(cfg: Config, algorithm: str, requested: str | None) -> str:
+    """The backend that computes ``algorithm``: TensorRT only where it has a calibrator for it."""
+    asked = requested or cfg.backend
+    chosen = resolve_backend(asked)
+    native = get_algorithm(algorithm).trt_calibrator
+    if chosen == "tensorrt" and native is None:
+        if asked == "auto":
+            log.info("TensorRT has no calibrator for %s: sppquant computes it from ONNX Runtime histograms "
+                     "(same table format)", algorithm)
+            return "onnxruntime"
+        raise BackendUnavailable(f"TensorRT has no calibrator for {algorithm!r}: use --backend onnxruntime "
+                                 f"(sppquant computes {algorithm} itself and writes a table TensorRT loads)")
+    return chosen
+
+
+Collected = tuple[ActivationCollector, BadFiles]
+
+
+def calibrate(
+    cfg: Config,
+    output: str | Path | None = None,
+    algorithm: str | None = None,
+    backend: str | None = None,
+    progress: bool = True,
+    collected: Collected | None = None,
+) -> CalibrationResult:
+    """Calibrate ``cfg``'s model on its calibration images and write table + provenance.
+
+    ``collected``: histograms of an earlier pass over the same images (`collect_activations`),
+    so several algorithms' tables cost one pass through the model.
+    """
+    start = time.perf_counter()
+    algorithm = algorithm or cfg.calibration.algorithm
+    get_algorithm(algorithm)
+    table_path = Path(output) if output is not None else cfg.calibration.output
+    check_output(table_path)
+    check_float_outputs(open_model(cfg).model, cfg.model.path)
+    if choose_backend(cfg, algorithm, backend) == "tensorrt":
+        from sppquant.pipeline.trt_calibrate import calibrate_tensorrt  # noqa: PLC0415 - optional backend
+
+        return calibrate_tensorrt(cfg, table_path, algorithm, progress=progress)
+    return _calibrate_histograms(cfg, table_path, algorithm, progress, start, collected)
+
+
+def collect_activations(cfg: Config, ctx: ModelContext, progress: bool = True) -> tuple[ActivationCollector, BadFiles]:
+    """Every calibration batch, at every size, through the FP32 model: one exact histogram per activation."""
+    names = activation_names(ctx.model)
+    runner = ort_runner(cfg, ctx.model, extra_outputs=names)
+    cal = cfg.calibration
+    images = calibration_set(cal)
+    if cal.last_batch == "drop" and len(images) < cal.batch_size:
+        raise DataError(f"calibration.batch_size {cal.batch_size} is more than the {len(images)} calibration "
+                        "image(s) and calibration.last_batch is 'drop': no batch would be used")
+    bad = BadFiles()
+    collector = ActivationCollector(names)
+    inputs = set(runner.input_names)
+    outputs = [n for n in names if n not in inputs]
+    with runner:
+        for batch in iter_batches(images, cfg.preprocess, cfg.input.sizes, cal.batch_size,
+                                  cal.last_batch, cal.bad_files, cal.workers, bad=bad, progress=progress,
+                                  desc="calibrate", extra_feeds=ctx.extra_feeds):
+            for k in range(len(cfg.input.sizes)):
+                feeds = batch.feeds(k, cfg.model.input_name)
+                collector.observe_all(feeds)
+                collector.observe_all(runner.run(feeds, outputs))
+            collector.count_batch(batch.size)
+    collector.warn_nan()
+    return collector, bad
+
+
+def _calibrate_histograms(cfg: Config, table_path: Path, algorithm: str, progress: bool, start: float,
+                          collected: Collected | None = None) -> CalibrationResult:
+    ctx = open_model(cfg)
+    collector, bad = collected or collect_activations(cfg, ctx, progress)
+    params = cfg.calibration.algorithm_params(algorithm)
+    rules: dict[str, str] = {}
+    scores: dict[str, dict[str, float]] = {}
+    if get_algorithm(algorithm).candidates:  # per-tensor choice by measured effect on the output
+        from sppquant.pipeline.auto import choose_rules  # noqa: PLC0415
+
+        choice = choose_rules(cfg, ctx, collector, get_algorithm(algorithm).candidates, progress)
+        amax, degenerate, rules, scores = dict(choice.amax), choice.degenerate, choice.rules, choice.scores
+    else:
+        amax, degenerate = thresholds(collector.histograms, algorithm, params)
+    if degenerate:
+        log.warning("%d tensor(s) had no usable range (all zero or empty); they get amax %.1f: %s",
+                    len(degenerate), ZERO_TENSOR_AMAX, ", ".join(degenerate[:10]))
+    ties = apply_ties(amax, tie_sources(ctx.model)) if cfg.calibration.tie_scales else None
+    code, version = header_version(cfg)
+    table = CalibrationTable.from_amax(code, get_algorithm(algorithm).trt_header, amax)
+    tensors = {name: {"amax": table.amax(name), "scale": table.scales[name], "tied_to": (ties or {}).get(name),
+                      "histogram": collector.histograms[name].to_summary()} for name in table.scales}
+    for name, rule in rules.items():  # auto: which rule won, and every rule's output SQNR (null: identical)
+        tensors[name].update(rule=rule, why={r: (v if np.isfinite(v) else None) for r, v in scores.get(name, {}).items()})
+    images = images_record(cfg, calibration_set(cfg.calibration), collector.images, bad)
+    record = provenance_record(cfg, table, images, algorithm, "onnxruntime", version, tensors, ties, degenerate)
+    warn_heavy_clipping(collector, table, algorithm)
+    prov_path = write_provenance(table_path, record)  # first: a crash before the table leaves a hash mismatch
+    try:
+        write_table(table_path, table)
+    except BaseException:  # no orphan: a record without its table (or beside an older table) must not stay
+        prov_path.unlink(missing_ok=True)
+        raise
+    seconds = time.perf_counter() - start
+    log.info("wrote %s (%d tensors, %s, %d images x %d size(s)) in %.1f s", table_path, len(table.scales),
+             algorithm, collector.images, len(cfg.input.sizes), seconds)
+    return CalibrationResult(table_path, prov_path, table, record, collector.images, seconds, list(bad.items))

@@ -1,0 +1,92 @@
+"""`sppquant export-qdq`: table + model -> checked explicit-quantization (Q/DQ) ONNX, written atomically."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sppquant.atomic import atomic_write_bytes, check_writable
+from sppquant.calibration.table import read_table
+from sppquant.config import Config
+from sppquant.errors import TableError
+from sppquant.ops import upgrade_opset
+from sppquant.pipeline.context import open_model, ort_runner
+from sppquant.pipeline.tables import check_table
+from sppquant.quantize.qdq import (
+    HIGH_PRECISIONS,
+    MIN_OPSET,
+    QdqInfo,
+    build_qdq_model,
+    check_qdq_model,
+    few,
+    model_tensor_names,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    table_path: Path
+    info: QdqInfo
+    warnings: list[str] = field(default_factory=list)
+
+
+def _resolve_table(cfg: Config, table_path: str | Path | None, warnings: list[str]) -> Path:
+    """The config's table (must be valid for the config) or the given one (provenance problems are warnings)."""
+    if table_path is None:
+        table_path = cfg.calibration.output
+        status = check_table(table_path, cfg)
+        if not status.valid:
+            raise TableError(f"{table_path}: calibration table is not valid for {cfg.source or 'the config'}: "
+                             f"{status.explain()} (run sppquant calibrate, or pass --table to use it anyway)")
+    else:
+        status = check_table(table_path, cfg)
+        if not status.valid:
+            warnings.append(f"{table_path}: {status.explain()}")
+            log.warning("using %s as given: %s", table_path, status.explain())
+    return Path(table_path)
+
+
+def export_qdq(cfg: Config, output: str | Path, table_path: str | Path | None = None,
+               high_precision: str = "fp16", plan: str | Path | None = None) -> ExportResult:
+    """Write the Q/DQ model for ``cfg``'s model and table (``high_precision``: the rest in fp16 or fp32).
+
+    Without ``table_path`` the config's ``calibration.output`` is used and must be valid for
+    the config; an explicit table is used as given (e.g. a cache TensorRT wrote). Table
+    entries the model does not have (TensorRT-internal tensors) are ignored with one
+    warning, zero/inf entries count as missing; a table lacking a tensor the placement
+    quantizes is refused with the list.
+    """
+    if high_precision not in HIGH_PRECISIONS:
+        raise ValueError(f"high_precision must be one of {HIGH_PRECISIONS}, got {high_precision!r}")
+    output = check_writable(output, "Q/DQ model")
+    model = upgrade_opset(open_model(cfg).model, MIN_OPSET, "per-axis Q/DQ", str(cfg.model.path))
+    warnings: list[str] = []
+    table_path = _resolve_table(cfg, table_path, warnings)
+    table = read_table(table_path, drop_zero_inf=True)  # TensorRT-written caches hold 0 / inf entries
+    extra = sorted(set(table.scales) - model_tensor_names(model))
+    keep: list[str] = []
+    if plan is not None:
+        from sppquant.pipeline.tune import read_plan  # noqa: PLC0415
+
+        keep = read_plan(plan).kept_high_precision
+    try:
+        qdq, info = build_qdq_model(model, table, high_precision=high_precision, keep_high_precision=keep)
+    except TableError as exc:
+        also = f"; {len(extra)} table tensor(s) not in the model: {few(extra)}" if extra else ""
+        raise TableError(f"{table_path}: calibration table does not match {cfg.model.path}: {exc}{also} "
+                         "(calibrated for another model? rerun sppquant calibrate)") from None
+    if extra:
+        msg = f"{table_path}: ignored {len(extra)} table tensor(s) the model does not have: {few(extra)}"
+        warnings.append(msg)
+        log.warning("%s", msg)
+    warnings += [f"weight not quantized: {k}: {v}" for k, v in info.unquantized_weights.items()]
+    check_qdq_model(qdq, str(output))
+    ort_runner(cfg, qdq).close()  # ONNX Runtime must load it (plugins after their rewrite) before anyone relies on it
+    atomic_write_bytes(output, qdq.SerializeToString())
+    log.info("wrote %s: %d activation and %d weight Q/DQ pairs, %d plugin(s) with INT8 I/O, rest %s", output,
+             len(info.activations), len(info.weights), len(info.plugins), high_precision.upper())
+    return ExportResult(output, table_path, info, warnings)

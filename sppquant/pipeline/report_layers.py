@@ -1,0 +1,131 @@
+"""Per-layer INT8 error of one table, in memory that does not grow with the number of tensors.
+
+For each table tensor, on the first ``limit`` evaluation images at every size:
+
+- LOCAL SQNR: the tensor fake-quantized alone vs its FP32 value;
+- ACCUMULATED SQNR: that tensor in the whole INT8 Q/DQ model vs FP32;
+- OUTPUT SQNR: the model output with only that tensor quantized, vs FP32: the tensor's
+  sensitivity, which ranks the list (tensors the Q/DQ model quantizes first). One session
+  (`sppquant.quantize.switchable`) serves every tensor; each run switches one quantizer on.
+
+The FP32 histograms of the same images feed the histogram plots.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from sppquant.calibration.histogram import Histogram
+from sppquant.calibration.table import CalibrationTable
+from sppquant.config import Config
+from sppquant.data import BadFiles, ImageSet, iter_batches
+from sppquant.model import activation_names
+from sppquant.pipeline.context import ModelContext, ort_runner
+from sppquant.quantize.qdq import QdqInfo, fake_quantize
+from sppquant.quantize.switchable import switch_feeds, switchable_model
+from sppquant.report.model import LayerRow
+from sppquant.tasks.metrics import SqnrAccumulator
+
+TENSORS_PER_RUN = 32  # activations fetched per run: bounds memory on large models at little extra cost
+
+
+@dataclass
+class LayerAnalysis:
+    rows: list[LayerRow]
+    histograms: dict[str, Histogram]
+    images: int
+
+
+def _layer_feeds(cfg: Config, ctx: ModelContext, images: ImageSet, limit: int, progress: bool) -> list[dict]:
+    """The feeds of the first ``limit`` images at every size (kept: every tensor's pass reuses them)."""
+    subset = replace(images, paths=images.paths[:limit],
+                     labels=images.labels[:limit] if images.labels is not None else None)
+    feeds = []
+    for batch in iter_batches(subset, cfg.preprocess, cfg.input.sizes, cfg.report.batch_size, "keep", "skip",
+                              cfg.calibration.workers, bad=BadFiles(), progress=progress, desc="layers",
+                              extra_feeds=ctx.extra_feeds):
+        feeds += [batch.feeds(k, cfg.model.input_name) for k in range(len(cfg.input.sizes))]
+    return feeds
+
+
+def analyse_layers(cfg: Config, ctx: ModelContext, table: CalibrationTable, qdq: tuple[Any, QdqInfo],
+                   images: ImageSet, limit: int, progress: bool = False) -> LayerAnalysis:
+    """LOCAL, ACCUMULATED and OUTPUT SQNR per table tensor (see the module docstring)."""
+    qmodel, info = qdq
+    names = activation_names(ctx.model)
+    feeds = _layer_feeds(cfg, ctx, images, limit, progress)
+    inputs = set(feeds[0]) if feeds else {cfg.model.input_name}
+    hists = {n: Histogram() for n in names}
+    zeros = dict.fromkeys(names, 0)
+    local = {n: SqnrAccumulator() for n in names}
+    accum = {n: SqnrAccumulator() for n in names}
+    int8_read = {n: info.activations.get(n, n) for n in names}  # the INT8 value consumers see
+    with ort_runner(cfg, ctx.model, extra_outputs=names) as fp32, \
+            ort_runner(cfg, qmodel, extra_outputs=list(int8_read.values())) as int8:
+        refs = [{o: v for o, v in fp32.run(f, list(ctx.outputs)).items()} for f in feeds]
+        # A few tensors per run: only those activations are alive at once, not the whole network's.
+        for group in [names[i:i + TENSORS_PER_RUN] for i in range(0, len(names), TENSORS_PER_RUN)]:
+            for f in feeds:
+                ref = {**fp32.run(f, [n for n in group if n not in inputs]), **{k: v for k, v in f.items() if k in group}}
+                wanted = [t for t in dict.fromkeys(int8_read[n] for n in group) if t not in inputs]
+                q = int8.run(f, wanted)
+                for n in group:
+                    a = ref[n]
+                    hists[n].update(a)
+                    zeros[n] += int(np.count_nonzero(a == 0))
+                    local[n].add(a, fake_quantize(a, table.scales[n]))
+                    accum[n].add(a, q[int8_read[n]] if int8_read[n] not in inputs else a)  # unquantized input: exact
+    output = _output_sensitivity(cfg, ctx, table, names, feeds, refs, progress)
+    rows = [_row(n, info, table, hists[n], zeros[n], local[n], accum[n], output[n]) for n in names]
+    rows.sort(key=lambda r: (not r.quantized, _rank_key(r.output_sqnr_db), _rank_key(r.local_sqnr_db)))
+    for i, r in enumerate(rows, 1):
+        r.rank = i
+    return LayerAnalysis(rows, hists, min(limit, len(images)))
+
+
+def _output_sensitivity(cfg: Config, ctx: ModelContext, table: CalibrationTable, names: list[str], feeds: list[dict],
+                        refs: list[Mapping[str, np.ndarray]], progress: bool) -> dict[str, SqnrAccumulator]:
+    """OUTPUT SQNR per tensor through one switchable session (memory flat in the tensor count)."""
+    outputs = list(ctx.outputs)
+    out = {n: SqnrAccumulator() for n in names}
+    graph_outputs = set(outputs)
+    switched = [n for n in names if n not in graph_outputs]
+    model, flags = switchable_model(ctx.model, table.scales, switched)
+    with ort_runner(cfg, model) as runner:
+        for n in tqdm(switched, desc="layer sensitivity", unit="tensor", disable=None if progress else True):
+            on = switch_feeds(flags, n)
+            for f, ref in zip(feeds, refs):
+                y = runner.run({**f, **on}, outputs)
+                for o in outputs:
+                    out[n].add(ref[o], y[o])
+    for n in names:
+        if n in graph_outputs:  # quantizing an output alone changes it by exactly its own rounding error
+            for ref in refs:
+                out[n].add(ref[n], fake_quantize(ref[n], table.scales[n]))
+    return out
+
+
+def _row(n: str, info: QdqInfo, table: CalibrationTable, hist: Histogram, zeros: int, local: SqnrAccumulator,
+         accum: SqnrAccumulator, output: SqnrAccumulator) -> LayerRow:
+    return LayerRow(n, n in info.activations, table.amax(n), table.scales[n], hist.max_abs,
+                    clipped_fraction(hist, table.amax(n)), zeros / hist.count if hist.count else 0.0,
+                    local.db, accum.db, output.db)
+
+
+def _rank_key(v: float) -> float:
+    return v if not math.isnan(v) else math.inf
+
+
+def clipped_fraction(hist: Histogram, amax: float) -> float:
+    """Fraction of values with |x| beyond amax (bin resolution)."""
+    if hist.count == 0 or hist.bin_width == 0.0:
+        return 0.0
+    counts = hist.counts
+    first = int(math.ceil(amax / hist.bin_width))
+    return float(counts[first:].sum()) / hist.count if first < counts.size else 0.0

@@ -1,0 +1,177 @@
+"""Which calibration table applies to a config: staleness checks and the per-algorithm table choice.
+
+The calibration layer compares facts (`ProvenanceRecord.mismatches`); this module
+computes those facts from a config (model hash, preprocessing fingerprint, the image
+manifest) and builds the provenance record both backends write.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from sppquant import __version__
+from sppquant.calibration.provenance import (
+    CalibrationInputs,
+    ImagesRecord,
+    ProvenanceRecord,
+    TableStatus,
+    read_provenance,
+    sha256_file,
+    table_sha256,
+)
+from sppquant.calibration.table import CalibrationTable, format_table, read_table
+from sppquant.config import Config
+from sppquant.data import BadFiles, ImageSet, calibration_set
+from sppquant.errors import DataError, TableError
+from sppquant.ops import default_opset
+
+log = logging.getLogger(__name__)
+
+
+def calibration_inputs(cfg: Config, algorithm: str | None = None) -> CalibrationInputs:
+    """The facts a table for ``cfg`` (and ``algorithm``) must have been computed from."""
+    algorithm = algorithm or cfg.calibration.algorithm
+    try:
+        model_sha: str | None = sha256_file(cfg.model.path)
+    except OSError:
+        model_sha = None
+    manifest, problem = None, None
+    try:
+        manifest = calibration_set(cfg.calibration).manifest_hash()
+    except DataError as exc:
+        problem = str(exc)
+    return CalibrationInputs(str(cfg.model.path), model_sha, cfg.preprocess_fingerprint(), manifest, algorithm,
+                             cfg.calibration.algorithm_params(algorithm), [list(s) for s in cfg.input.sizes],
+                             cfg.calibration.tie_scales, problem)
+
+
+def check_table(table_path: str | Path, cfg: Config, algorithm: str | None = None) -> TableStatus:
+    """Is the table at ``table_path`` still valid for ``cfg``? Never raises for staleness."""
+    table_path = Path(table_path)
+    if not table_path.exists():
+        return TableStatus(False, [f"{table_path}: no calibration table"])
+    try:
+        read_table(table_path)
+        record = read_provenance(table_path)
+    except TableError as exc:
+        return TableStatus(False, [str(exc)])
+    reasons = record.mismatches(calibration_inputs(cfg, algorithm), sha256_file(table_path))
+    return TableStatus(not reasons, reasons)
+
+
+def images_record(cfg: Config, images: ImageSet | None, used: int, bad: BadFiles) -> ImagesRecord:
+    return ImagesRecord(
+        count=len(images) if images is not None else None,
+        used=used,
+        manifest_sha256=images.manifest_hash() if images is not None else None,
+        root=str(images.root) if images is not None and images.root else None,
+        shuffled=images.shuffled if images is not None else False,
+        seed=images.seed if images is not None else None,
+        max_images=cfg.calibration.max_images,
+        order=[images.relative(p) for p in images.paths] if images is not None else [],
+        bad_files=[{"path": p, "reason": r} for p, r in bad.items],
+    )
+
+
+def provenance_record(
+    cfg: Config,
+    table: CalibrationTable,
+    images: ImagesRecord,
+    algorithm: str,
+    backend: str,
+    trt_version: str,
+    tensors: dict[str, dict[str, Any]],
+    ties: dict[str, str] | None = None,
+    degenerate: list[str] | None = None,
+    last_batch: str | None = None,
+    calibration_shape: list[int] | None = None,
+) -> ProvenanceRecord:
+    """The one builder of provenance records, for tables sppquant computed and tables TensorRT computed."""
+    cal = cfg.calibration
+    try:
+        opset: int | None = default_opset(onnx.load(str(cfg.model.path), load_external_data=False))
+    except Exception:  # the record is still useful without it
+        opset = None
+    return ProvenanceRecord(
+        backend=backend,
+        model={"path": str(cfg.model.path), "sha256": sha256_file(cfg.model.path), "input_name": cfg.model.input_name,
+               "opset": opset},
+        preprocess={"fingerprint": cfg.preprocess_fingerprint(), "config": asdict(cfg.preprocess)},
+        images=images,
+        algorithm={"name": algorithm, "params": cal.algorithm_params(algorithm), "trt_header": table.algorithm},
+        batch_size=cal.batch_size,
+        last_batch=last_batch or cal.last_batch,
+        input_sizes=[list(s) for s in cfg.input.sizes],
+        tensorrt={"target_version": trt_version, "header": table.header},
+        tying={"enabled": ties is not None, "tied": ties or {}},
+        tensors=tensors,
+        degenerate_tensors=degenerate or [],
+        table_sha256=table_sha256(format_table(table)),
+        calibration_shape=calibration_shape,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        sppquant_version=__version__,
+    )
+
+
+@dataclass
+class TableChoice:
+    """The table an INT8 variant uses, where it came from, and why the config's own was not used."""
+
+    algorithm: str
+    path: Path
+    table: CalibrationTable
+    source: str  # "config", "report folder (reused)", "calibrated", "given"
+    reasons: list[str] = field(default_factory=list)
+    tie_scales: bool | None = None
+
+
+def resolve_tables(cfg: Config, algorithms: list[str], out_dir: Path, given: Path | None = None,
+                   progress: bool = True) -> dict[str, TableChoice]:
+    """`resolve_table` for each algorithm (``given`` applies to the first); the algorithms that need a
+    fresh table share one pass of the FP32 model over the calibration images."""
+    from sppquant.pipeline.calibrate import collect_activations  # noqa: PLC0415 - calibrate uses this module
+    from sppquant.pipeline.context import open_model  # noqa: PLC0415
+
+    shared: list = []
+
+    def collected():  # computed on first need only
+        if not shared:
+            shared.append(collect_activations(cfg, open_model(cfg), progress))
+        return shared[0]
+
+    return {a: resolve_table(cfg, a, out_dir, given if i == 0 else None, progress, collected)
+            for i, a in enumerate(algorithms)}
+
+
+def resolve_table(cfg: Config, algorithm: str, out_dir: Path, given: Path | None = None,
+                  progress: bool = True, collected: Any = None) -> TableChoice:
+    """A given table as given; else the config's if valid; else one from an earlier run in ``out_dir``;
+    else a fresh calibration into ``out_dir`` (ONNX Runtime: every algorithm, every size)."""
+    if given is not None:
+        table = read_table(given)
+        status = check_table(given, cfg, algorithm)
+        if not status.valid:
+            log.warning("table %s: %s (used as given)", given, status.explain())
+        return TableChoice(algorithm, given, table, "given", [] if status.valid else status.reasons)
+    reasons = check_table(cfg.calibration.output, cfg, algorithm).reasons
+    if not reasons:
+        return TableChoice(algorithm, cfg.calibration.output, read_table(cfg.calibration.output), "config",
+                           tie_scales=cfg.calibration.tie_scales)
+    own = out_dir / f"calibration_{algorithm}.cache"
+    if check_table(own, cfg, algorithm).valid:
+        log.info("%s table: reusing %s from an earlier run", algorithm, own)
+        return TableChoice(algorithm, own, read_table(own), "report folder (reused)", reasons,
+                           cfg.calibration.tie_scales)
+    from sppquant.pipeline.calibrate import calibrate  # noqa: PLC0415 - calibrate uses this module
+
+    log.info("%s table: config table %s not usable (%s); calibrating into %s", algorithm, cfg.calibration.output,
+             "; ".join(reasons), own)
+    result = calibrate(cfg, output=own, algorithm=algorithm, backend="onnxruntime", progress=progress,
+                       collected=collected() if collected is not None else None)
+    return TableChoice(algorithm, own, result.table, "calibrated", reasons, cfg.calibration.tie_scales)

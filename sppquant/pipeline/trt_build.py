@@ -1,0 +1,270 @@
+"""`sppquant build`: ONNX -> FP32 / FP16 / INT8 TensorRT engines, each with a JSON record.
+
+`build_one` is the one TensorRT build sequence: `sppquant build` calls it per precision,
+`sppquant calibrate --backend tensorrt` calls it with a calibrator and discards the engine.
+
+Order of work, and why:
+1. Decide about the calibration table BEFORE building anything: a stale table is
+   refused with `check_table`'s reasons (``--force`` overrides: TensorRT then
+   recalibrates from the images and overwrites the stale table; the log says so).
+2. Load the SPP plugin library, so the parser finds ``sppquant::SpatialPyramidPooling``.
+3. Per precision: parse, set the optimization profile, flags, workspace limit and the
+   shared timing cache (one file, reused across builds and runs), then build.
+   INT8 with a valid table: the calibrator serves the table from
+   ``read_calibration_cache`` and ``get_batch`` is never called.
+4. Write engine + record atomically, then the timing cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from sppquant import __version__
+from sppquant.atomic import atomic_write_bytes, atomic_write_text, check_writable
+from sppquant.backends.tensorrt._trt import (
+    create,
+    gpu_name,
+    import_tensorrt,
+    init_standard_plugins,
+    load_plugin,
+    trt_logger,
+    trt_version,
+)
+from sppquant.backends.tensorrt.builder import (
+    DUMMY_RANGE,
+    ProfileShapes,
+    TimingCache,
+    add_profiles,
+    apply_flags,
+    parse_network,
+    serialize,
+    set_dummy_ranges,
+)
+from sppquant.backends.tensorrt.calibrator import CalibratorMixin, make_calibrator
+from sppquant.backends.tensorrt.memory import DeviceMemory, PycudaMemory
+from sppquant.backends.tensorrt.ranges import derive_missing, network_layers, report_missing
+from sppquant.calibration.provenance import sha256_file
+from sppquant.config import Config
+from sppquant.errors import TableError, UserError
+from sppquant.pipeline import trt_settings as S
+from sppquant.pipeline.trt_cache import TableCache
+from sppquant.pipeline.trt_feed import BatchFeeder
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EngineRecord:
+    """The JSON written next to each engine (``<engine>.json``)."""
+
+    engine: str
+    precision: str
+    tensorrt_version: str
+    gpu_name: str
+    table_path: str | None
+    table_sha256: str | None
+    table_source: str | None  # "reused", "calibrated" (by TensorRT in this build) or None
+    profile: dict[str, dict[str, list[int]]]
+    calibration_shape: list[int] | None
+    build_seconds: float
+    int8_dummy_scales: bool
+    int8_allow_fp16: bool
+    workspace_mb: int
+    model_path: str
+    model_sha256: str
+    plugin_library: str | None
+    derived_ranges: int = 0
+    unranged_tensors: list[str] = field(default_factory=list)
+    engine_sha256: str = ""
+    sppquant_version: str = __version__
+    created: str = ""
+
+    def write(self, path: Path) -> None:
+        atomic_write_text(path, json.dumps(asdict(self), indent=2) + "\n")
+
+
+# --------------------------------------------------------------------------- table decision
+
+
+def table_decision(cache: TableCache, algorithm: str, force: bool) -> str:
+    """``"reuse"`` or ``"calibrate"``; TableError for a stale table without ``force``.
+
+    Percentile tables cannot be produced by TensorRT (it has no percentile calibrator),
+    so they must come from ``sppquant calibrate --backend onnxruntime``.
+    """
+    path = cache.path
+    if path.exists():
+        status = cache.status()
+        if status.valid:
+            return "reuse"
+        if not force:
+            raise TableError(f"{path}: stale calibration table: {status.explain()}; rerun sppquant calibrate, "
+                             "or pass --force to let TensorRT recalibrate and overwrite it")
+        log.warning("--force: overriding the stale-table refusal for %s (%s); TensorRT recalibrates from the "
+                    "calibration images and overwrites it", path, status.explain())
+    if algorithm == "percentile":
+        raise UserError(f"{path}: no valid percentile table; TensorRT has no percentile calibrator: run "
+                        "sppquant calibrate --backend onnxruntime --algorithm percentile first")
+    return "calibrate"
+
+
+# --------------------------------------------------------------------------- the one build
+
+
+@dataclass
+class TrtSession:
+    """TensorRT, its logger, one Builder and the loaded plugin library, shared by every build of a run."""
+
+    trt: ModuleType
+    logger: Any
+    builder: Any
+    plugin: Path
+    version: str
+
+    @classmethod
+    def open(cls, cfg: Config) -> TrtSession:
+        trt = import_tensorrt()
+        logger = trt_logger(trt)
+        builder = create(trt, trt.Builder, logger)  # first: "no GPU / no TensorRT" is the likelier problem
+        init_standard_plugins(trt, logger)
+        plugin = load_plugin(cfg.build.plugin_library)
+        return cls(trt, logger, builder, plugin, trt_version(trt))
+
+
+@dataclass
+class Calibration:
+    """An INT8 build's calibration: the table policy, the calibrator base, where batches come from."""
+
+    cache: TableCache
+    base_name: str
+    memory: DeviceMemory | None = None
+    reuse: bool = True  # serve a valid table (and derive ranges for tensors it lacks)
+    progress: bool = True
+
+
+@dataclass
+class Built:
+    data: bytes
+    seconds: float
+    shapes: ProfileShapes
+    input_name: str
+    calibration_shape: tuple[int, ...] | None = None
+    derived: dict[str, float] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+    source: str | None = None  # "reused" or "calibrated" when a calibrator ran
+
+
+def build_one(sess: TrtSession, cfg: Config, flags: Sequence[str], what: str, *, calibration: Calibration | None = None,
+              dummy_ranges: bool = False, timing: TimingCache | None = None) -> Built:
+    """Parse, profile, flag and build one engine; with ``calibration``, TensorRT calibrates or reuses a table."""
+    trt = sess.trt
+    network, _parser, inputs = parse_network(trt, sess.builder, sess.logger, cfg.model.path, [cfg.model.input_name])
+    inp = inputs[cfg.model.input_name]
+    shapes = S.profile_shapes(cfg, tuple(inp.shape))
+    config = sess.builder.create_builder_config()
+    apply_flags(trt, config, flags, S.workspace_bytes(cfg))
+    add_profiles(sess.builder, config, {inp.name: shapes})
+    if timing is not None:
+        timing.attach(config)
+    built = Built(b"", 0.0, shapes, inp.name)
+    calibrator = None
+    if dummy_ranges:
+        log.warning("--int8-dummy-scales: %d tensors get range +-%.1f; the %s engine is for timing only, its "
+                    "accuracy is meaningless", set_dummy_ranges(trt, network), DUMMY_RANGE, what)
+    elif calibration is not None:
+        calibrator = _attach_calibrator(sess, cfg, network, config, inp, calibration, built)
+    start = time.perf_counter()
+    built.data = serialize(sess.builder, network, config, calibrator, what)
+    built.seconds = time.perf_counter() - start
+    if calibrator is not None:
+        built.source = "reused" if calibration.cache.served is not None else "calibrated"
+    return built
+
+
+def _attach_calibrator(sess: TrtSession, cfg: Config, network: Any, config: Any, inp: Any, calibration: Calibration,
+                       built: Built) -> CalibratorMixin:
+    shape = S.calibration_shape(cfg, tuple(inp.shape))
+    add_profiles(sess.builder, config, {inp.name: ProfileShapes(shape, shape, shape)}, calibration=True)
+    built.calibration_shape = shape
+    cache = calibration.cache
+    if calibration.reuse:
+        table = cache.usable_table()
+        if table is not None:
+            built.derived, built.missing = derive_missing(network_layers(sess.trt, network), table.scales, [inp.name])
+            cache.extra_scales = built.derived
+            report_missing(built.missing, str(cache.path))
+    feeder = BatchFeeder(cfg, shape, calibration.memory or PycudaMemory(), progress=calibration.progress)
+    calibrator = make_calibrator(sess.trt, calibration.base_name, feeder, cache)
+    config.int8_calibrator = calibrator
+    return calibrator
+
+
+# --------------------------------------------------------------------------- the API
+
+
+def build_engines(
+    cfg: Config,
+    precisions: Sequence[str] | str | None = None,
+    output_dir: str | Path | None = None,
+    force: bool = False,
+    int8_dummy_scales: bool = False,
+    memory: DeviceMemory | None = None,
+    progress: bool = True,
+) -> list[EngineRecord]:
+    """Build one engine per precision; returns their records (also written as JSON)."""
+    out = Path(output_dir) if output_dir is not None else cfg.build.output_dir
+    plans = S.plan_builds(cfg, precisions or cfg.build.precisions, out, int8_dummy_scales)
+    check_writable(plans[0].engine_path, "engine")
+    version = trt_version(import_tensorrt())
+    algorithm = cfg.calibration.algorithm
+    base_name, header = S.calibrator_base(algorithm)
+    cache = TableCache(cfg, cfg.calibration.output, algorithm, header, version)
+    decision = None
+    if any(p.precision == "int8" and not p.dummy_scales for p in plans):
+        decision = table_decision(cache, algorithm, force)  # before any work
+    sess = TrtSession.open(cfg)
+    timing = TimingCache(S.timing_cache_path(cfg, out))
+    gpu, model_sha = gpu_name(), sha256_file(cfg.model.path)
+    records = []
+    for plan in plans:
+        calibration = None
+        if plan.precision == "int8" and not plan.dummy_scales:
+            calibration = Calibration(cache, base_name, memory, reuse=decision == "reuse", progress=progress)
+        built = build_one(sess, cfg, plan.flags, plan.precision, calibration=calibration,
+                          dummy_ranges=plan.dummy_scales, timing=timing)
+        if built.source is not None:
+            decision = "reuse"  # a table TensorRT just wrote is reused by later INT8 builds
+            cache.invalidate()
+        atomic_write_bytes(plan.engine_path, built.data)
+        timing.save()
+        record = _record(cfg, plan, built, cache, sess, gpu, model_sha)
+        record.write(plan.record_path)
+        log.info("built %s (%s, %.1f s)", plan.engine_path, plan.precision, built.seconds)
+        records.append(record)
+    return records
+
+
+def _record(cfg: Config, plan: S.BuildPlan, built: Built, cache: TableCache, sess: TrtSession, gpu: str,
+            model_sha: str) -> EngineRecord:
+    source = built.source
+    return EngineRecord(
+        engine=str(plan.engine_path), precision=plan.precision, tensorrt_version=sess.version, gpu_name=gpu,
+        table_path=str(cache.path) if source else None,
+        table_sha256=sha256_file(cache.path) if source and cache.path.exists() else None,
+        table_source=source, profile={built.input_name: built.shapes.as_dict()},
+        calibration_shape=list(built.calibration_shape) if built.calibration_shape else None,
+        build_seconds=round(built.seconds, 3), int8_dummy_scales=plan.dummy_scales,
+        int8_allow_fp16=cfg.build.int8_allow_fp16, workspace_mb=cfg.build.workspace_mb,
+        model_path=str(cfg.model.path), model_sha256=model_sha, plugin_library=str(sess.plugin),
+        derived_ranges=len(built.derived), unranged_tensors=built.missing,
+        engine_sha256=hashlib.sha256(built.data).hexdigest(),
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
