@@ -33,6 +33,9 @@ def _slow_reference(x: np.ndarray, rois: np.ndarray, levels: tuple[int, ...], sc
     _, c, h, w = x.shape
     rows = []
     for roi in rois:
+        if not (0 <= roi[0] < len(x)) or not np.all(np.isfinite(roi[1:])):
+            rows.append(np.zeros(c * sum(n * n for n in levels), np.float32))  # invalid RoI: zeros
+            continue
         b = int(roi[0])
         x1, y1, x2, y2 = (_round_half_away(np.float32(roi[k]) * np.float32(scale)) for k in (1, 2, 3, 4))
         rw, rh = max(x2 - x1 + 1, 1), max(y2 - y1 + 1, 1)
