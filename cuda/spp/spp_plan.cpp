@@ -71,6 +71,7 @@ SppKnobs spp_knobs() {
         SppKnobs s;
         s.stream = env_knob("SPPQ_STREAM", 1) != 0;
         s.stream_tile = std::max(256LL, env_knob("SPPQ_STREAM_TILE", 4096));
+        s.stream_blocks = std::max(0LL, env_knob("SPPQ_STREAM_BLOCKS", 0));
         s.small = env_knob("SPPQ_SMALL", 1) != 0;
         s.small_wpp = env_knob("SPPQ_SMALL_WPP", 4);
         const long long t = env_knob("SPPQ_THREADS_PER_SM", 2048);
@@ -82,8 +83,9 @@ SppKnobs spp_knobs() {
 
 // Span size: about `tile_target` bytes, less when that would leave warps idle (small inputs);
 // whole planes per span when a plane fits (small mode), else row chunks of one plane.
-bool plan_stream(const SppArgs& a, const DeviceInfo& dev, long long tile_target, StreamParams* p, int* grid,
+bool plan_stream(const SppArgs& a, const DeviceInfo& dev, const SppKnobs& knobs, StreamParams* p, int* grid,
     size_t* smem) {
+    const long long tile_target = knobs.stream_tile;
     std::memset(p, 0, sizeof(*p));
     const size_t es = esize_of(a.dtype);
     p->nc = static_cast<long long>(a.N) * a.C;
@@ -122,7 +124,8 @@ bool plan_stream(const SppArgs& a, const DeviceInfo& dev, long long tile_target,
     // persistent grid: as many blocks as fit on the device at once, fewer for few units
     const long long per_sm = std::max<long long>(1, std::min<long long>(kStreamBlocksPerSm,
         static_cast<long long>(dev.smem_per_sm) / static_cast<long long>(*smem + 2048)));  // + static tables, reserved
-    const long long blocks = std::min(per_sm * sms, (p->units + kStreamWarps - 1) / kStreamWarps);
+    long long blocks = std::min(per_sm * sms, (p->units + kStreamWarps - 1) / kStreamWarps);
+    if (knobs.stream_blocks > 0) blocks = std::min(blocks, knobs.stream_blocks);
     *grid = static_cast<int>(std::max(1LL, blocks));
     return true;
 }
@@ -291,7 +294,7 @@ int plan_spp(const SppArgs& a, const DeviceInfo& dev, const SppKnobs& knobs, Spp
     if (a.pooling == SPPQ_MAX && knobs.stream) {
         int grid = 0;
         size_t smem = 0;
-        if (plan_stream(a, dev, knobs.stream_tile, &out->stream, &grid, &smem)) {
+        if (plan_stream(a, dev, knobs, &out->stream, &grid, &smem)) {
             out->kind = SppKernel::kStream;
             out->grid = grid;
             out->threads = 32 * kStreamWarps;

@@ -107,11 +107,13 @@ struct SppLaunch {
 };
 
 // Knobs for experiments only (read once from the environment): SPPQ_STREAM (0: never the stream
-// kernel), SPPQ_STREAM_TILE (span bytes, default 4096), SPPQ_SMALL (0: no small kernel),
+// kernel), SPPQ_STREAM_TILE (span bytes, default 4096), SPPQ_STREAM_BLOCKS (cap on the stream
+// grid: a test knob that gives every warp many spans), SPPQ_SMALL (0: no small kernel),
 // SPPQ_SMALL_WPP, SPPQ_THREADS_PER_SM (segment kernel).
 struct SppKnobs {
     bool stream = true;
     long long stream_tile = 4096;
+    long long stream_blocks = 0;  // 0: no cap
     bool small = true;
     long long small_wpp = 4;
     long long threads_per_sm = 2048;
@@ -122,7 +124,7 @@ SppKnobs spp_knobs();
 int plan_spp(const SppArgs& a, const DeviceInfo& dev, const SppKnobs& knobs, SppLaunch* out);
 
 // The parts, exposed for tests and for the choice rule.
-bool plan_stream(const SppArgs& a, const DeviceInfo& dev, long long tile_target, StreamParams* p, int* grid,
+bool plan_stream(const SppArgs& a, const DeviceInfo& dev, const SppKnobs& knobs, StreamParams* p, int* grid,
     size_t* smem);
 void plan_small(const SppArgs& a, const DeviceInfo& dev, long long wpp, SmallParams* p, int* grid, int* threads,
     size_t* smem);

@@ -276,7 +276,7 @@ int main(int argc, char** argv) {
     std::mt19937 rng(1234);
     // enqueue path, every dtype and pooling, a few shapes and level sets
     struct Shape { int n, c, h, w; };
-    Shape const shapes[] = {{2, 3, 13, 13}, {1, 1, 1, 1}, {3, 5, 3, 2}, {2, 7, 37, 53}, {1, 16, 64, 64}};
+    Shape const shapes[] = {{2, 3, 13, 13}, {1, 1, 1, 1}, {3, 5, 3, 2}, {2, 7, 37, 53}, {1, 16, 64, 64}, {8, 64, 13, 13}, {3, 40, 20, 21}};
     std::vector<std::vector<int>> const levelSets = {{1, 2, 4}, {6, 3, 2, 1}, {5, 3}};
     for (auto const& lv : levelSets) {
         for (char const* pool : {"max", "avg"}) {
