@@ -102,13 +102,19 @@ def worker_sppquant(name: str, n_calib: int, n_eval: int, out: Path) -> dict:
     res["fp32-prepared"] = {"model": str(out / f"{name}.fp32.prepared.onnx"), "calib_s": 0.0}
     # per-tensor diagnostics: amax vs max|x|, clipped fraction, local SQNR (|x| histogram-based)
     tensors = {}
+    producers = {o: nd.op_type for nd in model.graph.node for o in nd.output}
+    consumers: dict[str, list[str]] = {}
+    for nd in model.graph.node:
+        for i in nd.input:
+            consumers.setdefault(i, []).append(nd.op_type)
     for n, h in hists.items():
         if not h.count:
             continue
         c, w, m = ours.histogram_arrays(h)
         centres = (np.arange(len(c)) + 0.5) * w
         sig = float((c * centres ** 2).sum())
-        row = {"max_abs": m, "count": int(h.count), "zero_frac": float(c[0] / max(1, c.sum())), "rules": {}}
+        row = {"max_abs": m, "count": int(h.count), "zero_frac": float(c[0] / max(1, c.sum())),
+               "producer": producers.get(n, "input"), "consumers": consumers.get(n, []), "rules": {}}
         for label, amax in diags.items():
             a = amax.get(n)
             if a is None:
