@@ -1,4 +1,4 @@
-"""Summarise the per-tensor diagnostics run.py wrote (results/models/<model>.sppquant.tensors.json).
+"""Summarise the per-tensor diagnostics run.py wrote (results/<model>.sppquant.tensors.json).
 
     python benchmarks/realmodels/diagnose.py [--top 8]
 
@@ -51,7 +51,7 @@ def main() -> None:
     ap.add_argument("--top", type=int, default=8)
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    files = sorted((HERE / "results" / "models").glob("*.sppquant.tensors.json"))
+    files = sorted((HERE / "results").glob("*.sppquant.tensors.json"))
     text = "\n".join(summarise(f, args.top) for f in files)
     (HERE / "results" / "diagnostics.md").write_text(text)
     log.info("%s", text)

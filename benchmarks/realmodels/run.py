@@ -127,7 +127,7 @@ def worker_sppquant(name: str, n_calib: int, n_eval: int, out: Path) -> dict:
                                    "clip_frac": float(c[clipped].sum() / max(1, c.sum())),
                                    "local_sqnr_db": float(10 * np.log10(sig / err)) if err > 0 and sig > 0 else None}
         tensors[n] = row
-    (out / f"{name}.sppquant.tensors.json").write_text(json.dumps(tensors, indent=1))
+    (RESULTS / f"{name}.sppquant.tensors.json").write_text(json.dumps(tensors, indent=1))
     return {"rules": res, "hist_s": t_hist}
 
 
