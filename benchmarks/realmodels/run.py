@@ -227,6 +227,7 @@ def bench_model(name: str, args: argparse.Namespace) -> list[dict]:
     ref = infer(str(spec.path()), evx, spec.batch)
     rows = [{"model": name, "tool": "FP32 (ORT)", "rule": "-", **spec.metric(ref, targets), "sqnr_db": float("inf"),
              "calib_s": None, "rss_mb": None}]
+    log.info("  %s", rows[-1])
     tools = ["sppquant"] + ([] if args.quick else [f"ort:{m}" for m in ORT_METHODS])
     for tool in tools:
         log.info("%s: %s", name, tool)
@@ -297,12 +298,14 @@ def main() -> None:
         sys.exit(f"missing {exc.name}: pip install -r {HERE / 'requirements.txt'}")
     t0 = time.perf_counter()
     rows = []
-    for name in args.models.split(","):
-        rows += bench_model(name, args)
-    wall = time.perf_counter() - t0
     cmd = "python benchmarks/realmodels/run.py " + " ".join(sys.argv[1:])
     RESULTS.mkdir(exist_ok=True)
     tag = "quick" if args.quick else "full_" + args.models.replace(",", "+")
+    for name in args.models.split(","):
+        rows += bench_model(name, args)
+        partial = {"command": cmd, "wall_s": time.perf_counter() - t0, "rows": rows, "complete": False}
+        (RESULTS / f"results_{tag}.json").write_text(json.dumps(partial, indent=1))  # survives an interrupted run
+    wall = time.perf_counter() - t0
     (RESULTS / f"results_{tag}.json").write_text(json.dumps({"command": cmd, "wall_s": wall, "rows": rows}, indent=1))
     md = markdown(rows, cmd.strip(), wall)
     (RESULTS / f"results_{tag}.md").write_text(md)
