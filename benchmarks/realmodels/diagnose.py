@@ -20,7 +20,8 @@ log = logging.getLogger("realmodels.diagnose")
 
 
 def summarise(path: Path, top: int) -> str:
-    data = json.loads(path.read_text())
+    data = {n: t for n, t in json.loads(path.read_text()).items()
+            if t.get("producer") != "Constant" and "/Constant" not in n}  # constants are not activations
     rules = sorted({r for t in data.values() for r in t["rules"]})
     lines = [f"### {path.name.split('.')[0]} ({len(data)} tensors)", "",
              "| rule | median amax/max | median clip % | max clip % | median local SQNR (dB) | min local SQNR (dB) |",

@@ -119,7 +119,7 @@ def worker_sppquant(name: str, n_calib: int, n_eval: int, out: Path) -> dict:
             a = amax.get(n)
             if a is None:
                 continue
-            clipped = centres > a
+            clipped = centres - w / 2 >= a  # bins entirely above amax (values at exactly max|x| are not clipped)
             step = a / 127.0
             err = float((c[clipped] * (centres[clipped] - a) ** 2).sum() + c[~clipped][1:].sum() * step ** 2 / 12
                         if a > 0 else sig)
