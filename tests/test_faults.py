@@ -238,3 +238,12 @@ def test_any_table_name_round_trips_or_is_refused(name: str) -> None:
     except TableError:
         return
     assert parse_table(text) == table
+
+
+def test_export_qdq_never_overwrites_the_source_model(tiny_project: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["calibrate", "--config", str(tiny_project)]) == 0
+    model = tiny_project.parent / "tiny.onnx"
+    before = model.read_bytes()
+    code, err = _cli(["export-qdq", "--config", str(tiny_project), "--output", str(model)], capsys)
+    assert code == 2 and "FP32 model itself" in err and model.read_bytes() == before

@@ -9,7 +9,7 @@ from pathlib import Path
 from sppquant.atomic import atomic_write_bytes, check_writable
 from sppquant.calibration.table import read_table
 from sppquant.config import Config
-from sppquant.errors import TableError
+from sppquant.errors import TableError, UserError
 from sppquant.ops import upgrade_opset
 from sppquant.pipeline.context import open_model, ort_runner
 from sppquant.pipeline.tables import check_table, find_valid_table, table_for
@@ -67,6 +67,8 @@ def export_qdq(cfg: Config, output: str | Path, table_path: str | Path | None = 
     if high_precision not in HIGH_PRECISIONS:
         raise ValueError(f"high_precision must be one of {HIGH_PRECISIONS}, got {high_precision!r}")
     output = check_writable(output, "Q/DQ model")
+    if output.resolve() == Path(cfg.model.path).resolve():
+        raise UserError(f"--output {output} is the FP32 model itself (model.path); write the Q/DQ model elsewhere")
     model = upgrade_opset(open_model(cfg).model, MIN_OPSET, "per-axis Q/DQ", str(cfg.model.path))
     warnings: list[str] = []
     table_path = _resolve_table(cfg, table_path, warnings, algorithm)
