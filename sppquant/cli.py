@@ -283,6 +283,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only, no progress bars")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_calibration_commands, _add_engine_and_table_commands, _add_model_commands):
+        add(sub, algorithms, backends, precisions)
+    return parser
+
+
+def _add_calibration_commands(sub: argparse._SubParsersAction, algorithms: tuple[str, ...], backends: tuple[str, ...],
+        precisions: tuple[str, ...]) -> None:
+    """init, calibrate."""
 
     p = sub.add_parser("init", help="write a commented starter config for an ONNX model")
     p.add_argument("model", metavar="MODEL.onnx")
@@ -309,6 +317,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "ray needs pip install 'sppquant[ray]')")
     p.set_defaults(func=_cmd_calibrate)
 
+
+
+def _add_engine_and_table_commands(sub: argparse._SubParsersAction, algorithms: tuple[str, ...], backends: tuple[str, ...],
+        precisions: tuple[str, ...]) -> None:
+    """build, build-plugin, inspect, retarget."""
     p = sub.add_parser("build", help="build TensorRT engines (FP32/FP16/INT8) with the sppquant plugins")
     add_common(p, json_help="one JSON object: the engines built")
     p.add_argument("--precision", help=f"comma-separated subset of {','.join(precisions)} (default: build.precisions)")
@@ -342,6 +355,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_common(p, config=False, json_help="one JSON object: old and new header")
     p.set_defaults(func=_cmd_retarget)
 
+
+
+def _add_model_commands(sub: argparse._SubParsersAction, algorithms: tuple[str, ...], backends: tuple[str, ...],
+        precisions: tuple[str, ...]) -> None:
+    """predict, report, tune, export-qdq, export-data, export-onnx."""
     p = sub.add_parser("predict", help="FP32 inference on images, decoded by the model's task")
     add_common(p, json_help="one JSON list: path and the task's prediction per image")
     p.add_argument("images", nargs="+", metavar="IMAGE")
@@ -395,7 +413,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_common(p, json_help="one JSON object: output and the custom ops rewritten")
     p.add_argument("--output", required=True, help=".onnx path")
     p.set_defaults(func=_cmd_export_onnx)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
