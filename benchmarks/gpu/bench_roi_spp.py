@@ -121,11 +121,12 @@ def bench(lib, name, shape, per_image, levels, scale, dtype, copy_gbs, span, our
         return res
     trot = rot if dtype != "int8" else Rotation(lambda m: torch.randn(m, device="cuda").half(), numel, 2, span)
     x0 = trot.views[0].view(shape)
+    trois = rois.to(x0.dtype)  # torchvision wants rois of the input's dtype
     for key, fn in (("torch", functools.partial(tv_spp, levels=levels, scale=scale)), ("compiled", compiled_tv(levels, scale))):
         try:
-            fn(x0, rois)
+            fn(x0, trois)
             torch.cuda.synchronize()
-            res[f"{key}_us"] = time_graph(lambda f=fn: f(trot.next().view(shape), rois), k, 20)
+            res[f"{key}_us"] = time_graph(lambda f=fn: f(trot.next().view(shape), trois), k, 20)
             res[f"{key}_path"] = "fp16" if dtype == "int8" else dtype
             res[f"vs_{key}"] = res[f"{key}_us"] / t_ours
         except Exception as exc:  # noqa: BLE001

@@ -1,4 +1,4 @@
-"""Launch chosen SPP / RoI SPP cases once each (after one warm-up), for ncu (run_gpu.sh ncu).
+"""Launch chosen SPP / RoI SPP cases once each, for ncu (run_gpu.sh ncu).
 
 Usage: python profile_spp.py LIB.so CASE...   CASE = spp:N,C,H,W:levels:dtype  or  roi:NAME:dtype
   e.g. spp:128,256,13,13:6-3-2-1:fp32  roi:sppnet:int8
@@ -26,7 +26,7 @@ def spp_case(lib, spec: str, dtype: str) -> None:
     x = torch.randint(-128, 128, shape, dtype=torch.int8, device="cuda") if dtype == "int8" else torch.randn(shape, device="cuda").to(tdt)
     out = torch.empty(shape[0] * shape[1] * sum(v * v for v in levels), dtype=tdt, device="cuda")
     arr = (ctypes.c_int * len(levels))(*levels)
-    for _ in range(2):
+    for _ in range(1):
         rc = lib.sppq_spp_forward(x.data_ptr(), out.data_ptr(), code, 0, *shape, arr, len(levels), 0.02, 0.02,
                                   torch.cuda.current_stream().cuda_stream)
         assert rc == 0, rc
@@ -41,7 +41,7 @@ def roi_case(lib, name: str, dtype: str) -> None:
     rois = torch.from_numpy(proposals(n, per, h, w, scale)).cuda()
     out = torch.empty(len(rois) * c * sum(v * v for v in levels), dtype=tdt, device="cuda")
     arr = (ctypes.c_int * len(levels))(*levels)
-    for _ in range(2):
+    for _ in range(1):
         rc = lib.sppq_roi_spp_forward(x.data_ptr(), rois.data_ptr(), out.data_ptr(), code, 0, n, c, h, w, len(rois), arr,
                                       len(levels), scale, 0.02, 0.02, torch.cuda.current_stream().cuda_stream)
         assert rc == 0, rc

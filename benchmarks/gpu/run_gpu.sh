@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build, check and time the sppquant CUDA ops (SPP + RoI SPP) and plugins on a GPU machine.
 #
-#   benchmarks/gpu/run_gpu.sh [STAGE...]     (default: check sanitize bench sweep ncu)
+#   benchmarks/gpu/run_gpu.sh [STAGE...]     (default: check sanitize bench ncu sweep; in that order)
 #   STAGE: check     kernels vs the NumPy references (1000 random cases per dtype and op, 2 poison
 #                    patterns each) + knob variants (multi-span stream warps, v4 kernels, RoI
 #                    one channel per block / no derived levels); both plugin harnesses
@@ -22,7 +22,7 @@ BUILD=${SPPQ_BUILD_DIR:-$ROOT/cuda/build/gpu}
 ARCH=${SPPQ_CUDA_ARCH:-90}
 CASES=${CASES:-1000}
 STAGES=("$@")
-[[ ${#STAGES[@]} -eq 0 ]] && STAGES=(check sanitize bench sweep ncu)
+[[ ${#STAGES[@]} -eq 0 ]] && STAGES=(check sanitize bench ncu sweep)
 mkdir -p "$OUT" "$BUILD"
 TRT_INC=${SPPQUANT_TRT_INCLUDE:-}
 for d in "$ROOT/cuda/build/trt-include" "$ROOT/../shared/tensorrt-10.16-include"; do
@@ -110,13 +110,6 @@ if has bench; then
   { echo "RoI variant SPPQ_ROI_DERIVE=0 (every level read from the window):"; grep -E "^\| (sppnet|frcnn|odd)" "$LOGS/bench_roi_noderive.log"; } >> "$SUMMARY"
 fi
 
-if has sweep; then
-  step "SPP sweep"
-  timeout "$(left)" $PY "$ROOT/benchmarks/gpu/bench_spp.py" "$KLIB" --sweep --sweep-budget "${SWEEP_BUDGET:-300}" \
-    --compile-budget "${COMPILE_BUDGET:-120}" --json "$LOGS/bench_spp_sweep.json" > "$LOGS/bench_spp_sweep.log" 2>&1 || status=1
-  { echo; echo "## SPP sweep"; sed -n '/torch.compile rows/,$p' "$LOGS/bench_spp_sweep.log" | grep -vE "^$"; } >> "$SUMMARY"
-fi
-
 if has ncu && command -v ncu > /dev/null; then
   step "ncu"
   NCU_CASES=${NCU_CASES:-"spp:64,2048,7,7:4-2-1:fp32 spp:128,256,13,13:6-3-2-1:int8 spp:32,512,64,64:8-4-2-1:int8 spp:16,1024,40,40:1-2-4:fp16 roi:sppnet:fp32 roi:frcnn:int8"}
@@ -124,6 +117,13 @@ if has ncu && command -v ncu > /dev/null; then
   (cd "$ROOT/benchmarks/gpu" && timeout "$(left)" ncu --clock-control none -k regex:"stream_kernel|roi_spp_kernel|forward_kernel|small_kernel" \
      --launch-skip 0 --section SpeedOfLight --section Occupancy --section WarpStateStats --section LaunchStats \
      --section MemoryWorkloadAnalysis $PY profile_spp.py "$KLIB" $NCU_CASES) > "$LOGS/ncu.log" 2>&1
-  { echo; echo "## ncu"; grep -E "  [a-z_]+_kernel|Duration|DRAM Throughput|Memory Throughput|L2 Hit|Achieved Occupancy|Theoretical Occupancy|Registers Per|Block Limit (Shared|Reg)|Warp Cycles Per Issued|Grid Size|Block Size" \
+  { echo; echo "## ncu"; grep -E "_kernel<|Duration|DRAM Throughput|Memory Throughput|Compute \(SM\) Throughput|L1/TEX Hit|L2 Hit|Achieved Occupancy|Theoretical Occupancy|Registers Per|Block Limit (Shared|Reg)|Warp Cycles Per Issued|Grid Size|Block Size" \
      "$LOGS/ncu.log" | sed 's/^ *//' | head -120; } >> "$SUMMARY"
+fi
+
+if has sweep; then
+  step "SPP sweep"
+  timeout "$(left)" $PY "$ROOT/benchmarks/gpu/bench_spp.py" "$KLIB" --sweep --sweep-budget "${SWEEP_BUDGET:-$(( $(left) - 40 - ${COMPILE_BUDGET:-60} ))}" \
+    --compile-budget "${COMPILE_BUDGET:-60}" --json "$LOGS/bench_spp_sweep.json" > "$LOGS/bench_spp_sweep.log" 2>&1 || status=1
+  { echo; echo "## SPP sweep"; sed -n '/torch.compile rows/,$p' "$LOGS/bench_spp_sweep.log" | grep -vE "^$"; } >> "$SUMMARY"
 fi

@@ -50,16 +50,27 @@ __device__ __forceinline__ Region read_roi(const float* __restrict__ roi, const 
 
 __device__ __forceinline__ int clip(long long v, int hi) { return static_cast<int>(min(max(v, 0LL), static_cast<long long>(hi))); }
 
+// floor(i*len/n) and ceil((i+1)*len/n), exact: 32-bit division when (i+1)*len fits (len < 2^24,
+// i < 64: every real box), 64-bit otherwise.
+__device__ __forceinline__ long long bin_lo(int i, long long len, int n) {
+    return len < (1LL << 24) ? static_cast<long long>(static_cast<unsigned>(i * len) / static_cast<unsigned>(n))
+                             : (i * len) / n;
+}
+__device__ __forceinline__ long long bin_hi(int i, long long len, int n) {
+    return len < (1LL << 24) ? static_cast<long long>(static_cast<unsigned>((i + 1) * len + n - 1) / static_cast<unsigned>(n))
+                             : ((i + 1) * len + n - 1) / n;
+}
+
 // Clipped [start, end) of every bin of every level along both axes, exact integer arithmetic.
 __device__ __forceinline__ void fill_bin_table(const Region& g, const RoiParams& p, int (*tab)[SPPQ_MAX_SUM_BINS]) {
     for (int t = threadIdx.x; t < p.sum_n; t += blockDim.x) {
         int l = 0;
         while (l + 1 < p.nlev && p.bin_off[l + 1] <= t) ++l;
-        const long long n = p.lev[l], i = t - p.bin_off[l];
-        tab[0][t] = clip(g.y0 + (i * g.h) / n, p.H);
-        tab[1][t] = clip(g.y0 + ((i + 1) * g.h + n - 1) / n, p.H);
-        tab[2][t] = clip(g.x0 + (i * g.w) / n, p.W);
-        tab[3][t] = clip(g.x0 + ((i + 1) * g.w + n - 1) / n, p.W);
+        const int n = p.lev[l], i = t - p.bin_off[l];
+        tab[0][t] = clip(g.y0 + bin_lo(i, g.h, n), p.H);
+        tab[1][t] = clip(g.y0 + bin_hi(i, g.h, n), p.H);
+        tab[2][t] = clip(g.x0 + bin_lo(i, g.w, n), p.W);
+        tab[3][t] = clip(g.x0 + bin_hi(i, g.w, n), p.W);
     }
 }
 
@@ -72,7 +83,16 @@ __device__ void write_zero_rows(T* __restrict__ orow, const RoiParams& p, int c0
     }
 }
 
-// Pass 1: Cb[c][rr][x - wx0] = max over the rows of root bin row rr of column x (4 loads in flight).
+template <typename T> __device__ __forceinline__ T lowest_of();
+template <> __device__ __forceinline__ float lowest_of<float>() { return -INFINITY; }
+template <> __device__ __forceinline__ __half lowest_of<__half>() { return __ushort_as_half(0xFC00); }
+template <> __device__ __forceinline__ int8_t lowest_of<int8_t>() { return -128; }
+
+constexpr int kRoiItems = 4;  // column items per thread at once: 2 rows each, 8 loads in flight
+
+// Pass 1: Cb[c][rr][x - wx0] = max over the rows of root bin row rr of column x. A thread takes
+// kRoiItems items (blockDim apart, so a warp's loads stay coalesced along x) and loads two rows
+// of each before reducing: the L2 round trips of the items overlap instead of queueing.
 template <typename T>
 __device__ void column_pass(const T* __restrict__ plane0, T* cb, const RoiParams& p, const int (*tab)[SPPQ_MAX_SUM_BINS],
     int ncc, int wx0, int rwc) {
@@ -81,20 +101,37 @@ __device__ void column_pass(const T* __restrict__ plane0, T* cb, const RoiParams
     const int S = p.sr, W = p.W;
     const long long hw = static_cast<long long>(p.H) * W;
     const int items = ncc * S * rwc;
-    for (int it = threadIdx.x; it < items; it += blockDim.x) {
-        const int q = it / rwc, xo = it - q * rwc;
-        const int c = q / S, rr = q - c * S;
-        const int t = p.rrow[rr];
-        const int y0 = tab[0][t], y1 = tab[1][t];
-        const T* src = plane0 + c * hw + static_cast<long long>(y0) * W + wx0 + xo;
-        A acc = O::init();
-        int y = y0;
-        for (; y + 4 <= y1; y += 4, src += 4 * W) {
-            const T v0 = __ldg(src), v1 = __ldg(src + W), v2 = __ldg(src + 2 * W), v3 = __ldg(src + 3 * W);
-            acc = O::apply(O::apply(acc, cvt(v0)), O::apply(cvt(v1), O::apply(cvt(v2), cvt(v3))));
+    for (int base = threadIdx.x; base < items; base += kRoiItems * blockDim.x) {
+        const T* src[kRoiItems];
+        int rows[kRoiItems], dst[kRoiItems];
+        A acc[kRoiItems];
+        int most = 0;
+#pragma unroll
+        for (int g = 0; g < kRoiItems; ++g) {
+            const int it = base + g * blockDim.x;
+            const int q = it / rwc, xo = it - q * rwc;
+            const int c = q / S, rr = q - c * S;
+            const int t = p.rrow[it < items ? rr : 0];
+            const int y0 = tab[0][t];
+            rows[g] = it < items ? tab[1][t] - y0 : 0;
+            src[g] = plane0 + c * hw + static_cast<long long>(y0) * W + wx0 + xo;
+            dst[g] = it < items ? (c * S + rr) * p.wcap + xo : -1;
+            acc[g] = O::init();
+            most = max(most, rows[g]);
         }
-        for (; y < y1; ++y, src += W) acc = O::apply(acc, cvt(__ldg(src)));
-        cb[(c * S + rr) * p.wcap + xo] = acc_to(acc, static_cast<T*>(nullptr));
+        for (int r = 0; r < most; r += 2) {
+            T v[kRoiItems][2];
+#pragma unroll
+            for (int g = 0; g < kRoiItems; ++g) {
+                v[g][0] = r < rows[g] ? __ldg(src[g] + static_cast<long long>(r) * W) : lowest_of<T>();
+                v[g][1] = r + 1 < rows[g] ? __ldg(src[g] + static_cast<long long>(r + 1) * W) : lowest_of<T>();
+            }
+#pragma unroll
+            for (int g = 0; g < kRoiItems; ++g) acc[g] = O::apply(acc[g], O::apply(cvt(v[g][0]), cvt(v[g][1])));
+        }
+#pragma unroll
+        for (int g = 0; g < kRoiItems; ++g)
+            if (dst[g] >= 0) cb[dst[g]] = acc_to(acc[g], static_cast<T*>(nullptr));
     }
 }
 

@@ -7,8 +7,8 @@
 //   of spans: whole planes (small maps, ~4 KB of planes per span) or row chunks of one plane
 //   (large maps). The next span is copied into the warp's second shared-memory tile with
 //   cp.async while the current one is reduced, so loads stay in flight without block barriers:
-//     pass 1  R[row][j] = max over the columns of root x-bin j of the row;
-//     pass 2  every root bin = max over its rows of R (written out, kept in RB);
+//     pass 1  Cb[i][x] = max over the rows of root bin row i of column x (lanes along x);
+//     pass 2  every root bin = max over its columns of Cb (written out, kept in RB);
 //     pass 3  levels dividing a root: max over k x k root bins of RB.
 // segment (v3): column strips reduced into a grid of disjoint segments (any H, W, avg too).
 //   The bins of all levels along an axis start and end on a small set of boundaries; the
@@ -424,34 +424,39 @@ __device__ T* issue_span(const T* in, long long total, const Span& s, const Stre
     return reinterpret_cast<T*>(buf + (gb - w0));
 }
 
-// Pass 1: R[row][j] = max over the columns [xs_j, xe_j) of the span's row, j over root bin columns.
+__device__ __forceinline__ unsigned fdiv(unsigned n, const FastDiv& d) {
+    return d.one ? n : (__umulhi(n, d.mul) >> d.shift);
+}
+
+// Pass 1: Cb[lp][i][x] = max over the span's rows of root bin row i of column x. Consecutive
+// lanes take consecutive x (conflict-free shared-memory reads); in row mode a bin row spanning
+// several chunks accumulates (its first chunk starts it).
 template <typename T>
-__device__ void reduce_rows(const T* tile, T* R, const Span& s, const StreamParams& p, const unsigned short* xs,
-    const unsigned short* xe, int lane) {
+__device__ void column_pass(const T* tile, T* cb, const Span& s, const StreamParams& p, const unsigned short* ys,
+    const unsigned short* ye, int lane) {
     using A = typename Acc<T, SPPQ_MAX>::type;
     using O = Op<SPPQ_MAX, A>;
-    const int S = p.sr, W = p.W, rows = s.np * s.nrows;
-    T* Rb = R + static_cast<long long>(s.row0) * S;
-    if (S <= 32) {  // lanes = (row offset, j): no division in the loop
-        const int rps = 32 / S, j = lane % S, r0 = lane / S;
-        if (r0 >= rps) return;
-        const int x0 = xs[j], x1 = xe[j];
-        T* dst = Rb + j;
-        for (int r = r0; r < rows; r += rps) {
-            const T* row = tile + r * W;
-            A acc = O::init();
-#pragma unroll 4
-            for (int x = x0; x < x1; ++x) acc = O::apply(acc, cvt(row[x]));
-            dst[r * S] = from_acc(acc, static_cast<T*>(nullptr));
+    const int W = p.W, S = p.sr;
+    const int items = s.np * S * W;
+    const int r0 = s.row0, r1 = s.row0 + s.nrows;
+    for (int it = lane; it < items; it += 32) {
+        const unsigned q = fdiv(static_cast<unsigned>(it), p.div_w);
+        const int x = it - static_cast<int>(q) * W;
+        const unsigned lp = fdiv(q, p.div_sr);
+        const int i = static_cast<int>(q - lp * S);
+        const int b0 = ys[i], b1 = ye[i];
+        const int y0 = max(b0, r0), y1 = min(b1, r1);
+        if (y0 >= y1) continue;  // row mode: this bin row has no rows in the chunk
+        T* dst = cb + (static_cast<int>(lp) * S + i) * p.pitch + x;
+        A acc = b0 >= r0 ? O::init() : cvt(*dst);
+        const T* src = tile + (static_cast<int>(lp) * s.nrows + (y0 - r0)) * W + x;
+        int y = y0;
+        for (; y + 4 <= y1; y += 4, src += 4 * W) {
+            const A v0 = cvt(src[0]), v1 = cvt(src[W]), v2 = cvt(src[2 * W]), v3 = cvt(src[3 * W]);
+            acc = O::apply(acc, O::apply(O::apply(v0, v1), O::apply(v2, v3)));
         }
-        return;
-    }
-    for (int it = lane; it < rows * S; it += 32) {
-        const int r = it / S, j = it - r * S;
-        const T* row = tile + r * W;
-        A acc = O::init();
-        for (int x = xs[j]; x < xe[j]; ++x) acc = O::apply(acc, cvt(row[x]));
-        Rb[it] = from_acc(acc, static_cast<T*>(nullptr));
+        for (; y < y1; ++y, src += W) acc = O::apply(acc, cvt(*src));
+        *dst = from_acc(acc, static_cast<T*>(nullptr));
     }
 }
 
@@ -465,10 +470,11 @@ __device__ __forceinline__ long long out_index(const StreamParams& p, long long 
         static_cast<long long>(c) * nn + b;
 }
 
-// Passes 2 and 3: root bins from R (kept in RB when levels derive from them), then derived levels.
+// Passes 2 and 3: root bins = max along x of Cb rows (kept in RB when levels derive from them),
+// then the derived levels from RB.
 template <typename T>
-__device__ void reduce_bins(const T* R, T* RB, T* __restrict__ out, const Span& s, const StreamParams& p,
-    const unsigned short* ys, const unsigned short* ye, int lane) {
+__device__ void reduce_bins(const T* cb, T* RB, T* __restrict__ out, const Span& s, const StreamParams& p,
+    const unsigned short* xs, const unsigned short* xe, int lane) {
     using A = typename Acc<T, SPPQ_MAX>::type;
     using O = Op<SPPQ_MAX, A>;
     const int S = p.sr;
@@ -479,9 +485,9 @@ __device__ void reduce_bins(const T* R, T* RB, T* __restrict__ out, const Span& 
         const int n = p.lev[l], nn = n * n, ro = p.row_off[l];
         for (int it = lane; it < s.np * nn; it += 32) {
             const int lp = it / nn, b = it - lp * nn, by = b / n, bx = b - by * n;
-            const T* rp = R + static_cast<long long>(lp) * p.H * S + ro + bx;
+            const T* row = cb + (lp * S + ro + by) * p.pitch;
             A acc = O::init();
-            for (int y = ys[ro + by]; y < ye[ro + by]; ++y) acc = O::apply(acc, cvt(rp[y * S]));
+            for (int x = xs[ro + bx]; x < xe[ro + bx]; ++x) acc = O::apply(acc, cvt(row[x]));
             if (p.srb) RB[lp * p.srb + p.rb_off[l] + b] = from_acc(acc, static_cast<T*>(nullptr));
             out[out_index(p, img0, c0, lp, p.out_off[l], nn, b)] = Store<T, SPPQ_MAX>::get(acc, 0, p);
         }
@@ -514,8 +520,8 @@ __global__ void __launch_bounds__(32 * kStreamWarps, kStreamBlocksPerSm) spp_str
     __syncthreads();  // the only block barrier: warps are independent from here on
     const int lane = threadIdx.x & 31, wib = threadIdx.x >> 5;
     unsigned char* wbase = smem + static_cast<size_t>(wib) * p.warp_bytes;
-    T* R = reinterpret_cast<T*>(wbase + 2 * p.tile_bytes);
-    T* RB = reinterpret_cast<T*>(reinterpret_cast<unsigned char*>(R) + ((p.r_elems * sizeof(T) + 15) & ~size_t(15)));
+    T* cb = reinterpret_cast<T*>(wbase + 2 * p.tile_bytes);
+    T* RB = reinterpret_cast<T*>(reinterpret_cast<unsigned char*>(cb) + ((p.cb_elems * sizeof(T) + 15) & ~size_t(15)));
     const long long nw = static_cast<long long>(gridDim.x) * kStreamWarps;
     const long long total = p.nc * p.H * p.W;
     long long unit = static_cast<long long>(blockIdx.x) * kStreamWarps + wib;
@@ -538,12 +544,12 @@ __global__ void __launch_bounds__(32 * kStreamWarps, kStreamBlocksPerSm) spp_str
         }
         cp_async_wait<1>();
         __syncwarp();
-        reduce_rows(tcur, R, cur, p, tab[2], tab[3], lane);
+        column_pass(tcur, cb, cur, p, tab[0], tab[1], lane);
         if (cur.last) {
             __syncwarp();
-            reduce_bins(R, RB, out, cur, p, tab[0], tab[1], lane);
+            reduce_bins(cb, RB, out, cur, p, tab[2], tab[3], lane);
         }
-        __syncwarp();  // tile, R and RB are rewritten next
+        __syncwarp();  // tile, Cb and RB are rewritten next
         if (!more) break;
         cur = nxt; tcur = tnext; unit = nunit; chunk = nchunk; ib ^= 1;
     }

@@ -56,15 +56,34 @@ void fill_stream_levels(const SppArgs& a, StreamParams* p) {
     }
 }
 
-// Shared memory of one warp for `planes` planes per span of `rows` rows.
-size_t stream_warp_bytes(const StreamParams& p, size_t esize, long long span_bytes, bool small_mode) {
+// Cb row length in elements: at least W, an odd number of 4-byte words so that the rows of
+// the x-bin pass fall into different banks.
+int cb_pitch(int W, size_t esize) {
+    long long words = (static_cast<long long>(W) * static_cast<long long>(esize) + 3) / 4;
+    if (words % 2 == 0) ++words;
+    return static_cast<int>(words * 4 / static_cast<long long>(esize));
+}
+
+// Shared memory of one warp: two span tiles, the column maxima Cb, the root bins RB.
+size_t stream_warp_bytes(const StreamParams& p, size_t esize, long long span_bytes) {
     const size_t tile = align16(static_cast<size_t>(span_bytes) + 32);
-    const size_t r = static_cast<size_t>(small_mode ? p.planes : 1) * p.H * p.sr * esize;
+    const size_t cb = static_cast<size_t>(p.planes) * p.sr * p.pitch * esize;
     const size_t rb = static_cast<size_t>(p.planes) * p.srb * esize;
-    return 2 * tile + align16(r) + align16(rb);
+    return 2 * tile + align16(cb) + align16(rb);
 }
 
 }  // namespace
+
+FastDiv make_fastdiv(unsigned d) {
+    FastDiv f;
+    if (d <= 1) return f;  // one = 1: n / 1
+    unsigned s = 0;
+    while ((1ULL << s) < d) ++s;
+    f.mul = static_cast<unsigned>(((1ULL << (31 + s)) + d - 1) / d);
+    f.shift = s - 1;
+    f.one = 0;
+    return f;
+}
 
 SppKnobs spp_knobs() {
     static const SppKnobs k = [] {
@@ -72,6 +91,7 @@ SppKnobs spp_knobs() {
         s.stream = env_knob("SPPQ_STREAM", 1) != 0;
         s.stream_tile = std::max(256LL, env_knob("SPPQ_STREAM_TILE", 4096));
         s.stream_blocks = std::max(0LL, env_knob("SPPQ_STREAM_BLOCKS", 0));
+        s.small_planes = env_knob("SPPQ_SMALL_PLANES", 4096);
         s.small = env_knob("SPPQ_SMALL", 1) != 0;
         s.small_wpp = env_knob("SPPQ_SMALL_WPP", 4);
         const long long t = env_knob("SPPQ_THREADS_PER_SM", 2048);
@@ -86,7 +106,7 @@ SppKnobs spp_knobs() {
 bool plan_stream(const SppArgs& a, const DeviceInfo& dev, const SppKnobs& knobs, StreamParams* p, int* grid,
     size_t* smem) {
     const long long tile_target = knobs.stream_tile;
-    std::memset(p, 0, sizeof(*p));
+    *p = StreamParams();
     const size_t es = esize_of(a.dtype);
     p->nc = static_cast<long long>(a.N) * a.C;
     p->C = a.C; p->H = a.H; p->W = a.W;
@@ -100,11 +120,12 @@ bool plan_stream(const SppArgs& a, const DeviceInfo& dev, const SppKnobs& knobs,
     long long tile = std::min(tile_target, std::max(512LL, total / (32 * sms)));
     const size_t budget = static_cast<size_t>(std::min(dev.smem_optin, 96 * 1024)) / kStreamWarps;
     const bool small_mode = plane_bytes <= tile;
+    p->pitch = cb_pitch(a.W, es);
     if (small_mode) {
         p->planes = static_cast<int>(std::max(1LL, tile / plane_bytes));
         p->rows = a.H;
         p->chunks = 1;
-        while (p->planes > 1 && stream_warp_bytes(*p, es, plane_bytes * p->planes, true) > budget) p->planes /= 2;
+        while (p->planes > 1 && stream_warp_bytes(*p, es, plane_bytes * p->planes) > budget) p->planes /= 2;
         p->units = (p->nc + p->planes - 1) / p->planes;
     } else {
         tile = std::max(tile, row_bytes);
@@ -115,11 +136,13 @@ bool plan_stream(const SppArgs& a, const DeviceInfo& dev, const SppKnobs& knobs,
         p->units = p->nc;
     }
     const long long span_bytes = static_cast<long long>(p->planes) * p->rows * row_bytes;
-    const size_t wb = stream_warp_bytes(*p, es, span_bytes, small_mode);
+    const size_t wb = stream_warp_bytes(*p, es, span_bytes);
     if (wb > budget) return false;
     p->tile_bytes = static_cast<int>(align16(static_cast<size_t>(span_bytes) + 32));
     p->warp_bytes = static_cast<int>(wb);
-    p->r_elems = (small_mode ? p->planes : 1) * a.H * p->sr;
+    p->cb_elems = p->planes * p->sr * p->pitch;
+    p->div_w = make_fastdiv(static_cast<unsigned>(a.W));
+    p->div_sr = make_fastdiv(static_cast<unsigned>(p->sr));
     *smem = wb * kStreamWarps;
     // persistent grid: as many blocks as fit on the device at once, fewer for few units
     const long long per_sm = std::max<long long>(1, std::min<long long>(kStreamBlocksPerSm,
@@ -287,11 +310,15 @@ int plan_segment(const SppArgs& a, const DeviceInfo& dev, long long threads_per_
     return SPPQ_OK;
 }
 
-// The choice rule: max pooling takes the stream kernel whenever its per-warp buffers fit
-// (every sweep shape does); avg pooling (sums of overlapping bins cannot be derived) keeps the
-// v4 kernels: small for H <= 16 and W <= 64, segment otherwise.
+// The choice rule: max pooling takes the stream kernel whenever its per-warp buffers fit (every
+// sweep shape does), except small maps (H <= 16, W <= 64) of few planes (N*C <= 4096), which are
+// launch-latency bound and finish sooner in the small kernel's one-barrier blocks; avg pooling
+// (sums of overlapping bins cannot be derived) keeps the v4 kernels: small for H <= 16 and
+// W <= 64, segment otherwise.
 int plan_spp(const SppArgs& a, const DeviceInfo& dev, const SppKnobs& knobs, SppLaunch* out) {
-    if (a.pooling == SPPQ_MAX && knobs.stream) {
+    const bool small_map = knobs.small && a.H <= kSmallMaxH && a.W <= kSmallMaxW;
+    const bool few_planes = static_cast<long long>(a.N) * a.C <= knobs.small_planes;
+    if (a.pooling == SPPQ_MAX && knobs.stream && !(small_map && few_planes)) {
         int grid = 0;
         size_t smem = 0;
         if (plan_stream(a, dev, knobs, &out->stream, &grid, &smem)) {
@@ -302,7 +329,7 @@ int plan_spp(const SppArgs& a, const DeviceInfo& dev, const SppKnobs& knobs, Spp
             return SPPQ_OK;
         }
     }
-    if (knobs.small && a.H <= kSmallMaxH && a.W <= kSmallMaxW) {
+    if (small_map) {
         out->kind = SppKernel::kSmall;
         plan_small(a, dev, knobs.small_wpp, &out->small, &out->grid, &out->threads, &out->smem);
         return out->grid > 0 ? SPPQ_OK : SPPQ_ERR_SHAPE;

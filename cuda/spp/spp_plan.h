@@ -3,8 +3,9 @@
 // as a DeviceInfo). Three kernels, picked by pick_spp_kernel():
 //   stream   max pooling, every map whose per-warp buffers fit: warps stream spans of whole
 //            planes (small maps) or row chunks of one plane (large maps) into double-buffered
-//            shared memory with cp.async and reduce one span while the next is in flight;
-//            levels dividing a larger level are derived from its bins (LevelPlan).
+//            shared memory with cp.async and reduce one span while the next is in flight:
+//            column maxima per root bin row (lanes along x), then bins along x; levels
+//            dividing a larger level are derived from its bins (LevelPlan).
 //   small    avg pooling (or SPPQ_STREAM=0), H <= 16 and W <= 64: warps per plane (v4).
 //   segment  everything else: column strips reduced into a segment grid (v3).
 #ifndef SPPQUANT_SPP_PLAN_H
@@ -69,6 +70,13 @@ struct SmallParams {
 };
 
 // ---- stream kernel (v5) ---------------------------------------------------------------------
+// n / d for 0 <= n < 2^31 with a multiply-high (divisors fixed per launch; the kernel's loops
+// divide per item and a hardware-less 32-bit division costs ~20 instructions).
+struct FastDiv {
+    unsigned mul = 0, shift = 0, one = 1;
+};
+FastDiv make_fastdiv(unsigned d);
+
 constexpr int kStreamWarps = 4;        // warps per block; every warp works alone (no block barrier)
 constexpr int kStreamBlocksPerSm = 8;  // __launch_bounds__ minimum: <= 64 registers per thread
 
@@ -81,9 +89,10 @@ struct StreamParams {
     int chunks;            // spans per unit (small mode: 1)
     int tile_bytes;        // one shared-memory tile (span bytes + 32 for 16-byte word rounding)
     int warp_bytes;        // shared memory per warp: 2 tiles + R + RB
-    int r_elems;           // R: rows x root bin columns (input type)
+    int cb_elems;          // Cb: planes x root bin rows x pitch (input type)
+    int pitch;             // Cb row length: >= W, an odd number of 4-byte words (no bank conflicts)
     int total_bins;        // sum n^2 (output features per channel)
-    int sr;                // sum of n over root levels: R's row length
+    int sr;                // sum of n over root levels: root bin rows per plane
     int srb;               // sum of n^2 over root levels: RB's length per plane (0: nothing derived)
     int nlev;
     float ratio;           // int8: in_scale / out_scale
@@ -93,6 +102,7 @@ struct StreamParams {
     // per root bin row / column j < sr: [start, end) along H and W
     unsigned short rys[SPPQ_MAX_SUM_BINS], rye[SPPQ_MAX_SUM_BINS];
     unsigned short rxs[SPPQ_MAX_SUM_BINS], rxe[SPPQ_MAX_SUM_BINS];
+    FastDiv div_w, div_sr;  // by W and by sr
 };
 
 enum class SppKernel { kStream, kSmall, kSegment };
@@ -108,12 +118,14 @@ struct SppLaunch {
 
 // Knobs for experiments only (read once from the environment): SPPQ_STREAM (0: never the stream
 // kernel), SPPQ_STREAM_TILE (span bytes, default 4096), SPPQ_STREAM_BLOCKS (cap on the stream
-// grid: a test knob that gives every warp many spans), SPPQ_SMALL (0: no small kernel),
+// grid: a test knob that gives every warp many spans), SPPQ_SMALL_PLANES (N*C up to which small
+// maps take the small kernel, default 4096), SPPQ_SMALL (0: no small kernel),
 // SPPQ_SMALL_WPP, SPPQ_THREADS_PER_SM (segment kernel).
 struct SppKnobs {
     bool stream = true;
     long long stream_tile = 4096;
     long long stream_blocks = 0;  // 0: no cap
+    long long small_planes = 4096;  // N*C up to this on H <= 16, W <= 64: the small kernel (latency-bound sizes)
     bool small = true;
     long long small_wpp = 4;
     long long threads_per_sm = 2048;
