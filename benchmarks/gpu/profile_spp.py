@@ -50,11 +50,14 @@ def roi_case(lib, name: str, dtype: str) -> None:
 
 def main() -> int:
     lib = load(sys.argv[1])
-    load_roi(sys.argv[1])
+    roi_lib = load_roi(sys.argv[1])  # its own handle: the RoI entry point's argtypes are set there
     for spec in sys.argv[2:]:
         kind, rest = spec.split(":", 1)
         body, dtype = rest.rsplit(":", 1)
-        (spp_case if kind == "spp" else roi_case)(lib, body, dtype)
+        if kind == "spp":
+            spp_case(lib, body, dtype)
+        else:
+            roi_case(roi_lib, body, dtype)
     return 0
 
 

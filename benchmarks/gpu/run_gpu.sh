@@ -3,11 +3,12 @@
 #
 #   benchmarks/gpu/run_gpu.sh [STAGE...]     (default: check sanitize bench ncu sweep; in that order)
 #   STAGE: check     kernels vs the NumPy references (1000 random cases per dtype and op, 2 poison
-#                    patterns each) + knob variants (multi-span stream warps, v4 kernels, RoI
+#                    patterns each; SPP once with the choice rule, once with the stream kernel on
+#                    every map) + knob variants (multi-span stream warps, v4 kernels only, RoI
 #                    one channel per block / no derived levels); both plugin harnesses
 #          sanitize  compute-sanitizer memcheck + racecheck on both harnesses (default plan and
 #                    a stream plan with many spans per warp)
-#          bench     RoI SPP vs torchvision (+compile), fixed SPP shapes vs floor / torch, v4 A/B
+#          bench     RoI SPP vs torchvision (+compile), fixed SPP shapes vs floor / torch, stream A/B
 #          sweep     SPP sweep: ours + floor on every row; torch.compile on a priority subset
 #          ncu       Nsight Compute on chosen kernels
 # Needs nvcc, cmake, python3 with torch/torchvision/numpy, and TensorRT headers for the plugins
@@ -72,7 +73,8 @@ if has check; then
   step "checks: kernels vs references, knob variants, plugin harnesses"
   run_check spp_check $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" --cases "$CASES" &
   run_check roi_check $PY "$ROOT/benchmarks/gpu/check_roi_spp_kernels.py" "$KLIB" --cases "$CASES" &
-  SPPQ_STREAM_TILE=512 SPPQ_STREAM_BLOCKS=3 run_check spp_check_multispan $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" --cases 150 --seed 1 &
+  SPPQ_STREAM=2 run_check spp_check_stream $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" --cases "$CASES" --seed 4 &
+  SPPQ_STREAM=2 SPPQ_STREAM_TILE=512 SPPQ_STREAM_BLOCKS=3 run_check spp_check_multispan $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" --cases 150 --seed 1 &
   SPPQ_STREAM=0 run_check spp_check_v4 $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" --cases 100 --seed 2 &
   SPPQ_ROI_CC=1 SPPQ_ROI_DERIVE=0 run_check roi_check_cc1_noderive $PY "$ROOT/benchmarks/gpu/check_roi_spp_kernels.py" "$KLIB" --cases 100 --seed 3 &
   if [[ -x "$BUILD/sppq_plugin_harness" ]]; then
@@ -91,7 +93,7 @@ if has sanitize && command -v compute-sanitizer > /dev/null && [[ -x "$BUILD/spp
     for h in sppq_plugin_harness sppq_roi_plugin_harness; do
       run_check "${tool}_$h" compute-sanitizer --tool "$tool" --error-exitcode 9 "$BUILD/$h" --require-gpu &
     done
-    SPPQ_STREAM_TILE=512 SPPQ_STREAM_BLOCKS=2 run_check "${tool}_spp_multispan" compute-sanitizer --tool "$tool" \
+    SPPQ_STREAM=2 SPPQ_STREAM_TILE=512 SPPQ_STREAM_BLOCKS=2 run_check "${tool}_spp_multispan" compute-sanitizer --tool "$tool" \
       --error-exitcode 9 "$BUILD/sppq_plugin_harness" --require-gpu &
     wait
   done
@@ -101,8 +103,8 @@ if has bench; then
   step "SPP fixed shapes"
   timeout "$(left)" $PY "$ROOT/benchmarks/gpu/bench_spp.py" "$KLIB" --legacy --overhead --json "$LOGS/bench_spp_legacy.json" > "$LOGS/bench_spp_legacy.log" 2>&1 || status=1
   { echo; echo "## SPP fixed shapes"; grep -E "^\||launch overhead" "$LOGS/bench_spp_legacy.log"; } >> "$SUMMARY"
-  SPPQ_STREAM=0 timeout "$(left)" $PY "$ROOT/benchmarks/gpu/bench_spp.py" "$KLIB" --legacy --ours-only > "$LOGS/bench_spp_v4.log" 2>&1
-  { echo "v4 kernels (SPPQ_STREAM=0), same run:"; grep -E "^\| [0-9]" "$LOGS/bench_spp_v4.log"; } >> "$SUMMARY"
+  SPPQ_STREAM=2 timeout "$(left)" $PY "$ROOT/benchmarks/gpu/bench_spp.py" "$KLIB" --legacy --ours-only > "$LOGS/bench_spp_stream.log" 2>&1
+  { echo "stream kernel wherever it fits (SPPQ_STREAM=2), same run:"; grep -E "^\| [0-9]" "$LOGS/bench_spp_stream.log"; } >> "$SUMMARY"
   step "RoI SPP benchmark"
   timeout "$(left)" $PY "$ROOT/benchmarks/gpu/bench_roi_spp.py" "$KLIB" --json "$LOGS/bench_roi.json" > "$LOGS/bench_roi.log" 2>&1 || status=1
   { echo; echo "## RoI SPP"; grep -E "^\||equal" "$LOGS/bench_roi.log"; } >> "$SUMMARY"

@@ -88,7 +88,7 @@ FastDiv make_fastdiv(unsigned d) {
 SppKnobs spp_knobs() {
     static const SppKnobs k = [] {
         SppKnobs s;
-        s.stream = env_knob("SPPQ_STREAM", 1) != 0;
+        s.stream_mode = static_cast<int>(std::min(2LL, std::max(0LL, env_knob("SPPQ_STREAM", 1))));
         s.stream_tile = std::max(256LL, env_knob("SPPQ_STREAM_TILE", 4096));
         s.stream_blocks = std::max(0LL, env_knob("SPPQ_STREAM_BLOCKS", 0));
         s.small_planes = env_knob("SPPQ_SMALL_PLANES", 4096);
@@ -310,15 +310,19 @@ int plan_segment(const SppArgs& a, const DeviceInfo& dev, long long threads_per_
     return SPPQ_OK;
 }
 
-// The choice rule: max pooling takes the stream kernel whenever its per-warp buffers fit (every
-// sweep shape does), except small maps (H <= 16, W <= 64) of few planes (N*C <= 4096), which are
-// launch-latency bound and finish sooner in the small kernel's one-barrier blocks; avg pooling
-// (sums of overlapping bins cannot be derived) keeps the v4 kernels: small for H <= 16 and
-// W <= 64, segment otherwise.
+// The choice rule, from same-run timings on an H200 (benchmarks/gpu/NOTES.md, v5 round):
+//   max pooling on small maps (H <= 16, W <= 64) of many planes (N*C > 4096): stream kernel,
+//     1.2-1.9x faster than the small kernel there (64x256x13x13, 128x256x13x13, 64x2048x7x7);
+//   small maps of few planes: small kernel (launch-latency bound; stream measured 1.1-1.6x slower);
+//   everything else, and avg pooling: the v4 kernels (small / segment). On larger maps the stream
+//     kernel measured 1.4-2.2x slower than the segment kernel (32x512x64x64, 16x1024x40x40,
+//     7x96x37x53): its shared-memory passes are instruction bound (ncu: 50-68% SM throughput,
+//     25-50% occupancy from shared memory, DRAM 4-24%). SPPQ_STREAM=2 forces it for any map.
 int plan_spp(const SppArgs& a, const DeviceInfo& dev, const SppKnobs& knobs, SppLaunch* out) {
     const bool small_map = knobs.small && a.H <= kSmallMaxH && a.W <= kSmallMaxW;
     const bool few_planes = static_cast<long long>(a.N) * a.C <= knobs.small_planes;
-    if (a.pooling == SPPQ_MAX && knobs.stream && !(small_map && few_planes)) {
+    const bool stream = knobs.stream_mode == 2 || (knobs.stream_mode == 1 && small_map && !few_planes);
+    if (a.pooling == SPPQ_MAX && stream) {
         int grid = 0;
         size_t smem = 0;
         if (plan_stream(a, dev, knobs, &out->stream, &grid, &smem)) {

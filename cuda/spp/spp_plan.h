@@ -1,12 +1,12 @@
 // Launch planning for the whole-map SPP kernels: parameter blocks passed by value to the
 // kernels, and pure host functions that fill them (no CUDA calls here; the device facts come in
-// as a DeviceInfo). Three kernels, picked by pick_spp_kernel():
-//   stream   max pooling, every map whose per-warp buffers fit: warps stream spans of whole
+// as a DeviceInfo). Three kernels, picked by plan_spp() (rule and evidence in spp_plan.cpp):
+//   stream   max pooling on small maps of many planes: warps stream spans of whole
 //            planes (small maps) or row chunks of one plane (large maps) into double-buffered
 //            shared memory with cp.async and reduce one span while the next is in flight:
 //            column maxima per root bin row (lanes along x), then bins along x; levels
 //            dividing a larger level are derived from its bins (LevelPlan).
-//   small    avg pooling (or SPPQ_STREAM=0), H <= 16 and W <= 64: warps per plane (v4).
+//   small    H <= 16 and W <= 64 otherwise (few planes, avg): warps per plane (v4).
 //   segment  everything else: column strips reduced into a segment grid (v3).
 #ifndef SPPQUANT_SPP_PLAN_H
 #define SPPQUANT_SPP_PLAN_H
@@ -117,12 +117,12 @@ struct SppLaunch {
 };
 
 // Knobs for experiments only (read once from the environment): SPPQ_STREAM (0: never the stream
-// kernel), SPPQ_STREAM_TILE (span bytes, default 4096), SPPQ_STREAM_BLOCKS (cap on the stream
+// kernel, 2: wherever it fits, 1: the choice rule), SPPQ_STREAM_TILE (span bytes, default 4096), SPPQ_STREAM_BLOCKS (cap on the stream
 // grid: a test knob that gives every warp many spans), SPPQ_SMALL_PLANES (N*C up to which small
 // maps take the small kernel, default 4096), SPPQ_SMALL (0: no small kernel),
 // SPPQ_SMALL_WPP, SPPQ_THREADS_PER_SM (segment kernel).
 struct SppKnobs {
-    bool stream = true;
+    int stream_mode = 1;  // 0 never, 1 the choice rule of plan_spp, 2 every map it fits
     long long stream_tile = 4096;
     long long stream_blocks = 0;  // 0: no cap
     long long small_planes = 4096;  // N*C up to this on H <= 16, W <= 64: the small kernel (latency-bound sizes)
