@@ -42,7 +42,7 @@ from sppquant.pipeline.report_variants import (
 from sppquant.pipeline.shards import EvaluationJob, evaluate_sharded
 from sppquant.pipeline.tables import TableChoice, resolve_tables
 from sppquant.quantize.qdq import check_table_matches
-from sppquant.report.model import DatasetInfo, Report, TableInfo
+from sppquant.report.model import DatasetInfo, Fp16Info, Report, TableInfo
 
 log = logging.getLogger(__name__)
 
@@ -198,9 +198,7 @@ def _assemble(cfg, ctx, chosen, algos, tables, variants: Variants, ev, layers, i
         layers_images=layers.images, layers=layers.rows, notes=notes)
 
 
-def _no_fp16():
-    from sppquant.report.model import Fp16Info  # noqa: PLC0415
-
+def _no_fp16() -> Fp16Info:
     return Fp16Info([], [], "FP16 numbers come from the TensorRT FP16 engine")
 
 

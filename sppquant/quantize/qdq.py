@@ -54,7 +54,6 @@ QMIN, QMAX = -128, 127
 HIGH_PRECISIONS = ("fp16", "fp32")
 FP16_TINY = float(np.finfo(np.float16).smallest_subnormal)
 
-_Names = Names  # the name fp16.py imports
 
 
 def fake_quantize(x: np.ndarray, scale: float | np.ndarray, axis: int | None = None) -> np.ndarray:
