@@ -80,6 +80,7 @@ def open_model(cfg: Config) -> ModelContext:
     return ModelContext(model, path, cfg.model.input_name, tuple(graph_output_names(model)), task)
 
 
-def ort_runner(cfg: Config, model: onnx.ModelProto, extra_outputs: Sequence[str] = ()) -> OrtRunner:
-    """An ONNX Runtime runner with the config's execution providers and threads."""
-    return OrtRunner(model, extra_outputs=extra_outputs, options=cfg.onnxruntime)
+def ort_runner(cfg: Config, model: onnx.ModelProto, extra_outputs: Sequence[str] = (),
+               spinning: bool = True) -> OrtRunner:
+    """An ONNX Runtime runner with the config's execution providers and threads (``spinning``: see make_session)."""
+    return OrtRunner(model, extra_outputs=extra_outputs, options=cfg.onnxruntime, spinning=spinning)

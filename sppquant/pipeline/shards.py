@@ -16,7 +16,7 @@ from pathlib import Path
 
 import onnx
 
-from sppquant.calibration.collect import ActivationCollector
+from sppquant.calibration.collect import ActivationCollector, ThreadedFeed, feed_threads
 from sppquant.config import Config
 from sppquant.data import BadFiles, ImageSet, iter_batches
 from sppquant.errors import DataError
@@ -55,14 +55,18 @@ def calibration_shard(job: CalibrationJob) -> CalibrationPart:
     cfg, cal = job.cfg, job.cfg.calibration
     ctx = open_model(cfg)
     names = activation_names(ctx.model)
-    runner = ort_runner(cfg, ctx.model, extra_outputs=names)
+    # idle ORT threads sleep instead of spinning: binning threads run beside the session
+    runner = ort_runner(cfg, ctx.model, extra_outputs=names, spinning=False)
     collector, bad = ActivationCollector(names), BadFiles()
     deferred: tuple[int, ...] = ()
     outputs = [n for n in names if n not in set(runner.input_names)]
     sub = job.images
     last = "keep" if job.defer_partial else cal.last_batch
     try:
-        with runner:
+        # binning threads work on one batch while ONNX Runtime computes the next; several Ray workers
+        # may share a machine, so there only calibration.workers threads each
+        threads = cal.workers if cfg.executor.kind == "ray" else feed_threads(cal.workers, runner.threads)
+        with runner, ThreadedFeed(collector, threads) as feed:
             for batch in iter_batches(sub, cfg.preprocess, cfg.input.sizes, cal.batch_size, last, cal.bad_files,
                                       cal.workers, bad=bad, progress=job.progress, desc="calibrate",
                                       extra_feeds=ctx.extra_feeds):
@@ -71,8 +75,7 @@ def calibration_shard(job: CalibrationJob) -> CalibrationPart:
                     continue
                 for k in range(len(cfg.input.sizes)):
                     feeds = batch.feeds(k, cfg.model.input_name)
-                    collector.observe_all(feeds)
-                    collector.observe_all(runner.run(feeds, outputs))
+                    feed.submit({**feeds, **runner.run(feeds, outputs)})
                 collector.count_batch(batch.size)
     except DataError:
         if len(bad) != len(sub) or len(sub) == 0:  # a whole shard of bad files is not an error of the run
