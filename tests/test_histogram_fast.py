@@ -195,6 +195,24 @@ def test_threaded_feed_equals_sequential(threads: int) -> None:
     assert seq.histograms == par.histograms
 
 
+def test_threaded_feed_overlaps_only_small_batches() -> None:
+    """A batch over overlap_bytes is binned before submit returns (memory: one batch + overlap_bytes)."""
+    import time
+
+    class Slow(ActivationCollector):
+        def observe(self, name: str, values: np.ndarray) -> None:
+            time.sleep(0.2)
+            super().observe(name, values)
+
+    data = batches(6, 1)[0]
+    for limit, done in ((0, True), (1 << 40, False)):
+        slow = Slow(["a"])
+        with ThreadedFeed(slow, 2, overlap_bytes=limit) as feed:
+            feed.submit(data)
+            assert (slow.histograms["a"].count == data["a"].size) is done
+        assert slow.histograms["a"].count == data["a"].size
+
+
 def test_threaded_feed_raises_the_tensor_error() -> None:
     collector = ActivationCollector(["a", "b"])
     bad = {"a": np.ones(10, np.float32), "b": np.array([1.0, np.inf], np.float32)}

@@ -20,6 +20,7 @@ from sppquant.calibration.histogram import Histogram
 from sppquant.errors import DataError
 
 log = logging.getLogger(__name__)
+OVERLAP_BYTES = 1 << 30  # a batch's activations kept alive beside the next one's, at most
 MAX_FEED_THREADS = 8  # past this, the GIL-held parts of binning (Python per chunk, bincount's range scan) dominate
 
 
@@ -77,14 +78,17 @@ class ThreadedFeed:
     Why: binning is most of a calibration pass, and numpy releases the GIL in its per-chunk
     work (as ONNX Runtime does while it runs), so tensors are binned in parallel and overlap
     the next forward pass. At most one batch is in flight (`submit` first waits for the
-    previous one), so memory holds two batches' activations whatever the number of images.
+    previous one), and only one of at most ``overlap_bytes``: a larger batch is binned before
+    `submit` returns. Peak memory is thus one batch's activations plus at most
+    ``overlap_bytes``, whatever the number of images.
     Each tensor is binned by one task at a time, in submission order; histograms do not
     depend on that order anyway. A task's error (`DataError`) is raised by the next
     `submit`, `wait` or the end of the ``with`` block.
     """
 
-    def __init__(self, collector: ActivationCollector, threads: int = 1) -> None:
+    def __init__(self, collector: ActivationCollector, threads: int = 1, overlap_bytes: int = OVERLAP_BYTES) -> None:
         self.collector = collector
+        self.overlap_bytes = overlap_bytes
         self._pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="sppquant-hist")
         self._pending: list[Future[None]] = []
 
@@ -94,6 +98,8 @@ class ThreadedFeed:
         wanted = [(n, a) for n, a in arrays.items() if n in self.collector.histograms]
         wanted.sort(key=lambda item: -item[1].size)
         self._pending = [self._pool.submit(self.collector.observe, n, a) for n, a in wanted]
+        if sum(a.nbytes for _, a in wanted) > self.overlap_bytes:
+            self.wait()  # too large to keep beside the next batch: bin it now (still on all threads)
 
     def wait(self) -> None:
         """Block until the submitted batch is binned; re-raise the first task error."""
