@@ -1,8 +1,8 @@
 """Per-tensor histograms fed with activations, batch by batch, from any backend.
 
 Each batch updates the histograms and is dropped, so peak memory does not grow with the
-number of images (`ThreadedFeed`: at most two batches alive, the one being binned and the
-one being computed). Collectors merge exactly (`merge`), so shards computed in other
+number of images (`ThreadedFeed`: the batch being computed, plus the one being binned if it
+is under a memory bound). Collectors merge exactly (`merge`), so shards computed in other
 processes combine into the histograms one process would have built.
 """
 
@@ -20,7 +20,6 @@ from sppquant.calibration.histogram import Histogram
 from sppquant.errors import DataError
 
 log = logging.getLogger(__name__)
-OVERLAP_BYTES = 1 << 30  # a batch's activations kept alive beside the next one's, at most
 MAX_FEED_THREADS = 8  # past this, the GIL-held parts of binning (Python per chunk, bincount's range scan) dominate
 
 
@@ -30,6 +29,15 @@ def feed_threads(workers: int, busy: int) -> int:
     uses every core)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, workers, min(MAX_FEED_THREADS, cores - busy))
+
+
+def default_overlap_bytes() -> int:
+    """A batch's activations kept alive beside the next one's, at most: 1/8 of physical memory, at least 1 GiB."""
+    try:
+        ram = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):  # not POSIX
+        ram = 0
+    return max(1 << 30, ram // 8)
 
 
 class ActivationCollector:
@@ -78,17 +86,17 @@ class ThreadedFeed:
     Why: binning is most of a calibration pass, and numpy releases the GIL in its per-chunk
     work (as ONNX Runtime does while it runs), so tensors are binned in parallel and overlap
     the next forward pass. At most one batch is in flight (`submit` first waits for the
-    previous one), and only one of at most ``overlap_bytes``: a larger batch is binned before
-    `submit` returns. Peak memory is thus one batch's activations plus at most
-    ``overlap_bytes``, whatever the number of images.
+    previous one), and only one of at most ``overlap_bytes`` (default: 1/8 of physical memory,
+    at least 1 GiB): a larger batch is binned before `submit` returns. Peak memory is thus one
+    batch's activations plus at most ``overlap_bytes``, whatever the number of images.
     Each tensor is binned by one task at a time, in submission order; histograms do not
     depend on that order anyway. A task's error (`DataError`) is raised by the next
     `submit`, `wait` or the end of the ``with`` block.
     """
 
-    def __init__(self, collector: ActivationCollector, threads: int = 1, overlap_bytes: int = OVERLAP_BYTES) -> None:
+    def __init__(self, collector: ActivationCollector, threads: int = 1, overlap_bytes: int | None = None) -> None:
         self.collector = collector
-        self.overlap_bytes = overlap_bytes
+        self.overlap_bytes = default_overlap_bytes() if overlap_bytes is None else overlap_bytes
         self._pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="sppquant-hist")
         self._pending: list[Future[None]] = []
 
