@@ -308,7 +308,7 @@ def _add_calibration_commands(sub: argparse._SubParsersAction, algorithms: tuple
     p.add_argument("--output", help="table path (default: calibration.output; with another --algorithm than the "
                                    "config's: <stem>.<algorithm><suffix> next to it)")
     p.add_argument("--algorithm", choices=algorithms, help="default: calibration.algorithm; "
-                   + "; ".join(f"{a.name}: {a.help}" for a in ALGORITHMS.values()))
+                   + "; ".join(f"{a.name}: {a.help}" for a in ALGORITHMS.values()).replace("%", "%%"))
     p.add_argument("--backend", choices=backends, help="default: the config's backend")
     p.add_argument("--trt-version", metavar="X.Y.Z",
                    help="TensorRT version written in the table header (= --set calibration.trt_version=X.Y.Z); "
