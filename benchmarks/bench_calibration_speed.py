@@ -6,7 +6,8 @@ batch. Each measurement runs in its own child process (wall time, CPU time, peak
 
 - ``sppquant``: this checkout's calibration pass as `calibrate` runs it (ONNX Runtime
   session with every activation as an output, `ThreadedFeed` binning on
-  ``calibration.workers`` threads while the next image runs) + entropy2 thresholds.
+  ``feed_threads(calibration.workers=2, ORT threads)`` threads while the next image runs,
+  derived histograms for Pad/Concat/Reshape-like outputs) + entropy2 thresholds.
 - ``sppquant-src:DIR``: the same with the sppquant package found in DIR (e.g. the code before
   this change, ``git archive main sppquant | tar -x -C /tmp/old``), for before/after numbers.
 - ``ort-minmax``: ``onnxruntime.quantization.calibrate.create_calibrator(...,
@@ -24,6 +25,7 @@ Usage (repository root): python benchmarks/bench_calibration_speed.py [--models 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
@@ -119,7 +121,11 @@ def child_sppquant(name: str, n: int, threads: int | None, ort_threads: int | No
     extra = {"spinning": False} if feed_cls else {}  # as calibration_shard opens it
     runner = OrtRunner(model, extra_outputs=names, threads=ort_threads, **extra)
     outputs = [x for x in names if x not in set(runner.input_names)]
-    collector = collect.ActivationCollector(names)
+    try:  # calibration_shard's collector: derived tensors (Pad, Concat, Reshape...) merged from their inputs
+        from sppquant.calibration.derive import derivations
+        collector = collect.ActivationCollector(names, derivations(model, names))
+    except ImportError:  # the code before derive.py
+        collector = collect.ActivationCollector(names)
     if feed_cls is not None and threads is None:  # calibration_shard's rule, calibration.workers = 2
         threads = collect.feed_threads(2, runner.threads)
     if feed_cls is None:  # the code before ThreadedFeed: the old shard loop, synchronous
@@ -130,11 +136,15 @@ def child_sppquant(name: str, n: int, threads: int | None, ort_threads: int | No
         with feed_cls(collector, threads) as feed:
             for f in feeds(pool, n, runner.input_names[0]):
                 feed.submit({**f, **runner.run(f, outputs)})
+    if hasattr(collector, "finish"):
+        collector.finish()
     t_pass = time.perf_counter() - t0
     amax, _ = thresholds(collector.histograms, "entropy2", {})
     return {"seconds": time.perf_counter() - t0, "pass_s": t_pass, "cpu_s": time.process_time() - c0,
             "tensors": len(amax), "ort_threads": runner.threads, "hist_threads": threads if feed_cls else 1,
-            "amax": {k: float(v) for k, v in amax.items()}}
+            "amax": {k: float(v) for k, v in amax.items()},
+            "histograms_sha256": hashlib.sha256(json.dumps({k: h.to_dict() for k, h in sorted(
+                collector.histograms.items())}).encode()).hexdigest()}
 
 
 def child_ort_minmax(name: str, n: int) -> dict:
@@ -217,7 +227,8 @@ def main() -> None:
     for m, k in same:  # before/after: thresholds must be identical
         a = next(r for mm, kk, c, r in rows if (mm, kk) == (m, k) and c == "sppquant")
         b = next(r for mm, kk, c, r in rows if (mm, kk) == (m, k) and c.startswith("sppquant-src"))
-        print(f"{m} {k} images: entropy2 amax identical before/after: {a['amax'] == b['amax']}")
+        print(f"{m} {k} images: every histogram identical before/after: "
+              f"{a['histograms_sha256'] == b['histograms_sha256']}; entropy2 amax identical: {a['amax'] == b['amax']}")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from types import TracebackType
 
 import numpy as np
 
+from sppquant.calibration.derive import Derivation, derive
 from sppquant.calibration.histogram import Histogram
 from sppquant.errors import DataError
 
@@ -41,17 +42,26 @@ def default_overlap_bytes() -> int:
 
 
 class ActivationCollector:
-    """Per-tensor histograms fed by ``observe(name, array)``; knows nothing about backends."""
+    """Per-tensor histograms fed by ``observe(name, array)``; knows nothing about backends.
 
-    def __init__(self, names: Sequence[str]) -> None:
+    ``derived``: tensors whose histograms follow exactly from others' (`derive.derivations`): they are
+    only counted while observed, and filled by `finish`, which must run once all batches are in.
+    """
+
+    def __init__(self, names: Sequence[str], derived: Mapping[str, Derivation] | None = None) -> None:
         self.names = list(names)
         self.histograms: dict[str, Histogram] = {n: Histogram() for n in self.names}
+        self.derived = {n: d for n, d in (derived or {}).items() if n in self.histograms}
+        self._seen = dict.fromkeys(self.derived, 0)  # values observed per derived tensor
         self.batches = 0
         self.images = 0
 
     def observe(self, name: str, values: np.ndarray) -> None:
         hist = self.histograms.get(name)
         if hist is None:
+            return
+        if name in self._seen:
+            self._seen[name] += int(np.size(values))
             return
         try:
             hist.update(values)
@@ -61,6 +71,12 @@ class ActivationCollector:
     def observe_all(self, arrays: Mapping[str, np.ndarray]) -> None:
         for name, values in arrays.items():
             self.observe(name, values)
+
+    def finish(self) -> None:
+        """Fill the derived tensors' histograms from their sources' (exact; see `derive`)."""
+        if self.derived:
+            derive(self.histograms, self.derived, self._seen)
+            self.derived, self._seen = {}, {}
 
     def count_batch(self, images: int) -> None:
         self.batches += 1

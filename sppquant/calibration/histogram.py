@@ -207,6 +207,14 @@ class Histogram:
         self._commit(part)
         return self
 
+    def add_zeros(self, n: int) -> Histogram:
+        """Count ``n`` exact zeros (bin 0 at any range), as `update` with ``np.zeros(n)`` would. Returns self."""
+        if n < 0:
+            raise ValueError(f"Histogram.add_zeros: n must be >= 0, got {n}")
+        self._counts[0] += n
+        self.count += n
+        return self
+
     def _commit(self, part: _Pass) -> None:
         if part.max_abs > self.max_abs:
             self.max_abs = part.max_abs

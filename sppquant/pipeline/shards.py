@@ -17,6 +17,7 @@ from pathlib import Path
 import onnx
 
 from sppquant.calibration.collect import ActivationCollector, ThreadedFeed, feed_threads
+from sppquant.calibration.derive import derivations
 from sppquant.config import Config
 from sppquant.data import BadFiles, ImageSet, iter_batches
 from sppquant.errors import DataError
@@ -57,7 +58,7 @@ def calibration_shard(job: CalibrationJob) -> CalibrationPart:
     names = activation_names(ctx.model)
     # idle ORT threads sleep instead of spinning: binning threads run beside the session
     runner = ort_runner(cfg, ctx.model, extra_outputs=names, spinning=False)
-    collector, bad = ActivationCollector(names), BadFiles()
+    collector, bad = ActivationCollector(names, derivations(ctx.model, names)), BadFiles()
     deferred: tuple[int, ...] = ()
     outputs = [n for n in names if n not in set(runner.input_names)]
     sub = job.images
@@ -77,6 +78,8 @@ def calibration_shard(job: CalibrationJob) -> CalibrationPart:
                     feeds = batch.feeds(k, cfg.model.input_name)
                     feed.submit({**feeds, **runner.run(feeds, outputs)})
                 collector.count_batch(batch.size)
+            feed.wait()
+            collector.finish()  # Pad/Concat/Reshape... outputs: merged from their inputs' histograms, exactly
     except DataError:
         if len(bad) != len(sub) or len(sub) == 0:  # a whole shard of bad files is not an error of the run
             raise
