@@ -30,8 +30,18 @@ def graph() -> onnx.ModelProto:
         helper.make_node("Reshape", ["cat", "shape"], ["flat"]),
         helper.make_node("Transpose", ["x"], ["xt"], perm=[0, 1, 3, 2]),
         helper.make_node("Concat", ["flat", "flat"], ["cat2"], axis=1),
+        # pads computed from constants, as torch exports TF-SAME padding (folded), and a cropping one (not derived)
+        helper.make_node("Constant", [], ["pf"], value=numpy_helper.from_array(np.array([0, 0, 2, 1, 0, 0, 0, 1],
+                                                                                          np.float32))),
+        helper.make_node("Cast", ["pf"], ["pads_folded"], to=TensorProto.INT64),
+        helper.make_node("Pad", ["r", "pads_folded"], ["padf"]),
+        helper.make_node("Neg", ["pf"], ["nf"]),
+        helper.make_node("Relu", ["nf"], ["nf0"]),  # all zeros: still not >= 0 after Sub below
+        helper.make_node("Sub", ["nf0", "pf"], ["negf"]),
+        helper.make_node("Cast", ["negf"], ["pads_neg"], to=TensorProto.INT64),
+        helper.make_node("Pad", ["x", "pads_neg"], ["padneg"]),
     ]
-    outs = ["pad0c", "pad1", "padr", "padcrop", "xt", "cat2"]
+    outs = ["pad0c", "pad1", "padr", "padcrop", "xt", "cat2", "padf", "padneg"]
     g = helper.make_graph(nodes, "derive", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 5, 6])],
                           [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outs], inits)
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
@@ -40,7 +50,8 @@ def graph() -> onnx.ModelProto:
 def test_rules_chosen_from_the_graph() -> None:
     model = graph()
     rules = derivations(model, activation_names(model))
-    assert set(rules) == {"pad0", "pad0c", "cat", "flat", "xt", "cat2"}  # not: value 1, reflect, cropping
+    # not: pad value 1, reflect, cropping (constant or folded)
+    assert set(rules) == {"pad0", "pad0c", "cat", "flat", "xt", "cat2", "padf"}
     assert rules["cat"] == Derivation("Concat", ("r", "x", "pad0")) and rules["cat2"].sources == ("flat", "flat")
 
 

@@ -10,7 +10,8 @@ Rules, decided from the graph alone (anything else is binned as usual):
 - Identity, Reshape, Flatten, Squeeze, Unsqueeze, Transpose: the input's histogram.
 - Concat: the merge of its inputs' histograms.
 - Pad, mode ``constant``, pad value 0 (absent, or a constant equal to 0) and every pad >= 0 (a
-  constant): the input's histogram plus one zero per added element. The zeros are counted from the
+  constant, or computed from constants only, as torch exports TF-SAME padding: evaluated once
+  with ONNX's reference evaluator): the input's histogram plus one zero per added element. The zeros are counted from the
   output sizes seen (``seen`` minus the input's values), so no shape inference is trusted.
 
 Each derived tensor's sizes are checked at the end: its values seen must equal what the rule gives
@@ -49,7 +50,40 @@ def _constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     return out
 
 
-def _zero_pad(node: onnx.NodeProto, consts: Mapping[str, np.ndarray]) -> bool:
+def _folded(model: onnx.ModelProto, name: str, consts: dict[str, np.ndarray],
+            producers: Mapping[str, onnx.NodeProto]) -> np.ndarray | None:
+    """``name``'s value when it is computed from constants only (e.g. a torch export's Pad amounts:
+    Constant -> Reshape -> Slice -> Cast ...), by ONNX's reference evaluator; else None."""
+    if name in consts:
+        return consts[name]
+    needed: list[onnx.NodeProto] = []
+    todo, seen = [name], set()
+    while todo:
+        t = todo.pop()
+        if t in seen or t in consts or not t:
+            continue
+        seen.add(t)
+        node = producers.get(t)
+        if node is None or len(needed) > 64:  # a graph input, or not a small constant chain
+            return None
+        needed.append(node)
+        todo.extend(node.input)
+    try:
+        from onnx.reference import ReferenceEvaluator  # noqa: PLC0415
+
+        inits = [numpy_helper.from_array(v, k) for k, v in consts.items() if any(k in n.input for n in needed)]
+        graph = onnx.helper.make_graph(needed[::-1], "folded", [], [onnx.helper.make_tensor_value_info(name, 0, None)],
+                                       inits)
+        value = np.asarray(ReferenceEvaluator(onnx.helper.make_model(graph, opset_imports=model.opset_import))
+                           .run(None, {})[0])
+    except Exception:  # noqa: BLE001 - whatever the evaluator cannot do, the tensor is simply binned
+        return None
+    consts[name] = value
+    return value
+
+
+def _zero_pad(model: onnx.ModelProto, node: onnx.NodeProto, consts: dict[str, np.ndarray],
+              producers: Mapping[str, onnx.NodeProto]) -> bool:
     """Constant mode, pad value 0, every pad a non-negative constant."""
     attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
     mode = attrs.get("mode", b"constant")
@@ -58,15 +92,11 @@ def _zero_pad(node: onnx.NodeProto, consts: Mapping[str, np.ndarray]) -> bool:
     if "pads" in attrs:  # opset < 11: pads and value are attributes
         pads, value = np.asarray(attrs["pads"]), np.asarray(attrs.get("value", 0.0))
     else:
-        if len(node.input) < 2 or node.input[1] not in consts:
+        pads = _folded(model, node.input[1], consts, producers) if len(node.input) > 1 else None
+        value = (_folded(model, node.input[2], consts, producers) if len(node.input) > 2 and node.input[2]
+                 else np.asarray(0.0))
+        if pads is None or value is None:
             return False
-        pads = consts[node.input[1]]
-        if len(node.input) > 2 and node.input[2]:
-            if node.input[2] not in consts:
-                return False
-            value = consts[node.input[2]]
-        else:
-            value = np.asarray(0.0)
     return bool(pads.size and (pads >= 0).all() and value.size <= 1 and (value == 0).all())
 
 
@@ -74,11 +104,12 @@ def derivations(model: onnx.ModelProto, names: Sequence[str]) -> dict[str, Deriv
     """The tensors of ``names`` whose histograms follow from others of ``names`` (see the module doc)."""
     wanted = set(names)
     consts = _constants(model)
+    producers = {o: n for n in model.graph.node for o in n.output}
     out: dict[str, Derivation] = {}
     for node in model.graph.node:
         if len(node.output) != 1 or node.output[0] not in wanted or not node.input:
             continue
-        if node.op_type in SAME_VALUES or (node.op_type == "Pad" and _zero_pad(node, consts)):
+        if node.op_type in SAME_VALUES or (node.op_type == "Pad" and _zero_pad(model, node, consts, producers)):
             sources: tuple[str, ...] = (node.input[0],)
         elif node.op_type == "Concat":
             sources = tuple(node.input)
