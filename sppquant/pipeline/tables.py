@@ -214,7 +214,7 @@ def resolve_table(cfg: Config, algorithm: str, given: Path | None = None, force:
     4. One exists but is stale: refused with its reasons; ``force`` recalibrates and replaces it.
     """
     if given is not None:
-        table = read_table(given)
+        table = read_table(given, drop_zero_inf=True)  # a cache TensorRT wrote holds 0 / inf entries
         status = check_table(given, cfg, algorithm)
         if not status.valid:
             log.warning("table %s: %s (used as given)", given, status.explain())
