@@ -134,7 +134,7 @@ if has lane; then
     SPPQ_LANE=$v timeout "$(left)" $PY "$ROOT/benchmarks/gpu/bench_spp.py" "$KLIB" --sweep --max-hw 256 --ours-only \
       --json "$LOGS/bench_lane_$v.json" > "$LOGS/bench_lane_$v.log" 2>&1 || status=1
   done
-  for v in 8 16 64; do
+  for v in 0 8 16 64; do  # 0: the default channels per block
     SPPQ_ROI_CC=$v timeout "$(left)" $PY "$ROOT/benchmarks/gpu/bench_roi_spp.py" "$KLIB" --ours-only > "$LOGS/bench_roi_cc$v.log" 2>&1
     { echo "RoI variant SPPQ_ROI_CC=$v:"; grep -E "^\| (sppnet|frcnn|odd)" "$LOGS/bench_roi_cc$v.log"; } >> "$SUMMARY"
   done
