@@ -19,7 +19,8 @@
 # Needs nvcc, cmake, python3 with torch/torchvision/numpy, and TensorRT headers for the plugins
 # (SPPQUANT_TRT_INCLUDE, else cuda/build/trt-include, carried by the caller). Logs: $OUT/logs.tgz
 # (+ summary.md); a short table is printed last. Env: CASES (default 1000), SWEEP_BUDGET,
-# COMPILE_BUDGET (seconds).
+# COMPILE_BUDGET (seconds), BENCH_VARIANTS (0: no knob variants in `bench`), LANE_VARIANTS / ROI_VARIANTS
+# (the runs of `lane`).
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 OUT=${OUT:-/tmp/sppq_out}
@@ -83,6 +84,8 @@ if has check; then
   SPPQ_STREAM=0 run_check spp_check_v4 $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" --cases 100 --seed 2 &
   SPPQ_LANE=2 run_check spp_check_lane $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" --cases "$CASES" --seed 5 &
   SPPQ_LANE=2 SPPQ_STREAM_BLOCKS=1 SPPQ_LANE_TILE=65536 run_check spp_check_lane_multispan $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" --cases 300 --seed 6 &
+  SPPQ_LANE=2 SPPQ_LANE_STAGES=1 SPPQ_STREAM_BLOCKS=1 SPPQ_LANE_TILE=65536 run_check spp_check_lane1_multispan $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" --cases 300 --seed 8 &
+  SPPQ_LANE=2 SPPQ_LANE_STAGES=1 run_check spp_check_lane1 $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" --cases 300 --seed 9 &
   SPPQ_ROI_FASTDIV=0 run_check roi_check_intdiv $PY "$ROOT/benchmarks/gpu/check_roi_spp_kernels.py" "$KLIB" --cases 200 --seed 7 &
   SPPQ_ROI_CC=1 SPPQ_ROI_DERIVE=0 run_check roi_check_cc1_noderive $PY "$ROOT/benchmarks/gpu/check_roi_spp_kernels.py" "$KLIB" --cases 100 --seed 3 &
   if [[ -x "$BUILD/sppq_plugin_harness" ]]; then
@@ -105,6 +108,8 @@ if has sanitize && command -v compute-sanitizer > /dev/null && [[ -x "$BUILD/spp
       --error-exitcode 9 "$BUILD/sppq_plugin_harness" --require-gpu &
     SPPQ_LANE=2 SPPQ_STREAM_BLOCKS=1 SPPQ_LANE_TILE=65536 run_check "${tool}_spp_lane" compute-sanitizer --tool "$tool" \
       --error-exitcode 9 "$BUILD/sppq_plugin_harness" --require-gpu &
+    SPPQ_LANE=2 SPPQ_LANE_STAGES=1 SPPQ_STREAM_BLOCKS=1 SPPQ_LANE_TILE=65536 run_check "${tool}_spp_lane1" compute-sanitizer \
+      --tool "$tool" --error-exitcode 9 "$BUILD/sppq_plugin_harness" --require-gpu &
     wait
   done
 fi
@@ -119,28 +124,32 @@ if has bench; then
   step "SPP fixed shapes"
   timeout "$(left)" $PY "$ROOT/benchmarks/gpu/bench_spp.py" "$KLIB" --legacy --overhead --json "$LOGS/bench_spp_legacy.json" > "$LOGS/bench_spp_legacy.log" 2>&1 || status=1
   { echo; echo "## SPP fixed shapes"; grep -E "^\||launch overhead" "$LOGS/bench_spp_legacy.log"; } >> "$SUMMARY"
-  SPPQ_STREAM=2 timeout "$(left)" $PY "$ROOT/benchmarks/gpu/bench_spp.py" "$KLIB" --legacy --ours-only > "$LOGS/bench_spp_stream.log" 2>&1
-  { echo "stream kernel wherever it fits (SPPQ_STREAM=2), same run:"; grep -E "^\| [0-9]" "$LOGS/bench_spp_stream.log"; } >> "$SUMMARY"
+  if [[ ${BENCH_VARIANTS:-1} != 0 ]]; then
+    SPPQ_STREAM=2 timeout "$(left)" $PY "$ROOT/benchmarks/gpu/bench_spp.py" "$KLIB" --legacy --ours-only > "$LOGS/bench_spp_stream.log" 2>&1
+    { echo "stream kernel wherever it fits (SPPQ_STREAM=2), same run:"; grep -E "^\| [0-9]" "$LOGS/bench_spp_stream.log"; } >> "$SUMMARY"
+  fi
   step "RoI SPP benchmark"
   timeout "$(left)" $PY "$ROOT/benchmarks/gpu/bench_roi_spp.py" "$KLIB" --json "$LOGS/bench_roi.json" > "$LOGS/bench_roi.log" 2>&1 || status=1
   { echo; echo "## RoI SPP"; grep -E "^\||equal" "$LOGS/bench_roi.log"; } >> "$SUMMARY"
-  SPPQ_ROI_DERIVE=0 timeout "$(left)" $PY "$ROOT/benchmarks/gpu/bench_roi_spp.py" "$KLIB" --ours-only > "$LOGS/bench_roi_noderive.log" 2>&1
-  { echo "RoI variant SPPQ_ROI_DERIVE=0 (every level read from the window):"; grep -E "^\| (sppnet|frcnn|odd)" "$LOGS/bench_roi_noderive.log"; } >> "$SUMMARY"
+  if [[ ${BENCH_VARIANTS:-1} != 0 ]]; then
+    SPPQ_ROI_DERIVE=0 timeout "$(left)" $PY "$ROOT/benchmarks/gpu/bench_roi_spp.py" "$KLIB" --ours-only > "$LOGS/bench_roi_noderive.log" 2>&1
+    { echo "RoI variant SPPQ_ROI_DERIVE=0 (every level read from the window):"; grep -E "^\| (sppnet|frcnn|odd)" "$LOGS/bench_roi_noderive.log"; } >> "$SUMMARY"
+  fi
 fi
 
 if has lane; then
-  step "lane kernel A/B on tiny maps (ours only)"
-  for v in 0 2; do
-    SPPQ_LANE=$v timeout "$(left)" $PY "$ROOT/benchmarks/gpu/bench_spp.py" "$KLIB" --sweep --max-hw 256 --ours-only \
-      --json "$LOGS/bench_lane_$v.json" > "$LOGS/bench_lane_$v.log" 2>&1 || status=1
+  step "lane kernel A/B on tiny maps (ours only); RoI variants"
+  # LANE_VARIANTS: space-separated runs, each a comma-separated list of VAR=VALUE knobs
+  for v in ${LANE_VARIANTS:-SPPQ_LANE=0 SPPQ_LANE=2}; do
+    tag=$(echo "$v" | tr ',=' '__')
+    env $(echo "$v" | tr ',' ' ') timeout "$(left)" $PY "$ROOT/benchmarks/gpu/bench_spp.py" "$KLIB" --sweep --max-hw 256 --ours-only \
+      --json "$LOGS/bench_lane_$tag.json" > "$LOGS/bench_lane_$tag.log" 2>&1 || status=1
+    cp "$LOGS/bench_lane_$tag.json" "$OUT/" 2>/dev/null
   done
-  for v in 0 8 16 64; do  # 0: the default channels per block
-    SPPQ_ROI_CC=$v timeout "$(left)" $PY "$ROOT/benchmarks/gpu/bench_roi_spp.py" "$KLIB" --ours-only > "$LOGS/bench_roi_cc$v.log" 2>&1
-    { echo "RoI variant SPPQ_ROI_CC=$v:"; grep -E "^\| (sppnet|frcnn|odd)" "$LOGS/bench_roi_cc$v.log"; } >> "$SUMMARY"
+  for v in ${ROI_VARIANTS-SPPQ_ROI_CC=0 SPPQ_ROI_CC=8 SPPQ_ROI_CC=16 SPPQ_ROI_CC=64 SPPQ_ROI_FASTDIV=0}; do
+    env "$v" timeout "$(left)" $PY "$ROOT/benchmarks/gpu/bench_roi_spp.py" "$KLIB" --ours-only > "$LOGS/bench_roi_$v.log" 2>&1
+    { echo "RoI variant $v:"; grep -E "^\| (sppnet|frcnn|odd)" "$LOGS/bench_roi_$v.log"; } >> "$SUMMARY"
   done
-  SPPQ_ROI_FASTDIV=0 timeout "$(left)" $PY "$ROOT/benchmarks/gpu/bench_roi_spp.py" "$KLIB" --ours-only > "$LOGS/bench_roi_intdiv.log" 2>&1
-  { echo "RoI variant SPPQ_ROI_FASTDIV=0 (integer divisions in pass 1, as v5):"; grep -E "^\| (sppnet|frcnn|odd)" "$LOGS/bench_roi_intdiv.log"; } >> "$SUMMARY"
-  cp "$LOGS"/bench_lane_*.json "$OUT/" 2>/dev/null
 fi
 
 if has ncu && command -v ncu > /dev/null; then
@@ -158,5 +167,6 @@ if has sweep; then
   step "SPP sweep"
   timeout "$(left)" $PY "$ROOT/benchmarks/gpu/bench_spp.py" "$KLIB" --sweep --sweep-budget "${SWEEP_BUDGET:-$(( $(left) - 40 - ${COMPILE_BUDGET:-60} ))}" \
     --compile-budget "${COMPILE_BUDGET:-60}" --json "$LOGS/bench_spp_sweep.json" > "$LOGS/bench_spp_sweep.log" 2>&1 || status=1
+  cp "$LOGS/bench_spp_sweep.json" "$OUT/" 2>/dev/null
   { echo; echo "## SPP sweep"; sed -n '/torch.compile rows/,$p' "$LOGS/bench_spp_sweep.log" | grep -vE "^$"; } >> "$SUMMARY"
 fi

@@ -569,11 +569,15 @@ __global__ void __launch_bounds__(32 * kStreamWarps, kStreamBlocksPerSm) spp_str
 // max over their rows of R (-> O); pass 3 derived levels = max over k x k root bins (O -> O);
 // then the warp copies each level's bins of its 32 planes to the output, which is contiguous
 // there (level-major, channel, bin), with consecutive lanes on consecutive elements.
-// R and O hold 4-byte slots; R is lane-interleaved and O uses odd per-plane strides, so the
-// lanes of one access fall into different banks.
+// R holds input-type elements, lane-interleaved (a warp's access is 32 consecutive elements); O
+// holds 4-byte slots with odd per-plane strides: either way the lanes of one access fall into
+// different banks.
 template <typename T> struct LaneT;
 template <> struct LaneT<float> {
     using A = float;
+    using RS = float;  // R element: the input type (lane-interleaved, so 1- and 2-byte slots cannot conflict)
+    static __device__ __forceinline__ RS rs(A a) { return a; }
+    static __device__ __forceinline__ A unrs(RS v) { return v; }
     static __device__ __forceinline__ A init() { return -INFINITY; }
     static __device__ __forceinline__ A ld(const float* q) { return *q; }
     static __device__ __forceinline__ A mx(A a, A b) { return fmax_nan(a, b); }
@@ -583,6 +587,9 @@ template <> struct LaneT<float> {
 };
 template <> struct LaneT<__half> {
     using A = __half;
+    using RS = __half;
+    static __device__ __forceinline__ RS rs(A a) { return a; }
+    static __device__ __forceinline__ A unrs(RS v) { return v; }
     static __device__ __forceinline__ A init() { return __ushort_as_half(0xFC00); }
     static __device__ __forceinline__ A ld(const __half* q) { return *q; }
     static __device__ __forceinline__ A mx(A a, A b) { return __hmax_nan(a, b); }
@@ -592,6 +599,9 @@ template <> struct LaneT<__half> {
 };
 template <> struct LaneT<int8_t> {
     using A = int;
+    using RS = int8_t;
+    static __device__ __forceinline__ RS rs(A a) { return static_cast<int8_t>(a); }
+    static __device__ __forceinline__ A unrs(RS v) { return v; }
     static __device__ __forceinline__ A init() { return -128; }
     static __device__ __forceinline__ A ld(const int8_t* q) { return *q; }
     static __device__ __forceinline__ A mx(A a, A b) { return max(a, b); }
@@ -602,34 +612,42 @@ template <> struct LaneT<int8_t> {
     }
 };
 
-// Passes 1-3 for the calling lane's plane `pl` (R: this lane's first slot; O: the group's O).
+// Pass 1 for the calling lane's plane `pl` (R: this lane's first slot): the only tile reads.
 template <typename T>
-__device__ __forceinline__ void lane_bins(const T* pl, unsigned* R, unsigned* O, const LaneParams& p, int lane) {
+__device__ __forceinline__ void lane_rows(const T* pl, typename LaneT<T>::RS* R, const LaneParams& p) {
     using L = LaneT<T>;
     using A = typename L::A;
     const int H = p.H, W = p.W, S = p.sr;
-    unsigned* r = R;
+    typename L::RS* r = R;
     for (int y = 0; y < H; ++y, pl += W) {
         for (int j = 0; j < S; ++j, r += 32) {
             const int x1 = p.rxe[j];
             A acc = L::init();
 #pragma unroll 4
             for (int x = p.rxs[j]; x < x1; ++x) acc = L::mx(acc, L::ld(pl + x));
-            *r = L::slot(acc);
+            *r = L::rs(acc);
         }
     }
+}
+
+// Passes 2 and 3 for the calling lane's plane (R: this lane's first slot; O: the group's O).
+template <typename T>
+__device__ __forceinline__ void lane_bins(const typename LaneT<T>::RS* R, unsigned* O, const LaneParams& p, int lane) {
+    using L = LaneT<T>;
+    using A = typename L::A;
+    const int S = p.sr;
     for (int l = 0; l < p.nlev; ++l) {
         if (p.root_of[l] != l) continue;
         const int n = p.lev[l], ro = p.row_off[l];
         unsigned* o = O + p.obase[l] + lane * p.ostride[l];
         for (int by = 0; by < n; ++by) {
             const int y0 = p.rys[ro + by], y1 = p.rye[ro + by];
-            const unsigned* c0 = R + (y0 * S + ro) * 32;
+            const typename L::RS* c0 = R + (y0 * S + ro) * 32;
             for (int bx = 0; bx < n; ++bx, c0 += 32) {
                 A acc = L::init();
-                const unsigned* c = c0;
+                const typename L::RS* c = c0;
 #pragma unroll 4
-                for (int y = y0; y < y1; ++y, c += S * 32) acc = L::mx(acc, L::unslot(*c));
+                for (int y = y0; y < y1; ++y, c += S * 32) acc = L::mx(acc, L::unrs(*c));
                 o[by * n + bx] = L::slot(acc);
             }
         }
@@ -683,13 +701,16 @@ __device__ __forceinline__ void lane_store(const unsigned* O, T* __restrict__ ou
     }
 }
 
-template <typename T>
+// STAGES 2: the next span is copied into the second tile while this one is reduced; STAGES 1:
+// one tile, refilled as soon as pass 1 of the span's last group has read it (passes 2-3 and the
+// stores overlap the copy), for twice the warps per SM.
+template <typename T, int STAGES>
 __global__ void __launch_bounds__(32 * kLaneWarps, kLaneBlocksPerSm) spp_lane_kernel(const T* __restrict__ in,
     T* __restrict__ out, const LaneParams p) {
     extern __shared__ __align__(16) unsigned char smem[];
     const int lane = threadIdx.x & 31, wib = threadIdx.x >> 5;
     unsigned char* wbase = smem + static_cast<size_t>(wib) * p.warp_bytes;
-    unsigned* R = reinterpret_cast<unsigned*>(wbase + p.r_off) + lane;
+    typename LaneT<T>::RS* R = reinterpret_cast<typename LaneT<T>::RS*>(wbase + p.r_off) + lane;
     unsigned* O = reinterpret_cast<unsigned*>(wbase + p.o_off);
     const long long nw = static_cast<long long>(gridDim.x) * kLaneWarps;
     const long long total = p.nc * p.HW;
@@ -703,19 +724,29 @@ __global__ void __launch_bounds__(32 * kLaneWarps, kLaneBlocksPerSm) spp_lane_ke
         const long long nunit = unit + nw;
         const bool more = nunit < p.units;
         const T* tnext = nullptr;
-        if (more) {
-            tnext = issue_elems(in, total, nunit * span * p.HW, static_cast<long long>(planes_of(nunit)) * p.HW,
-                wbase + (ib ^ 1) * p.tile_bytes, lane);
+        if (STAGES == 2) {
+            if (more) {
+                tnext = issue_elems(in, total, nunit * span * p.HW, static_cast<long long>(planes_of(nunit)) * p.HW,
+                    wbase + (ib ^ 1) * p.tile_bytes, lane);
+            } else {
+                cp_async_commit();  // one group per iteration: wait<1> means "current span landed"
+            }
+            cp_async_wait<1>();
         } else {
-            cp_async_commit();  // one group per iteration: wait<1> means "current span landed"
+            cp_async_wait<0>();
         }
-        cp_async_wait<1>();
         __syncwarp();
         const long long plane0 = unit * span;
         const int np = planes_of(unit);
         for (int g = 0; g * 32 < np; ++g) {
             const int ng = min(32, np - g * 32);
-            if (lane < ng) lane_bins(tcur + (g * 32 + lane) * p.HW, R, O, p, lane);
+            if (lane < ng) lane_rows(tcur + (g * 32 + lane) * p.HW, R, p);
+            if (STAGES == 1 && more && (g + 1) * 32 >= np) {  // the tile is free: refill it now
+                __syncwarp();
+                tnext = issue_elems(in, total, nunit * span * p.HW, static_cast<long long>(planes_of(nunit)) * p.HW,
+                    wbase, lane);
+            }
+            if (lane < ng) lane_bins<T>(R, O, p, lane);
             __syncwarp();
             lane_store(O, out, p, plane0 + g * 32, ng, lane);
             __syncwarp();  // O is rewritten by the next group
@@ -766,7 +797,7 @@ int launch_pool(const void* in, void* out, const SppLaunch& l, cudaStream_t s) {
 template <typename T>
 int launch_dtype(const void* in, void* out, int pooling, const SppLaunch& l, cudaStream_t s) {
     if (l.kind == SppKernel::kLane) {
-        auto kern = spp_lane_kernel<T>;
+        auto kern = l.lane.stages == 1 ? spp_lane_kernel<T, 1> : spp_lane_kernel<T, 2>;
         SPPQ_RETURN_IF_ERROR(set_smem(kern, l.smem));
         kern<<<l.grid, l.threads, l.smem, s>>>(static_cast<const T*>(in), static_cast<T*>(out), l.lane);
         return SPPQ_LAUNCH_STATUS();

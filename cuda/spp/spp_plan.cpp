@@ -99,6 +99,8 @@ SppKnobs spp_knobs() {
         s.lane_mode = static_cast<int>(std::min(2LL, std::max(0LL, env_knob("SPPQ_LANE", 1))));
         s.lane_tile = std::max(64LL, env_knob("SPPQ_LANE_TILE", 4096));
         s.lane_warp_bytes = std::max(1024LL, env_knob("SPPQ_LANE_WARP_BYTES", 32 * 1024));
+        s.lane_stages = env_knob("SPPQ_LANE_STAGES", 2) == 1 ? 1 : 2;
+        s.lane_planes = std::max(1LL, env_knob("SPPQ_LANE_PLANES", 32768));
         return s;
     }();
     return k;
@@ -215,9 +217,12 @@ bool plan_lane(const SppArgs& a, const DeviceInfo& dev, const SppKnobs& knobs, L
     if (obase > 0xffff) return false;
     const long long plane_bytes = static_cast<long long>(p->HW) * static_cast<long long>(es);
     const long long groups = (p->nc + 31) / 32;
-    const size_t r_bytes = static_cast<size_t>(a.H) * p->sr * 32 * 4;
+    const size_t r_bytes = static_cast<size_t>(a.H) * p->sr * 32 * es;
     const size_t o_bytes = static_cast<size_t>(obase) * 4;
-    auto warp_bytes = [&](long long k) { return 2 * align16(static_cast<size_t>(32 * k * plane_bytes) + 32) + align16(r_bytes) + o_bytes; };
+    const int stages = knobs.lane_stages == 1 ? 1 : 2;
+    auto warp_bytes = [&](long long k) {
+        return stages * align16(static_cast<size_t>(32 * k * plane_bytes) + 32) + align16(r_bytes) + o_bytes;
+    };
     const size_t budget = static_cast<size_t>(std::min(dev.smem_optin, 200 * 1024)) / kLaneWarps;
     if (warp_bytes(1) > budget) return false;
     const long long sms = std::max(1, dev.sms);
@@ -233,9 +238,10 @@ bool plan_lane(const SppArgs& a, const DeviceInfo& dev, const SppKnobs& knobs, L
     // at least ~2 spans per resident warp when the input allows
     while (k > 1 && (warp_bytes(k) > budget || groups / k < 2 * resident_warps(warp_bytes(k)))) --k;
     p->k = static_cast<int>(k);
+    p->stages = stages;
     p->units = (groups + k - 1) / k;
     p->tile_bytes = static_cast<int>(align16(static_cast<size_t>(32 * k * plane_bytes) + 32));
-    p->r_off = 2 * p->tile_bytes;
+    p->r_off = stages * p->tile_bytes;
     p->o_off = p->r_off + static_cast<int>(align16(r_bytes));
     p->warp_bytes = static_cast<int>(warp_bytes(k));
     *smem = static_cast<size_t>(p->warp_bytes) * kLaneWarps;
@@ -402,14 +408,33 @@ int plan_segment(const SppArgs& a, const DeviceInfo& dev, long long threads_per_
     return SPPQ_OK;
 }
 
-// The choice rule, from same-run timings on an H200 (benchmarks/gpu/NOTES.md, v5 round):
-//   max pooling on small maps (H <= 16, W <= 64) of many planes (N*C > 4096): stream kernel,
+// Lane kernel part of the choice rule (v6 round, benchmarks/gpu/NOTES.md: 510 tiny-map sweep rows,
+// lane forced vs the v5 rule, same H200 run). The lane kernel needs many planes (each warp reduces
+// 32 planes at once, serially): it won 1.2-2.7x on 7x7 maps from N*C = 32768 on and lost below
+// (0.13-0.47x at N*C <= 4096 against the small kernel, 0.6-1.1x at 8192-16384 against the stream
+// kernel). On 7x7 it wins for every level set except fp32 with 8,4,2,1 (0.8-1.08x); on 11x11 and
+// 13x13 it wins for int8 with levels <= 6 (1.08-1.8x) and loses for fp16 / fp32 (0.64-1.05x, the
+// plane tiles halve the warps per SM) and for 8,4,2,1 (0.63-0.69x).
+bool lane_rule(const SppArgs& a, const SppKnobs& knobs, const LaneParams& lp) {
+    const int es = a.dtype == SPPQ_FLOAT32 ? 4 : (a.dtype == SPPQ_FLOAT16 ? 2 : 1);
+    int top = 0;
+    for (int i = 0; i < a.num_levels; ++i) top = std::max(top, a.levels[i]);
+    const long long hw = static_cast<long long>(a.H) * a.W;
+    const bool shape_ok = hw <= 64 ? (a.dtype != SPPQ_FLOAT32 || top <= 6) : (a.dtype == SPPQ_INT8 && top <= 6);
+    return shape_ok && static_cast<long long>(a.N) * a.C >= knobs.lane_planes &&
+        lane_conflict_ways(static_cast<int>(hw), es) <= 2 && static_cast<long long>(lp.warp_bytes) <= knobs.lane_warp_bytes;
+}
+
+// The choice rule, from same-run timings on an H200 (benchmarks/gpu/NOTES.md, v5 and v6 rounds):
+//   max pooling on tiny maps of very many planes (lane_rule above: N*C >= 32768, H*W <= 64, or
+//     H*W <= 256 for int8, levels <= 6 except fp16/int8 on H*W <= 64): lane kernel;
+//   max pooling on other small maps (H <= 16, W <= 64) of many planes (N*C > 4096): stream kernel,
 //     1.2-1.9x faster than the small kernel there (64x256x13x13, 128x256x13x13, 64x2048x7x7);
 //   small maps of few planes: small kernel (launch-latency bound; stream measured 1.1-1.6x slower);
 //   everything else, and avg pooling: the v4 kernels (small / segment). On larger maps the stream
 //     kernel measured 1.4-2.2x slower than the segment kernel (32x512x64x64, 16x1024x40x40,
 //     7x96x37x53): its shared-memory passes are instruction bound (ncu: 50-68% SM throughput,
-//     25-50% occupancy from shared memory, DRAM 4-24%). SPPQ_STREAM=2 forces it for any map.
+//     25-50% occupancy from shared memory, DRAM 4-24%). SPPQ_STREAM=2 / SPPQ_LANE=2 force a kernel.
 int plan_spp(const SppArgs& a, const DeviceInfo& dev, const SppKnobs& knobs, SppLaunch* out) {
     const bool small_map = knobs.small && a.H <= kSmallMaxH && a.W <= kSmallMaxW;
     const bool few_planes = static_cast<long long>(a.N) * a.C <= knobs.small_planes;
@@ -417,10 +442,7 @@ int plan_spp(const SppArgs& a, const DeviceInfo& dev, const SppKnobs& knobs, Spp
         int grid = 0;
         size_t smem = 0;
         if (plan_lane(a, dev, knobs, &out->lane, &grid, &smem)) {
-            const int es = a.dtype == SPPQ_FLOAT32 ? 4 : (a.dtype == SPPQ_FLOAT16 ? 2 : 1);
-            const bool rule = !few_planes && lane_conflict_ways(a.H * a.W, es) <= 2 &&
-                static_cast<long long>(out->lane.warp_bytes) <= knobs.lane_warp_bytes;
-            if (knobs.lane_mode == 2 || rule) {
+            if (knobs.lane_mode == 2 || lane_rule(a, knobs, out->lane)) {
                 out->kind = SppKernel::kLane;
                 out->grid = grid;
                 out->threads = 32 * kLaneWarps;

@@ -120,9 +120,10 @@ struct LaneParams {
     long long units;       // spans of 32 * k planes
     int C, H, W, HW;
     int k;                 // groups of 32 planes per span
+    int stages;            // span tiles per warp: 2 (copy the next span during the whole span) or 1
     int tile_bytes;        // one span tile (span bytes + 32 for 16-byte word rounding)
-    int warp_bytes;        // shared memory per warp: 2 tiles + R + O
-    int r_off, o_off;      // byte offsets of R (H x sr x 32 slots) and O (sum of 32 x ostride slots)
+    int warp_bytes;        // shared memory per warp: `stages` tiles + R + O
+    int r_off, o_off;      // byte offsets of R (H x sr x 32 input elements) and O (sum of 32 x ostride 4-byte slots)
     int sr;                // root bin columns (sum of n over root levels)
     int nlev, total_bins;
     float ratio;           // int8: in_scale / out_scale
@@ -153,7 +154,8 @@ struct SppLaunch {
 // grid: a test knob that gives every warp many spans), SPPQ_SMALL_PLANES (N*C up to which small
 // maps take the small kernel, default 4096), SPPQ_SMALL (0: no small kernel),
 // SPPQ_SMALL_WPP, SPPQ_THREADS_PER_SM (segment kernel), SPPQ_LANE (0 never, 1 rule, 2 wherever it
-// fits), SPPQ_LANE_TILE (span bytes, default 4096), SPPQ_LANE_WARP_BYTES (rule's shared-memory cap).
+// fits), SPPQ_LANE_TILE (span bytes, default 4096), SPPQ_LANE_WARP_BYTES (rule's shared-memory cap),
+// SPPQ_LANE_STAGES (span tiles per warp, 1 or 2), SPPQ_LANE_PLANES (rule's least N*C, default 32768).
 struct SppKnobs {
     int stream_mode = 1;  // 0 never, 1 the choice rule of plan_spp, 2 every map it fits
     long long stream_tile = 4096;
@@ -165,6 +167,8 @@ struct SppKnobs {
     int lane_mode = 1;               // 0 never, 1 the choice rule, 2 every map it fits
     long long lane_tile = 4096;      // target span bytes (>= 32 planes)
     long long lane_warp_bytes = 32 * 1024;  // choice rule: shared memory per warp at most this
+    int lane_stages = 2;             // span tiles per warp (1 or 2)
+    long long lane_planes = 32768;   // choice rule: N*C at least this
 };
 SppKnobs spp_knobs();
 
@@ -174,6 +178,8 @@ int plan_spp(const SppArgs& a, const DeviceInfo& dev, const SppKnobs& knobs, Spp
 // The parts, exposed for tests and for the choice rule.
 bool plan_lane(const SppArgs& a, const DeviceInfo& dev, const SppKnobs& knobs, LaneParams* p, int* grid,
     size_t* smem);
+// The lane kernel's part of the choice rule (measured; spp_plan.cpp).
+bool lane_rule(const SppArgs& a, const SppKnobs& knobs, const LaneParams& lp);
 // Worst shared-memory bank conflict of the lane kernel's tile reads (lane l reads plane l).
 int lane_conflict_ways(int hw, int esize);
 bool plan_stream(const SppArgs& a, const DeviceInfo& dev, const SppKnobs& knobs, StreamParams* p, int* grid,
