@@ -19,7 +19,7 @@
 # Needs nvcc, cmake, python3 with torch/torchvision/numpy, and TensorRT headers for the plugins
 # (SPPQUANT_TRT_INCLUDE, else cuda/build/trt-include, carried by the caller). Logs: $OUT/logs.tgz
 # (+ summary.md); a short table is printed last. Env: CASES (default 1000), SWEEP_BUDGET,
-# COMPILE_BUDGET (seconds), BENCH_VARIANTS (0: no knob variants in `bench`), LANE_VARIANTS / ROI_VARIANTS
+# COMPILE_BUDGET (seconds), BENCH_VARIANTS (0: no knob variants in `bench`), BENCH_ROI (0: no RoI bench), LANE_VARIANTS / ROI_VARIANTS
 # (the runs of `lane`).
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -84,8 +84,8 @@ if has check; then
   SPPQ_STREAM=0 run_check spp_check_v4 $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" --cases 100 --seed 2 &
   SPPQ_LANE=2 run_check spp_check_lane $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" --cases "$CASES" --seed 5 &
   SPPQ_LANE=2 SPPQ_STREAM_BLOCKS=1 SPPQ_LANE_TILE=65536 run_check spp_check_lane_multispan $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" --cases 300 --seed 6 &
-  SPPQ_LANE=2 SPPQ_LANE_STAGES=1 SPPQ_STREAM_BLOCKS=1 SPPQ_LANE_TILE=65536 run_check spp_check_lane1_multispan $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" --cases 300 --seed 8 &
-  SPPQ_LANE=2 SPPQ_LANE_STAGES=1 run_check spp_check_lane1 $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" --cases 300 --seed 9 &
+  SPPQ_LANE=2 SPPQ_LANE_STAGES=2 SPPQ_STREAM_BLOCKS=1 SPPQ_LANE_TILE=65536 run_check spp_check_lane2_multispan $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" --cases 300 --seed 8 &
+  SPPQ_LANE=2 SPPQ_LANE_STAGES=2 run_check spp_check_lane2 $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" --cases 300 --seed 9 &
   SPPQ_ROI_FASTDIV=0 run_check roi_check_intdiv $PY "$ROOT/benchmarks/gpu/check_roi_spp_kernels.py" "$KLIB" --cases 200 --seed 7 &
   SPPQ_ROI_CC=1 SPPQ_ROI_DERIVE=0 run_check roi_check_cc1_noderive $PY "$ROOT/benchmarks/gpu/check_roi_spp_kernels.py" "$KLIB" --cases 100 --seed 3 &
   if [[ -x "$BUILD/sppq_plugin_harness" ]]; then
@@ -108,7 +108,7 @@ if has sanitize && command -v compute-sanitizer > /dev/null && [[ -x "$BUILD/spp
       --error-exitcode 9 "$BUILD/sppq_plugin_harness" --require-gpu &
     SPPQ_LANE=2 SPPQ_STREAM_BLOCKS=1 SPPQ_LANE_TILE=65536 run_check "${tool}_spp_lane" compute-sanitizer --tool "$tool" \
       --error-exitcode 9 "$BUILD/sppq_plugin_harness" --require-gpu &
-    SPPQ_LANE=2 SPPQ_LANE_STAGES=1 SPPQ_STREAM_BLOCKS=1 SPPQ_LANE_TILE=65536 run_check "${tool}_spp_lane1" compute-sanitizer \
+    SPPQ_LANE=2 SPPQ_LANE_STAGES=2 SPPQ_STREAM_BLOCKS=1 SPPQ_LANE_TILE=65536 run_check "${tool}_spp_lane2" compute-sanitizer \
       --tool "$tool" --error-exitcode 9 "$BUILD/sppq_plugin_harness" --require-gpu &
     wait
   done
@@ -129,7 +129,7 @@ if has bench; then
     { echo "stream kernel wherever it fits (SPPQ_STREAM=2), same run:"; grep -E "^\| [0-9]" "$LOGS/bench_spp_stream.log"; } >> "$SUMMARY"
   fi
   step "RoI SPP benchmark"
-  timeout "$(left)" $PY "$ROOT/benchmarks/gpu/bench_roi_spp.py" "$KLIB" --json "$LOGS/bench_roi.json" > "$LOGS/bench_roi.log" 2>&1 || status=1
+  [[ ${BENCH_ROI:-1} != 0 ]] && timeout "$(left)" $PY "$ROOT/benchmarks/gpu/bench_roi_spp.py" "$KLIB" --json "$LOGS/bench_roi.json" > "$LOGS/bench_roi.log" 2>&1 || status=1
   { echo; echo "## RoI SPP"; grep -E "^\||equal" "$LOGS/bench_roi.log"; } >> "$SUMMARY"
   if [[ ${BENCH_VARIANTS:-1} != 0 ]]; then
     SPPQ_ROI_DERIVE=0 timeout "$(left)" $PY "$ROOT/benchmarks/gpu/bench_roi_spp.py" "$KLIB" --ours-only > "$LOGS/bench_roi_noderive.log" 2>&1

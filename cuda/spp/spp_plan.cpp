@@ -99,7 +99,7 @@ SppKnobs spp_knobs() {
         s.lane_mode = static_cast<int>(std::min(2LL, std::max(0LL, env_knob("SPPQ_LANE", 1))));
         s.lane_tile = std::max(64LL, env_knob("SPPQ_LANE_TILE", 4096));
         s.lane_warp_bytes = std::max(1024LL, env_knob("SPPQ_LANE_WARP_BYTES", 32 * 1024));
-        s.lane_stages = env_knob("SPPQ_LANE_STAGES", 2) == 1 ? 1 : 2;
+        s.lane_stages = env_knob("SPPQ_LANE_STAGES", 1) == 2 ? 2 : 1;
         s.lane_planes = std::max(1LL, env_knob("SPPQ_LANE_PLANES", 32768));
         return s;
     }();
@@ -408,26 +408,23 @@ int plan_segment(const SppArgs& a, const DeviceInfo& dev, long long threads_per_
     return SPPQ_OK;
 }
 
-// Lane kernel part of the choice rule (v6 round, benchmarks/gpu/NOTES.md: 510 tiny-map sweep rows,
-// lane forced vs the v5 rule, same H200 run). The lane kernel needs many planes (each warp reduces
-// 32 planes at once, serially): it won 1.2-2.7x on 7x7 maps from N*C = 32768 on and lost below
-// (0.13-0.47x at N*C <= 4096 against the small kernel, 0.6-1.1x at 8192-16384 against the stream
-// kernel). On 7x7 it wins for every level set except fp32 with 8,4,2,1 (0.8-1.08x); on 11x11 and
-// 13x13 it wins for int8 with levels <= 6 (1.08-1.8x) and loses for fp16 / fp32 (0.64-1.05x, the
-// plane tiles halve the warps per SM) and for 8,4,2,1 (0.63-0.69x).
+// Lane kernel part of the choice rule (v6 round, benchmarks/gpu/NOTES.md): the lane kernel with one
+// span tile per warp (SPPQ_LANE_STAGES=1, the default) forced on the 510 tiny-map sweep rows against
+// the v5 rule's kernels (stream / small) on the same kind of H200. It needs many planes (a warp
+// reduces 32 planes at once, serially): from N*C = 32768 on it won 1.15-3.5x on every 7x7 row and
+// every fp16 / int8 row of 11x11 and 13x13 (1.05-2.7x); below it lost (0.13-0.8x at N*C <= 8192,
+// 0.82-1.09x at 16384). fp32 on 11x11 / 13x13 lost on most level sets (0.68-1.08x; a 32-plane
+// fp32 tile of 13x13 is 21.6 KB, so few warps fit): the stream kernel keeps those.
 bool lane_rule(const SppArgs& a, const SppKnobs& knobs, const LaneParams& lp) {
     const int es = a.dtype == SPPQ_FLOAT32 ? 4 : (a.dtype == SPPQ_FLOAT16 ? 2 : 1);
-    int top = 0;
-    for (int i = 0; i < a.num_levels; ++i) top = std::max(top, a.levels[i]);
     const long long hw = static_cast<long long>(a.H) * a.W;
-    const bool shape_ok = hw <= 64 ? (a.dtype != SPPQ_FLOAT32 || top <= 6) : (a.dtype == SPPQ_INT8 && top <= 6);
-    return shape_ok && static_cast<long long>(a.N) * a.C >= knobs.lane_planes &&
+    return (hw <= 64 || a.dtype != SPPQ_FLOAT32) && static_cast<long long>(a.N) * a.C >= knobs.lane_planes &&
         lane_conflict_ways(static_cast<int>(hw), es) <= 2 && static_cast<long long>(lp.warp_bytes) <= knobs.lane_warp_bytes;
 }
 
 // The choice rule, from same-run timings on an H200 (benchmarks/gpu/NOTES.md, v5 and v6 rounds):
 //   max pooling on tiny maps of very many planes (lane_rule above: N*C >= 32768, H*W <= 64, or
-//     H*W <= 256 for int8, levels <= 6 except fp16/int8 on H*W <= 64): lane kernel;
+//     H*W <= 256 for fp16 / int8): lane kernel;
 //   max pooling on other small maps (H <= 16, W <= 64) of many planes (N*C > 4096): stream kernel,
 //     1.2-1.9x faster than the small kernel there (64x256x13x13, 128x256x13x13, 64x2048x7x7);
 //   small maps of few planes: small kernel (launch-latency bound; stream measured 1.1-1.6x slower);

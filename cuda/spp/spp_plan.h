@@ -120,7 +120,7 @@ struct LaneParams {
     long long units;       // spans of 32 * k planes
     int C, H, W, HW;
     int k;                 // groups of 32 planes per span
-    int stages;            // span tiles per warp: 2 (copy the next span during the whole span) or 1
+    int stages;            // span tiles per warp: 1 (refilled after pass 1) or 2 (copy during the whole span)
     int tile_bytes;        // one span tile (span bytes + 32 for 16-byte word rounding)
     int warp_bytes;        // shared memory per warp: `stages` tiles + R + O
     int r_off, o_off;      // byte offsets of R (H x sr x 32 input elements) and O (sum of 32 x ostride 4-byte slots)
@@ -167,7 +167,7 @@ struct SppKnobs {
     int lane_mode = 1;               // 0 never, 1 the choice rule, 2 every map it fits
     long long lane_tile = 4096;      // target span bytes (>= 32 planes)
     long long lane_warp_bytes = 32 * 1024;  // choice rule: shared memory per warp at most this
-    int lane_stages = 2;             // span tiles per warp (1 or 2)
+    int lane_stages = 1;             // span tiles per warp (1: measured faster, twice the warps per SM; or 2)
     long long lane_planes = 32768;   // choice rule: N*C at least this
 };
 SppKnobs spp_knobs();
