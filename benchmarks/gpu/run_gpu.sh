@@ -19,7 +19,7 @@
 # Needs nvcc, cmake, python3 with torch/torchvision/numpy, and TensorRT headers for the plugins
 # (SPPQUANT_TRT_INCLUDE, else cuda/build/trt-include, carried by the caller). Logs: $OUT/logs.tgz
 # (+ summary.md); a short table is printed last. Env: CASES (default 1000), SWEEP_BUDGET,
-# COMPILE_BUDGET (seconds), BENCH_VARIANTS (0: no knob variants in `bench`), BENCH_ROI (0: no RoI bench), LANE_VARIANTS / ROI_VARIANTS
+# COMPILE_BUDGET (seconds), BENCH_VARIANTS (0: no knob variants in `bench`), BENCH_ROI / BENCH_SPP (0: no RoI / SPP bench), LANE_VARIANTS / ROI_VARIANTS
 # (the runs of `lane`).
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -122,8 +122,10 @@ fi
 
 if has bench; then
   step "SPP fixed shapes"
-  timeout "$(left)" $PY "$ROOT/benchmarks/gpu/bench_spp.py" "$KLIB" --legacy --overhead --json "$LOGS/bench_spp_legacy.json" > "$LOGS/bench_spp_legacy.log" 2>&1 || status=1
-  { echo; echo "## SPP fixed shapes"; grep -E "^\||launch overhead" "$LOGS/bench_spp_legacy.log"; } >> "$SUMMARY"
+  if [[ ${BENCH_SPP:-1} != 0 ]]; then
+    timeout "$(left)" $PY "$ROOT/benchmarks/gpu/bench_spp.py" "$KLIB" --legacy --overhead --json "$LOGS/bench_spp_legacy.json" > "$LOGS/bench_spp_legacy.log" 2>&1 || status=1
+    { echo; echo "## SPP fixed shapes"; grep -E "^\||launch overhead" "$LOGS/bench_spp_legacy.log"; } >> "$SUMMARY"
+  fi
   if [[ ${BENCH_VARIANTS:-1} != 0 ]]; then
     SPPQ_STREAM=2 timeout "$(left)" $PY "$ROOT/benchmarks/gpu/bench_spp.py" "$KLIB" --legacy --ours-only > "$LOGS/bench_spp_stream.log" 2>&1
     { echo "stream kernel wherever it fits (SPPQ_STREAM=2), same run:"; grep -E "^\| [0-9]" "$LOGS/bench_spp_stream.log"; } >> "$SUMMARY"
