@@ -1,8 +1,10 @@
 // sppquant: whole-map Spatial Pyramid Pooling forward kernels (semantics: spp_kernels.h).
 //
-// Three kernels, chosen per call by plan_spp() (spp_plan.cpp; one launch each, every input
+// Four kernels, chosen per call by plan_spp() (spp_plan.cpp; one launch each, every input
 // element read once for all levels, tables passed by value so launches are graph-capturable):
 //
+// lane (v6, max pooling on tiny maps of very many planes): one lane per plane, 32 planes per warp,
+//   warp-uniform loops and tables, coalesced stores (see spp_lane_kernel below).
 // stream (v5, max pooling): a persistent grid of independent warps. A warp's work is a sequence
 //   of spans: whole planes (small maps, ~4 KB of planes per span) or row chunks of one plane
 //   (large maps). The next span is copied into the warp's second shared-memory tile with

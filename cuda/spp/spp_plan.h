@@ -1,16 +1,17 @@
 // Launch planning for the whole-map SPP kernels: parameter blocks passed by value to the
 // kernels, and pure host functions that fill them (no CUDA calls here; the device facts come in
-// as a DeviceInfo). Three kernels, picked by plan_spp() (rule and evidence in spp_plan.cpp):
+// as a DeviceInfo). Four kernels, picked by plan_spp() (rule and evidence in spp_plan.cpp):
 //   stream   max pooling on small maps of many planes: warps stream spans of whole
 //            planes (small maps) or row chunks of one plane (large maps) into double-buffered
 //            shared memory with cp.async and reduce one span while the next is in flight:
 //            column maxima per root bin row (lanes along x), then bins along x; levels
 //            dividing a larger level are derived from its bins (LevelPlan).
-//   lane     max pooling on tiny planes (H*W <= 256) of many planes (v6): one lane per plane,
-//            so every loop bound and table index is the same across the warp (no per-item
-//            division), a warp streams spans of 32*k whole planes into double-buffered shared
-//            memory with cp.async; the bins go through 4-byte slots (conflict-free strides)
-//            and leave through coalesced stores.
+//   lane     max pooling on tiny planes (H*W <= 256) of very many planes (v6): one lane per
+//            plane, so every loop bound and table index is the same across the warp (no
+//            per-item division); a warp copies spans of 32*k whole planes into shared memory
+//            with cp.async (one tile, refilled once pass 1 has read it; SPPQ_LANE_STAGES=2:
+//            double-buffered); R in the input type, bins in 4-byte slots (conflict-free
+//            strides), leaving through coalesced stores.
 //   small    H <= 16 and W <= 64 otherwise (few planes, avg): warps per plane (v4).
 //   segment  everything else: column strips reduced into a segment grid (v3).
 #ifndef SPPQUANT_SPP_PLAN_H
