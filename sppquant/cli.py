@@ -16,7 +16,7 @@ from pathlib import Path
 
 from sppquant import __version__
 from sppquant.backends import BACKEND_CHOICES, PRECISIONS
-from sppquant.calibration.algorithms import ALGORITHMS
+from sppquant.calibration.algorithms import ALGORITHMS, DEFAULT_ALGORITHM
 from sppquant.config import Config, load_config
 from sppquant.errors import UserError
 
@@ -307,8 +307,9 @@ def _add_calibration_commands(sub: argparse._SubParsersAction, algorithms: tuple
     p.add_argument("--images", metavar="DIR", help="calibration images (overrides calibration.images)")
     p.add_argument("--output", help="table path (default: calibration.output; with another --algorithm than the "
                                    "config's: <stem>.<algorithm><suffix> next to it)")
-    p.add_argument("--algorithm", choices=algorithms, help="default: calibration.algorithm; "
-                   + "; ".join(f"{a.name}: {a.help}" for a in ALGORITHMS.values()))
+    p.add_argument("--algorithm", choices=algorithms, help=f"default: calibration.algorithm ({DEFAULT_ALGORITHM} "
+                   "when the config sets none); "
+                   + "; ".join(f"{a.name}: {a.help}" for a in ALGORITHMS.values()).replace("%", "%%"))
     p.add_argument("--backend", choices=backends, help="default: the config's backend")
     p.add_argument("--trt-version", metavar="X.Y.Z",
                    help="TensorRT version written in the table header (= --set calibration.trt_version=X.Y.Z); "

@@ -27,7 +27,7 @@ from sppquant.pipeline import trt_settings as S
 from sppquant.pipeline.calibrate import calibrate
 from sppquant.pipeline.trt_build import build_engines, table_decision
 from sppquant.pipeline.trt_cache import TableCache
-from tests.conftest import write_tiny_spp_model
+from tests.conftest import with_algorithm, write_tiny_spp_model
 from tests.trt_stubs import STUBBED_SYMBOLS, StubsUnavailable, undefined_trt_symbols
 from tests.trt_stubs.fixtures import NEEDS_NATIVE, trt, trt_bindings
 
@@ -214,7 +214,7 @@ def test_missing_ranges_come_from_producers_that_cannot_widen() -> None:
 
 
 def test_table_decision(tiny_project: Path, caplog: pytest.LogCaptureFixture) -> None:
-    cfg = load_config(tiny_project)
+    cfg = with_algorithm(load_config(tiny_project), "entropy2")
     cache = lambda algo="entropy2": TableCache(cfg, cfg.calibration.output, algo, "EntropyCalibration2", "10.16.1")  # noqa: E731
     assert table_decision(cache(), "entropy2", force=False) == "calibrate"  # no table yet: TensorRT calibrates
     with pytest.raises(UserError, match="percentile"):
