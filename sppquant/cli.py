@@ -108,7 +108,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
     from sppquant.pipeline.trt_build import build_engines
 
     cfg = _config(args)
-    results = build_engines(cfg, args.precision, args.output_dir, args.force, args.int8_dummy_scales)
+    results = build_engines(cfg, args.precision, args.output_dir, args.force, args.int8_dummy_scales, plan=args.plan)
     if args.json:
         _emit_json({"engines": [{"engine": str(r.engine), "precision": r.precision,
                                  "tensorrt_version": r.tensorrt_version, "build_seconds": round(r.build_seconds, 3),
@@ -331,6 +331,8 @@ def _add_engine_and_table_commands(sub: argparse._SubParsersAction, algorithms: 
                    help="build INT8 despite a stale table: TensorRT recalibrates and overwrites it")
     p.add_argument("--int8-dummy-scales", action="store_true",
                    help="INT8 engine with dummy ranges, for timing only (named *-dummy-scales)")
+    p.add_argument("--plan", help="precision plan from sppquant tune: INT8 uses its table without its tensors, and "
+                                  "the layers around them get FP16 precision constraints (PREFER_PRECISION_CONSTRAINTS)")
     p.set_defaults(func=_cmd_build)
 
     p = sub.add_parser("build-plugin", help="build the TensorRT plugin library (CUDA, needs nvcc, CMake, TensorRT "

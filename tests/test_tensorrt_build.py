@@ -39,11 +39,11 @@ PKG = Path(trt_pkg.__file__).parent
 USED_MEMBERS = {
     "Builder": ["create_network", "create_builder_config", "create_optimization_profile", "build_serialized_network"],
     "IBuilderConfig": ["set_flag", "set_memory_pool_limit", "add_optimization_profile", "set_calibration_profile",
-                       "int8_calibrator", "create_timing_cache", "set_timing_cache"],
+                       "int8_calibrator", "create_timing_cache", "set_timing_cache", "get_flag"],
     "IOptimizationProfile": ["set_shape"],
     "OnnxParser": ["parse_from_file", "parse", "num_errors", "get_error"],
     "INetworkDefinition": ["num_inputs", "get_input", "num_layers", "get_layer"],
-    "ILayer": ["name", "type", "num_inputs", "num_outputs", "get_input", "get_output"],
+    "ILayer": ["name", "type", "num_inputs", "num_outputs", "get_input", "get_output", "precision", "set_output_type"],
     "ITensor": ["name", "shape", "dtype", "dynamic_range"],
     "ITimingCache": ["serialize"],
     "Runtime": ["deserialize_cuda_engine"],

@@ -76,7 +76,7 @@ def export_qdq(cfg: Config, output: str | Path, table_path: str | Path | None = 
     extra = sorted(set(table.scales) - model_tensor_names(model))
     keep: list[str] = []
     if plan is not None:
-        from sppquant.pipeline.tune import read_plan  # noqa: PLC0415
+        from sppquant.pipeline.precision_plan import read_plan  # noqa: PLC0415
 
         keep = read_plan(plan).kept_high_precision
     try:

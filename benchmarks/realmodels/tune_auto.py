@@ -1,0 +1,196 @@
+"""`auto` and `tune` on the real models: task metric, SQNR, calibration time vs entropy2, tune plan + curve.
+
+    python benchmarks/realmodels/tune_auto.py --models ddddocr_rec --calib 32 --eval 96 [--max-drop 0.005]
+
+Same models, tensors and metrics as run.py (one histogram pass shared by every rule). Per model:
+
+- calibration time of entropy2, percentile (the default) and auto = the histogram pass + the rule(s)
+  + (auto) sppquant's per-tensor output contest (`pick_rules`, its default 16 calibration images)
+  + the Q/DQ export;
+- task metric and output SQNR of each on the eval set;
+- tune from the auto table: eval images split even/odd (tune / held-out), quantized tensors ranked by
+  output SQNR when quantized alone (on ``--rank-images`` tune images), then sppquant's doubling +
+  bisection search (`search_smallest_k`) on the task metric, confirmed on the held-out half.
+
+Writes results/tune_<model>.json, results/tune_<model>.plan.json and results/tune_<model>.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+import numpy as np  # noqa: E402
+import onnx  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import ours  # noqa: E402
+import run as R  # noqa: E402
+
+log = logging.getLogger("tune_auto")
+TUNE_METRIC = {"ddddocr_rec": "exact_match", "ddddocr_det": "box_f1_fp32", "effnet_lite0": "top1_agree_fp32"}
+
+
+def metric_on(spec, ref: list[np.ndarray], outs: list[np.ndarray], targets: list) -> dict[str, float]:
+    """The task metric on a subset: metrics scored vs FP32 keep the first call's outputs as reference, so each
+    subset gets a fresh metric object fed the FP32 outputs first."""
+    m = type(spec.metric)() if hasattr(spec.metric, "ref") else spec.metric
+    if hasattr(m, "ref"):
+        m(ref, targets)
+    return m(outs, targets)
+
+
+@contextlib.contextmanager
+def _runner(model: onnx.ModelProto):
+    yield ours.runner(model, threads=R.THREADS)
+
+
+def infer_model(model: onnx.ModelProto, x: np.ndarray, bs: int) -> list[np.ndarray]:
+    r = ours.runner(model, threads=R.THREADS)
+    out = model.graph.output[0].name
+    return [r.run({model.graph.input[0].name: x[i:i + bs]}, [out])[out] for i in range(0, len(x), bs)]
+
+
+def calibrate_rules(model: onnx.ModelProto, calib: np.ndarray, spec) -> tuple[dict, dict]:
+    """amax tables and wall times of entropy2, percentile (default) and auto from one histogram pass."""
+    from sppquant.calibration.algorithms import get_algorithm
+    from sppquant.pipeline.auto import AUTO_IMAGES, pick_rules
+
+    inp = model.graph.input[0].name
+    t0 = time.perf_counter()
+    hists = ours.collect_histograms(model, R.batches(calib, spec.batch, inp), threads=R.THREADS)
+    t_hist = time.perf_counter() - t0
+    tables, times, per_rule = {}, {}, {}
+    for rule in ("entropy2", "percentile"):
+        t1 = time.perf_counter()
+        tables[rule] = ours.amax_table(model, hists, rule)
+        ours.qdq_model(model, tables[rule], rule)
+        times[rule] = t_hist + time.perf_counter() - t1
+        per_rule[rule] = tables[rule]
+    t1 = time.perf_counter()
+    cands = get_algorithm("auto").candidates
+    for rule in cands:
+        if rule not in per_rule:
+            per_rule[rule] = ours.amax_table(model, hists, rule)
+    feeds = lambda: list(R.batches(calib[:AUTO_IMAGES], spec.batch, inp))  # noqa: E731
+    outputs = [o.name for o in model.graph.output]
+    choice = pick_rules(model, per_rule, cands, feeds, outputs, _runner, progress=True, hists=hists)
+    tables["auto"] = ours.tie(model, dict(choice.amax))
+    ours.qdq_model(model, tables["auto"], "auto")
+    times["auto"] = t_hist + time.perf_counter() - t1
+    counts = {r: sum(1 for v in choice.rules.values() if v == r) for r in cands}
+    return tables, {"times": times, "hist_s": t_hist, "auto_rules": counts, "contested": len(choice.scores),
+                    "pruned": sum(len(v) for v in choice.pruned.values())}
+
+
+def tune_model(model: onnx.ModelProto, amax: dict, evx: np.ndarray, targets: list, spec, metric: str,
+               max_drop: float, rank_images: int) -> dict:
+    """sppquant's tune search on the benchmark tensors (see the module docstring)."""
+    from sppquant.calibration.table import CalibrationTable
+    from sppquant.pipeline.auto import output_sqnr_alone
+    from sppquant.pipeline.tune import search_smallest_k, within_budget
+    from sppquant.quantize.qdq import build_qdq_model
+
+    table = CalibrationTable.from_amax(ours.TRT_VERSION, "EntropyCalibration2", amax)
+    _, info = build_qdq_model(model, table, high_precision="fp32")
+    quantized = list(info.activations)
+    idx_t, idx_h = list(range(0, len(evx), 2)), list(range(1, len(evx), 2))
+    inp, outputs = model.graph.input[0].name, [o.name for o in model.graph.output]
+    t0 = time.perf_counter()
+    rank_feeds = list(R.batches(evx[idx_t][:rank_images], spec.batch, inp))
+    with _runner(model) as fp32:
+        refs = [fp32.run(f, outputs) for f in rank_feeds]
+    sens = output_sqnr_alone(model, amax, quantized, rank_feeds, refs, outputs, _runner)
+    ranked = sorted(quantized, key=lambda n: sens[n])  # most sensitive (lowest output SQNR) first
+    t_rank = time.perf_counter() - t0
+    ref_t = infer_model(model, evx[idx_t], spec.batch)
+    ref_h = infer_model(model, evx[idx_h], spec.batch)
+    tg_t, tg_h = [targets[i] for i in idx_t], [targets[i] for i in idx_h]
+    fp32_t, fp32_h = metric_on(spec, ref_t, ref_t, tg_t)[metric], metric_on(spec, ref_h, ref_h, tg_h)[metric]
+    evals = {"n": 0}
+
+    def evaluate_k(k: int, held_out: bool = False) -> tuple[float, float]:
+        evals["n"] += 1
+        q = ours.qdq_model(model, amax, "auto", keep=ranked[:k])  # kept tensors: FP32, like the rest
+        x, ref, tg, f = (evx[idx_h], ref_h, tg_h, fp32_h) if held_out else (evx[idx_t], ref_t, tg_t, fp32_t)
+        return f, metric_on(spec, ref, infer_model(q, x, spec.batch), tg)[metric]
+
+    t1 = time.perf_counter()
+    k, curve, _ = search_smallest_k(evaluate_k, len(ranked), max_drop, metric)
+    h_fp32, h_int8 = evaluate_k(k, held_out=True)
+    return {"metric": metric, "max_drop": max_drop, "quantized_tensors": len(ranked), "kept_high_precision": ranked[:k],
+            "k": k, "int8_fraction": 1 - k / max(1, len(ranked)), "curve": curve, "tune_fp32": fp32_t,
+            "holdout_fp32": h_fp32, "holdout_int8": h_int8, "met": within_budget(h_fp32, h_int8, max_drop, metric),
+            "evaluations": evals["n"], "rank_runs": len(quantized), "rank_s": t_rank,
+            "search_s": time.perf_counter() - t1, "tune_images": len(idx_t), "holdout_images": len(idx_h),
+            "sensitivity_db": {n: sens[n] for n in ranked[:max(k, 10)]}}
+
+
+def write_plot(name: str, res: dict, algorithm: str = "auto") -> Path:
+    from sppquant.pipeline.tune import PrecisionPlan, plot_curve
+
+    plan = PrecisionPlan(name, "-", algorithm, res["metric"], res["max_drop"], res["tune_fp32"],
+                         res["kept_high_precision"], res["curve"], res["quantized_tensors"], res["tune_images"],
+                         res["holdout_images"], res["holdout_fp32"], res["holdout_int8"], res["met"])
+    plan.write(R.RESULTS / f"tune_{name}.plan.json")
+    png = R.RESULTS / f"tune_{name}.png"
+    png.write_bytes(plot_curve(plan))
+    return png
+
+
+def bench(name: str, args: argparse.Namespace) -> dict:
+    spec = R.load_spec(name)
+    model = ours.prepare(onnx.load(str(spec.path())))
+    calib, evx, targets = R.data(name, args.calib, args.eval)
+    tables, cal = calibrate_rules(model, calib, spec)
+    ref = infer_model(model, evx, spec.batch)
+    rows = {"fp32": {**metric_on(spec, ref, ref, targets), "sqnr_db": float("inf")}}
+    for rule, amax in tables.items():
+        outs = infer_model(ours.qdq_model(model, amax, rule), evx, spec.batch)
+        rows[rule] = {**metric_on(spec, ref, outs, targets), "sqnr_db": R.sqnr_db(ref, outs),
+                      "calib_s": cal["times"][rule]}
+        log.info("%s %s: %s", name, rule, rows[rule])
+    res = {"model": name, "calib_images": len(calib), "eval_images": len(evx), "rows": rows, **cal}
+    if not args.no_tune:
+        res["tune"] = tune_model(model, tables["auto"], evx, targets, spec, TUNE_METRIC[name], args.max_drop,
+                                 args.rank_images)
+        res["tune"]["png"] = str(write_plot(name, res["tune"]).relative_to(HERE))
+        log.info("%s tune: k=%d of %d, held-out %s %.4f vs FP32 %.4f, met=%s", name, res["tune"]["k"],
+                 res["tune"]["quantized_tensors"], res["tune"]["metric"], res["tune"]["holdout_int8"],
+                 res["tune"]["holdout_fp32"], res["tune"]["met"])
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", default="ddddocr_rec,ddddocr_det")
+    ap.add_argument("--calib", type=int, default=32)
+    ap.add_argument("--eval", type=int, default=96)
+    ap.add_argument("--max-drop", type=float, default=0.005, help="metric drop budget as a fraction (0.005 = 0.5 pt)")
+    ap.add_argument("--rank-images", type=int, default=8, help="tune-split images for the sensitivity ranking")
+    ap.add_argument("--no-tune", action="store_true")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    R.RESULTS.mkdir(exist_ok=True)
+    cmd = "python benchmarks/realmodels/tune_auto.py " + " ".join(sys.argv[1:])
+    for name in args.models.split(","):
+        t0 = time.perf_counter()
+        res = bench(name, args)
+        res.update(command=cmd, wall_s=time.perf_counter() - t0, machine=f"{platform.node()} ({os.cpu_count()} cores)",
+                   date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+        (R.RESULTS / f"tune_{name}.json").write_text(json.dumps(res, indent=1, default=float))
+        log.info("%s done in %.0f s", name, res["wall_s"])
+
+
+if __name__ == "__main__":
+    main()
