@@ -127,7 +127,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     algorithms = [a.strip() for a in args.algorithms.split(",") if a.strip()] if args.algorithms else None
     tables = _report_tables(args.table, algorithms or list(cfg.report.algorithms))
     result = build_report(cfg, output_dir=args.output_dir, backend=args.backend, algorithms=algorithms,
-                          table=tables, progress=_progress(args), executor=args.executor)
+                          table=tables, progress=_progress(args), executor=args.executor, plan=args.plan)
     if args.json:
         _emit_json({"markdown": str(result.markdown_path), "json": str(result.json_path),
                     "plots": [str(p) for p in result.plots], "seconds": round(result.seconds, 3),
@@ -382,6 +382,8 @@ def _add_model_commands(sub: argparse._SubParsersAction, algorithms: tuple[str, 
                         "calibration.output or its per-algorithm variant if valid, else calibrate into the report folder")
     p.add_argument("--executor", choices=["local", "ray"], help="where shards run (default: executor.kind; "
                    "ray needs pip install 'sppquant[ray]')")
+    p.add_argument("--plan", help="precision plan from sppquant tune: adds a MIXED column (its table, no Q/DQ on its "
+                                  "kept tensors), metrics and agreement like the other columns")
     p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("tune", help="the largest INT8 set within an accuracy budget: a precision plan")

@@ -61,7 +61,7 @@ def infer_model(model: onnx.ModelProto, x: np.ndarray, bs: int) -> list[np.ndarr
     return [r.run({model.graph.input[0].name: x[i:i + bs]}, [out])[out] for i in range(0, len(x), bs)]
 
 
-def calibrate_rules(model: onnx.ModelProto, calib: np.ndarray, spec) -> tuple[dict, dict]:
+def calibrate_rules(model: onnx.ModelProto, calib: np.ndarray, spec, compare_prune: bool = False) -> tuple[dict, dict]:
     """amax tables and wall times of entropy2, percentile (default) and auto from one histogram pass."""
     from sppquant.calibration.algorithms import get_algorithm
     from sppquant.pipeline.auto import AUTO_IMAGES, pick_rules
@@ -89,7 +89,14 @@ def calibrate_rules(model: onnx.ModelProto, calib: np.ndarray, spec) -> tuple[di
     ours.qdq_model(model, tables["auto"], "auto")
     times["auto"] = t_hist + time.perf_counter() - t1
     counts = {r: sum(1 for v in choice.rules.values() if v == r) for r in cands}
-    return tables, {"times": times, "hist_s": t_hist, "auto_rules": counts, "contested": len(choice.scores),
+    extra = {}
+    if compare_prune:  # the same contest without pruning: its time, and how many tensors end with another scale
+        t2 = time.perf_counter()
+        full = pick_rules(model, per_rule, cands, feeds, outputs, _runner, progress=True)
+        tables["auto-unpruned"] = ours.tie(model, dict(full.amax))
+        times["auto-unpruned"] = t_hist + time.perf_counter() - t2
+        extra["unpruned_differs"] = sum(tables["auto"][n] != tables["auto-unpruned"][n] for n in tables["auto"])
+    return tables, {**extra, "times": times, "hist_s": t_hist, "auto_rules": counts, "contested": len(choice.scores),
                     "pruned": sum(len(v) for v in choice.pruned.values())}
 
 
@@ -152,11 +159,11 @@ def bench(name: str, args: argparse.Namespace) -> dict:
     spec = R.load_spec(name)
     model = ours.prepare(onnx.load(str(spec.path())))
     calib, evx, targets = R.data(name, args.calib, args.eval)
-    tables, cal = calibrate_rules(model, calib, spec)
+    tables, cal = calibrate_rules(model, calib, spec, args.compare_prune)
     ref = infer_model(model, evx, spec.batch)
     rows = {"fp32": {**metric_on(spec, ref, ref, targets), "sqnr_db": float("inf")}}
     for rule, amax in tables.items():
-        outs = infer_model(ours.qdq_model(model, amax, rule), evx, spec.batch)
+        outs = infer_model(ours.qdq_model(model, amax, "auto" if rule.startswith("auto") else rule), evx, spec.batch)
         rows[rule] = {**metric_on(spec, ref, outs, targets), "sqnr_db": R.sqnr_db(ref, outs),
                       "calib_s": cal["times"][rule]}
         log.info("%s %s: %s", name, rule, rows[rule])
@@ -179,6 +186,7 @@ def main() -> None:
     ap.add_argument("--max-drop", type=float, default=0.005, help="metric drop budget as a fraction (0.005 = 0.5 pt)")
     ap.add_argument("--rank-images", type=int, default=8, help="tune-split images for the sensitivity ranking")
     ap.add_argument("--no-tune", action="store_true")
+    ap.add_argument("--compare-prune", action="store_true", help="also run auto without pruning (time, choices)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     R.RESULTS.mkdir(exist_ok=True)
