@@ -111,7 +111,7 @@ def test_pick_rules_runs_distinct_scales_once_and_prunes_rules_far_off_locally()
     rng = np.random.default_rng(0)
     feeds = [{"x": rng.uniform(-1, 1, (8, 64)).astype(np.float32)} for _ in range(3)]
     per_rule = {"r1": {"a": 1.0, "y": 4.0}, "r2": {"a": 1.0, "y": 4.0}, "r3": {"a": 0.01, "y": 4.0},
-                "r4": {"a": 2.0, "y": 4.0}}
+                "r4": {"a": 2.0, "y": 4.0}, "r5": {"a": 1.01, "y": 4.0}}
     runs = []
 
     class Counting(OrtRunner):
@@ -127,11 +127,13 @@ def test_pick_rules_runs_distinct_scales_once_and_prunes_rules_far_off_locally()
     for f in feeds:
         hists["a"].update(f["x"])
         hists["y"].update(f["x"] + 3)
-    choice = pick_rules(model, per_rule, ("r1", "r2", "r3", "r4"), lambda: feeds, ["y"], open_runner, False, hists)
+    choice = pick_rules(model, per_rule, ("r1", "r2", "r3", "r4", "r5"), lambda: feeds, ["y"], open_runner, False,
+                        hists)
     assert choice.rules["a"] == "r1" and choice.amax["a"] == 1.0
     assert set(choice.pruned["a"]) == {"r3"} and choice.pruned["a"]["r3"] > PRUNE_DB  # clips ~everything
-    assert "a" in choice.scores and set(choice.scores["a"]) == {"r1", "r2", "r4"}
+    assert "a" in choice.scores and set(choice.scores["a"]) == {"r1", "r2", "r4", "r5"}
     assert choice.scores["a"]["r2"] == choice.scores["a"]["r1"]  # same scale: one run, shared score
+    assert choice.scores["a"]["r5"] == choice.scores["a"]["r1"]  # within SCALE_REL_TOL: shares r1's run too
     x = np.concatenate([f["x"] for f in feeds])
     for rule in ("r1", "r4"):
         want = sqnr_db(x + 3, fake_quantize(x, scale_from_amax(per_rule[rule]["a"])) + 3)
@@ -139,3 +141,6 @@ def test_pick_rules_runs_distinct_scales_once_and_prunes_rules_far_off_locally()
     flagged = [r for r in runs if r]
     assert len(flagged) == 2 * len(feeds)  # r1 and r4 on "a" only: r2 shared r1's run, r3 was pruned
     assert "y" not in choice.scores  # every rule agrees on y: not contested
+    runs.clear()
+    tied = pick_rules(model, per_rule, ("r1", "r4"), lambda: feeds, ["y"], open_runner, False, tied={"a"})
+    assert tied.scores == {} and not [r for r in runs if r]  # a tied tensor's amax is its source's: no contest

@@ -61,10 +61,12 @@ def infer_model(model: onnx.ModelProto, x: np.ndarray, bs: int) -> list[np.ndarr
     return [r.run({model.graph.input[0].name: x[i:i + bs]}, [out])[out] for i in range(0, len(x), bs)]
 
 
-def calibrate_rules(model: onnx.ModelProto, calib: np.ndarray, spec, compare_prune: bool = False) -> tuple[dict, dict]:
+def calibrate_rules(model: onnx.ModelProto, calib: np.ndarray, spec, compare_prune: bool = False,
+                    auto_images: int = 16) -> tuple[dict, dict]:
     """amax tables and wall times of entropy2, percentile (default) and auto from one histogram pass."""
     from sppquant.calibration.algorithms import get_algorithm
-    from sppquant.pipeline.auto import AUTO_IMAGES, pick_rules
+    from sppquant.calibration.tying import tie_sources
+    from sppquant.pipeline.auto import pick_rules
 
     inp = model.graph.input[0].name
     t0 = time.perf_counter()
@@ -82,9 +84,10 @@ def calibrate_rules(model: onnx.ModelProto, calib: np.ndarray, spec, compare_pru
     for rule in cands:
         if rule not in per_rule:
             per_rule[rule] = ours.amax_table(model, hists, rule)
-    feeds = lambda: list(R.batches(calib[:AUTO_IMAGES], spec.batch, inp))  # noqa: E731
+    feeds = lambda: list(R.batches(calib[:auto_images], spec.batch, inp))  # noqa: E731
     outputs = [o.name for o in model.graph.output]
-    choice = pick_rules(model, per_rule, cands, feeds, outputs, _runner, progress=True, hists=hists)
+    tied = {o for o, src in tie_sources(model).items() if src in per_rule[cands[0]]}
+    choice = pick_rules(model, per_rule, cands, feeds, outputs, _runner, progress=True, hists=hists, tied=tied)
     tables["auto"] = ours.tie(model, dict(choice.amax))
     ours.qdq_model(model, tables["auto"], "auto")
     times["auto"] = t_hist + time.perf_counter() - t1
@@ -96,7 +99,7 @@ def calibrate_rules(model: onnx.ModelProto, calib: np.ndarray, spec, compare_pru
         tables["auto-unpruned"] = ours.tie(model, dict(full.amax))
         times["auto-unpruned"] = t_hist + time.perf_counter() - t2
         extra["unpruned_differs"] = sum(tables["auto"][n] != tables["auto-unpruned"][n] for n in tables["auto"])
-    return tables, {**extra, "times": times, "hist_s": t_hist, "auto_rules": counts, "contested": len(choice.scores),
+    return tables, {**extra, "auto_images": auto_images, "times": times, "hist_s": t_hist, "auto_rules": counts, "contested": len(choice.scores),
                     "pruned": sum(len(v) for v in choice.pruned.values())}
 
 
@@ -159,7 +162,7 @@ def bench(name: str, args: argparse.Namespace) -> dict:
     spec = R.load_spec(name)
     model = ours.prepare(onnx.load(str(spec.path())))
     calib, evx, targets = R.data(name, args.calib, args.eval)
-    tables, cal = calibrate_rules(model, calib, spec, args.compare_prune)
+    tables, cal = calibrate_rules(model, calib, spec, args.compare_prune, args.auto_images)
     ref = infer_model(model, evx, spec.batch)
     rows = {"fp32": {**metric_on(spec, ref, ref, targets), "sqnr_db": float("inf")}}
     for rule, amax in tables.items():
@@ -186,6 +189,8 @@ def main() -> None:
     ap.add_argument("--max-drop", type=float, default=0.005, help="metric drop budget as a fraction (0.005 = 0.5 pt)")
     ap.add_argument("--rank-images", type=int, default=8, help="tune-split images for the sensitivity ranking")
     ap.add_argument("--no-tune", action="store_true")
+    ap.add_argument("--auto-images", type=int, default=16, help="calibration images of auto's output contest "
+                                                                 "(sppquant's AUTO_IMAGES is 16)")
     ap.add_argument("--compare-prune", action="store_true", help="also run auto without pruning (time, choices)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")

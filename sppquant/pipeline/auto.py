@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -30,6 +30,7 @@ from sppquant.calibration.histogram import Histogram
 from sppquant.calibration.mse import mse_curve
 from sppquant.calibration.table import scale_from_amax
 from sppquant.calibration.thresholds import thresholds
+from sppquant.calibration.tying import tie_sources
 from sppquant.config import Config
 from sppquant.data import BadFiles, calibration_set, iter_batches
 from sppquant.pipeline.context import ModelContext, ort_runner
@@ -44,6 +45,9 @@ TIE_DB = 0.05
 # A rule whose own expected squared error on a tensor is over 10x (10 dB) the best rule's is not run at the
 # output (the output contest is what makes auto slow); benchmarks/RESULTS.md measures what this changes.
 PRUNE_DB = 10.0
+# Rules whose scales differ by less than this (relative) share one run: a 2% amax change moves a tensor's
+# rounding noise by ~0.2 dB, below what 16 images resolve.
+SCALE_REL_TOL = 0.02
 
 
 @dataclass
@@ -66,21 +70,26 @@ def choose_rules(cfg: Config, ctx: ModelContext, collector: ActivationCollector,
         amax, degen = thresholds(collector.histograms, rule, cfg.calibration.algorithm_params(rule))
         per_rule[rule] = amax
         degenerate |= set(degen)
+    ties = tie_sources(ctx.model) if cfg.calibration.tie_scales else {}
+    tied = {out for out, src in ties.items() if src in collector.histograms}  # their amax is the source's
     choice = pick_rules(ctx.model, per_rule, candidates, lambda: _feeds(cfg, ctx), list(ctx.outputs),
-                        lambda m: ort_runner(cfg, m), progress, hists=collector.histograms)
+                        lambda m: ort_runner(cfg, m), progress, hists=collector.histograms, tied=tied)
     choice.degenerate = sorted(degenerate)
     return choice
 
 
 def pick_rules(model: onnx.ModelProto, per_rule: Mapping[str, Mapping[str, float]], candidates: Sequence[str],
                feeds: Callable[[], list[dict[str, np.ndarray]]], outputs: list[str], open_runner: RunnerFactory,
-               progress: bool = True, hists: Mapping[str, Histogram] | None = None) -> Choice:
+               progress: bool = True, hists: Mapping[str, Histogram] | None = None,
+               tied: Collection[str] = ()) -> Choice:
     """Per tensor, the rule of ``per_rule`` (rule -> tensor -> amax) whose INT8 tensor alone changes the output
     least on ``feeds()`` (called only when some tensor is contested); any ONNX model and runner (benchmarks).
 
     Only distinct scales are run (rules agreeing on a tensor's scale share one run), and with ``hists`` a rule
     whose expected squared error on the tensor's own histogram is more than ``PRUNE_DB`` above the best rule's
     is not run at all (recorded in ``Choice.pruned``): the output contest is the expensive part of ``auto``.
+    Scales within ``SCALE_REL_TOL`` count as one; ``tied`` tensors (their amax is overwritten by a scale tie
+    afterwards) are not contested.
     """
     names = list(next(iter(per_rule.values())))
     pruned = _pruned(per_rule, candidates, hists) if hists is not None else {}
@@ -88,18 +97,17 @@ def pick_rules(model: onnx.ModelProto, per_rule: Mapping[str, Mapping[str, float
     alias: dict[str, dict[str, str]] = {}  # tensor -> rule -> the earlier rule with the same scale
     contested = []
     for n in names:
+        if n in tied:
+            continue
         alive = [r for r in candidates if r not in pruned.get(n, {})]
-        first: dict[int, str] = {}
-        for r in alive:
-            first.setdefault(scale_from_amax(per_rule[r][n]), r)
-        if len(first) > 1:
+        owners = _owners({r: scale_from_amax(per_rule[r][n]) for r in alive})
+        if len(set(owners.values())) > 1:
             contested.append(n)
             for r in alive:
-                owner = first[scale_from_amax(per_rule[r][n])]
-                if owner == r:
+                if owners[r] == r:
                     runs[r].append(n)
                 else:
-                    alias.setdefault(n, {})[r] = owner
+                    alias.setdefault(n, {})[r] = owners[r]
     scores = _score(model, per_rule, runs, feeds, outputs, open_runner, progress) if contested else {}
     for n, owners in alias.items():
         for r, owner in owners.items():
@@ -116,6 +124,15 @@ def pick_rules(model: onnx.ModelProto, per_rule: Mapping[str, Mapping[str, float
     log.info("auto: rules per tensor %s (%d of %d tensors contested, %d single-tensor runs)", counts, len(contested),
              len(names), sum(len(v) for v in runs.values()))
     return Choice(amax, rules, scores, [], pruned)
+
+
+def _owners(scales: Mapping[str, float]) -> dict[str, str]:
+    """rule -> the first rule (in order) whose scale is within SCALE_REL_TOL of its own (itself if none)."""
+    owners: dict[str, str] = {}
+    for r, sc in scales.items():
+        owners[r] = next((o for o in owners if owners[o] == o and abs(sc - scales[o]) <= SCALE_REL_TOL * max(
+            abs(scales[o]), 1e-30)), r)
+    return owners
 
 
 def _pruned(per_rule: Mapping[str, Mapping[str, float]], candidates: Sequence[str],
