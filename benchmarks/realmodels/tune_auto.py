@@ -138,12 +138,72 @@ def tune_model(model: onnx.ModelProto, amax: dict, evx: np.ndarray, targets: lis
     t1 = time.perf_counter()
     k, curve, _ = search_smallest_k(evaluate_k, len(ranked), max_drop, metric)
     h_fp32, h_int8 = evaluate_k(k, held_out=True)
-    return {"metric": metric, "max_drop": max_drop, "quantized_tensors": len(ranked), "kept_high_precision": ranked[:k],
+    search_s, tune_evals = time.perf_counter() - t1, evals["n"]
+    poly = polygraphy_bisect(model, quantized, lambda keep: metric_on(
+        spec, ref_t, infer_model(ours.qdq_model(model, amax, "auto", keep=keep), evx[idx_t], spec.batch), tg_t)[metric],
+        fp32_t, max_drop, lambda keep: metric_on(
+        spec, ref_h, infer_model(ours.qdq_model(model, amax, "auto", keep=keep), evx[idx_h], spec.batch), tg_h)[metric])
+    evals["n"] = tune_evals
+    return {"polygraphy_bisect": poly, "metric": metric, "max_drop": max_drop, "quantized_tensors": len(ranked), "kept_high_precision": ranked[:k],
             "k": k, "int8_fraction": 1 - k / max(1, len(ranked)), "curve": curve, "tune_fp32": fp32_t,
             "holdout_fp32": h_fp32, "holdout_int8": h_int8, "met": within_budget(h_fp32, h_int8, max_drop, metric),
             "evaluations": evals["n"], "rank_runs": len(quantized), "rank_s": t_rank,
-            "search_s": time.perf_counter() - t1, "tune_images": len(idx_t), "holdout_images": len(idx_h),
+            "search_s": search_s, "tune_images": len(idx_t), "holdout_images": len(idx_h),
             "sensitivity_db": {n: sens[n] for n in ranked[:max(k, 10)]}}
+
+
+def modelopt_rows(name: str, model: onnx.ModelProto, calib: np.ndarray, evx: np.ndarray, targets: list, ref: list,
+                  spec, python: str) -> dict:
+    """ModelOpt int8 (entropy, max) on the same prepared model and calibration tensors, in its own env."""
+    import subprocess
+
+    out = R.RESULTS / "models"
+    out.mkdir(parents=True, exist_ok=True)
+    src, npy = out / f"{name}.fp32.prepared.onnx", out / f"{name}.calib.npy"
+    onnx.save(model, str(src))
+    np.save(npy, calib)
+    rows = {}
+    for method in ("entropy", "max"):
+        dst = out / f"{name}.modelopt.{method}.onnx"
+        t0 = time.perf_counter()
+        p = subprocess.run([python, str(HERE / "modelopt_peer.py"), "--onnx", str(src), "--calib", str(npy),
+                            "--method", method, "--out", str(dst)], capture_output=True, text=True, cwd=out)
+        line = [x for x in p.stdout.splitlines() if x.startswith("RESULT ")]
+        if p.returncode != 0 or not line:
+            why = (p.stderr.strip().splitlines() or ["?"])[-1][:300]
+            rows[f"modelopt-{method}"] = {"error": f"rc {p.returncode}: {why}", "wall_s": time.perf_counter() - t0}
+            log.error("modelopt %s on %s failed: %s", method, name, why)
+            continue
+        r = json.loads(line[-1][7:])
+        outs = infer_model(onnx.load(str(dst)), evx, spec.batch)
+        rows[f"modelopt-{method}"] = {**metric_on(spec, ref, outs, targets), "sqnr_db": R.sqnr_db(ref, outs),
+                                      "calib_s": r["calib_s"], "rss_mb": r["rss_mb"]}
+        log.info("%s modelopt %s: %s", name, method, rows[f"modelopt-{method}"])
+    return rows
+
+
+def polygraphy_bisect(model: onnx.ModelProto, quantized: list[str], metric_with, fp32: float, max_drop: float,
+                     holdout_with) -> dict:
+    """Polygraphy's `debug precision` search (its own BisectMarker, forward direction: a PREFIX of the layers in
+    network order runs in higher precision) replayed on these Q/DQ models in ONNX Runtime: the 'layers' are the
+    quantized tensors in graph order and each check is the same task metric on the same tune split. Polygraphy
+    itself builds a TensorRT engine per check and cannot run here (no TensorRT)."""
+    from polygraphy.tools.debug.subtool.precision import BisectMarker
+
+    order = {t: i for i, nd in enumerate(model.graph.node) for t in nd.output}
+    layers = sorted(quantized, key=lambda t: order.get(t, -1))  # graph inputs first
+    marker, evals, log_ = BisectMarker(len(layers), "forward"), 0, []
+    while True:
+        keep = [layers[i] for i in marker.select_layers()]
+        got = metric_with(keep)
+        evals += 1
+        ok = fp32 - got <= max_drop + 1e-12
+        log_.append([len(keep), got])
+        if marker.step(ok):
+            break
+    kept = layers[:marker.good] if marker.good <= len(layers) else layers
+    return {"evaluations": evals, "kept": len(kept), "of": len(layers), "curve": log_,
+            "holdout": holdout_with(kept), "found": marker.good <= len(layers)}
 
 
 def write_plot(name: str, res: dict, algorithm: str = "auto") -> Path:
@@ -170,6 +230,8 @@ def bench(name: str, args: argparse.Namespace) -> dict:
         rows[rule] = {**metric_on(spec, ref, outs, targets), "sqnr_db": R.sqnr_db(ref, outs),
                       "calib_s": cal["times"][rule]}
         log.info("%s %s: %s", name, rule, rows[rule])
+    if args.modelopt_python:
+        rows.update(modelopt_rows(name, model, calib, evx, targets, ref, spec, args.modelopt_python))
     res = {"model": name, "calib_images": len(calib), "eval_images": len(evx), "rows": rows, **cal}
     if not args.no_tune:
         res["tune"] = tune_model(model, tables["auto"], evx, targets, spec, TUNE_METRIC[name], args.max_drop,
@@ -189,6 +251,7 @@ def main() -> None:
     ap.add_argument("--max-drop", type=float, default=0.005, help="metric drop budget as a fraction (0.005 = 0.5 pt)")
     ap.add_argument("--rank-images", type=int, default=8, help="tune-split images for the sensitivity ranking")
     ap.add_argument("--no-tune", action="store_true")
+    ap.add_argument("--modelopt-python", help="python of an env with nvidia-modelopt: adds ModelOpt int8 rows")
     ap.add_argument("--auto-images", type=int, default=16, help="calibration images of auto's output contest "
                                                                  "(sppquant's AUTO_IMAGES is 16)")
     ap.add_argument("--compare-prune", action="store_true", help="also run auto without pruning (time, choices)")
