@@ -66,7 +66,7 @@ def calibrate_rules(model: onnx.ModelProto, calib: np.ndarray, spec, compare_pru
     """amax tables and wall times of entropy2, percentile (default) and auto from one histogram pass."""
     from sppquant.calibration.algorithms import get_algorithm
     from sppquant.calibration.tying import tie_sources
-    from sppquant.pipeline.auto import pick_rules
+    from sppquant.pipeline.auto import pick_rules, quantized_tensors
 
     inp = model.graph.input[0].name
     t0 = time.perf_counter()
@@ -87,7 +87,8 @@ def calibrate_rules(model: onnx.ModelProto, calib: np.ndarray, spec, compare_pru
     feeds = lambda: list(R.batches(calib[:auto_images], spec.batch, inp))  # noqa: E731
     outputs = [o.name for o in model.graph.output]
     tied = {o for o, src in tie_sources(model).items() if src in per_rule[cands[0]]}
-    choice = pick_rules(model, per_rule, cands, feeds, outputs, _runner, progress=True, hists=hists, tied=tied)
+    choice = pick_rules(model, per_rule, cands, feeds, outputs, _runner, progress=True, hists=hists, tied=tied,
+                        only=quantized_tensors(model, per_rule[cands[0]]))
     tables["auto"] = ours.tie(model, dict(choice.amax))
     ours.qdq_model(model, tables["auto"], "auto")
     times["auto"] = t_hist + time.perf_counter() - t1

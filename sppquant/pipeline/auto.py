@@ -33,8 +33,9 @@ from sppquant.calibration.thresholds import thresholds
 from sppquant.calibration.tying import tie_sources
 from sppquant.config import Config
 from sppquant.data import BadFiles, calibration_set, iter_batches
+from sppquant.errors import ModelError, TableError
 from sppquant.pipeline.context import ModelContext, ort_runner
-from sppquant.quantize.qdq import fake_quantize
+from sppquant.quantize.qdq import build_qdq_model, fake_quantize
 from sppquant.quantize.switchable import switch_feeds, switchable_model
 from sppquant.tasks.metrics import SqnrAccumulator
 
@@ -73,7 +74,8 @@ def choose_rules(cfg: Config, ctx: ModelContext, collector: ActivationCollector,
     ties = tie_sources(ctx.model) if cfg.calibration.tie_scales else {}
     tied = {out for out, src in ties.items() if src in collector.histograms}  # their amax is the source's
     choice = pick_rules(ctx.model, per_rule, candidates, lambda: _feeds(cfg, ctx), list(ctx.outputs),
-                        lambda m: ort_runner(cfg, m), progress, hists=collector.histograms, tied=tied)
+                        lambda m: ort_runner(cfg, m), progress, hists=collector.histograms, tied=tied,
+                        only=quantized_tensors(ctx.model, per_rule[candidates[0]]))
     choice.degenerate = sorted(degenerate)
     return choice
 
@@ -81,7 +83,7 @@ def choose_rules(cfg: Config, ctx: ModelContext, collector: ActivationCollector,
 def pick_rules(model: onnx.ModelProto, per_rule: Mapping[str, Mapping[str, float]], candidates: Sequence[str],
                feeds: Callable[[], list[dict[str, np.ndarray]]], outputs: list[str], open_runner: RunnerFactory,
                progress: bool = True, hists: Mapping[str, Histogram] | None = None,
-               tied: Collection[str] = ()) -> Choice:
+               tied: Collection[str] = (), only: Collection[str] | None = None) -> Choice:
     """Per tensor, the rule of ``per_rule`` (rule -> tensor -> amax) whose INT8 tensor alone changes the output
     least on ``feeds()`` (called only when some tensor is contested); any ONNX model and runner (benchmarks).
 
@@ -89,7 +91,7 @@ def pick_rules(model: onnx.ModelProto, per_rule: Mapping[str, Mapping[str, float
     whose expected squared error on the tensor's own histogram is more than ``PRUNE_DB`` above the best rule's
     is not run at all (recorded in ``Choice.pruned``): the output contest is the expensive part of ``auto``.
     Scales within ``SCALE_REL_TOL`` count as one; ``tied`` tensors (their amax is overwritten by a scale tie
-    afterwards) are not contested.
+    afterwards) and, with ``only``, tensors outside it (not quantized by the INT8 model) are not contested.
     """
     names = list(next(iter(per_rule.values())))
     pruned = _pruned(per_rule, candidates, hists) if hists is not None else {}
@@ -97,7 +99,7 @@ def pick_rules(model: onnx.ModelProto, per_rule: Mapping[str, Mapping[str, float
     alias: dict[str, dict[str, str]] = {}  # tensor -> rule -> the earlier rule with the same scale
     contested = []
     for n in names:
-        if n in tied:
+        if n in tied or (only is not None and n not in only):
             continue
         alive = [r for r in candidates if r not in pruned.get(n, {})]
         owners = _owners({r: scale_from_amax(per_rule[r][n]) for r in alive})
@@ -124,6 +126,22 @@ def pick_rules(model: onnx.ModelProto, per_rule: Mapping[str, Mapping[str, float
     log.info("auto: rules per tensor %s (%d of %d tensors contested, %d single-tensor runs)", counts, len(contested),
              len(names), sum(len(v) for v in runs.values()))
     return Choice(amax, rules, scores, [], pruned)
+
+
+def quantized_tensors(model: onnx.ModelProto, amax: Mapping[str, float]) -> set[str] | None:
+    """The activations the INT8 Q/DQ model quantizes (the placement rules), or None (all) where it cannot be built.
+
+    Quantizing a tensor no INT8 layer reads changes nothing the exported model runs, so contesting its rule
+    only costs time. TensorRT 10's implicit mode chooses its INT8 layers itself and may use other tensors'
+    ranges too: those keep the first candidate's threshold (``mse``), uncontested.
+    """
+    try:
+        _, info = build_qdq_model(model, {n: scale_from_amax(a) for n, a in amax.items() if a > 0},
+                                  high_precision="fp32")
+    except (ModelError, TableError) as exc:
+        log.info("auto: contesting every tensor (%s)", exc)
+        return None
+    return set(info.activations)
 
 
 def _owners(scales: Mapping[str, float]) -> dict[str, str]:
