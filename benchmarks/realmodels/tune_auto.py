@@ -153,11 +153,38 @@ def tune_model(model: onnx.ModelProto, amax: dict, evx: np.ndarray, targets: lis
             "sensitivity_db": {n: sens[n] for n in ranked[:max(k, 10)]}}
 
 
+RSS_CAP_MB = 10_000  # a peer past this is stopped (the machine is shared); its row says so
+
+
+def _run_capped(cmd: list[str], cwd: Path):
+    """Run ``cmd``; stop it when its resident memory passes RSS_CAP_MB (ORT's entropy calibrator grows without
+    bound on large activations)."""
+    import subprocess
+    import tempfile
+    import types
+
+    with tempfile.TemporaryFile("w+") as so, tempfile.TemporaryFile("w+") as se:
+        proc = subprocess.Popen(cmd, stdout=so, stderr=se, text=True, cwd=cwd)
+        capped = False
+        while proc.poll() is None:
+            time.sleep(1.0)
+            try:
+                rss = next(int(x.split()[1]) for x in Path(f"/proc/{proc.pid}/status").read_text().splitlines()
+                           if x.startswith("VmRSS")) / 1024
+            except (OSError, StopIteration):
+                continue
+            if rss > RSS_CAP_MB:
+                proc.kill()
+                capped = True
+        so.seek(0)
+        se.seek(0)
+        err = se.read() + (f"\nstopped past {RSS_CAP_MB} MB resident memory" if capped else "")
+        return types.SimpleNamespace(returncode=proc.wait(), stdout=so.read(), stderr=err)
+
+
 def modelopt_rows(name: str, model: onnx.ModelProto, calib: np.ndarray, evx: np.ndarray, targets: list, ref: list,
                   spec, python: str) -> dict:
     """ModelOpt int8 (entropy, max) on the same prepared model and calibration tensors, in its own env."""
-    import subprocess
-
     out = R.RESULTS / "models"
     out.mkdir(parents=True, exist_ok=True)
     src, npy = out / f"{name}.fp32.prepared.onnx", out / f"{name}.calib.npy"
@@ -167,8 +194,8 @@ def modelopt_rows(name: str, model: onnx.ModelProto, calib: np.ndarray, evx: np.
     for method in ("entropy", "max"):
         dst = out / f"{name}.modelopt.{method}.onnx"
         t0 = time.perf_counter()
-        p = subprocess.run([python, str(HERE / "modelopt_peer.py"), "--onnx", str(src), "--calib", str(npy),
-                            "--method", method, "--out", str(dst)], capture_output=True, text=True, cwd=out)
+        p = _run_capped([python, str(HERE / "modelopt_peer.py"), "--onnx", str(src), "--calib", str(npy),
+                         "--method", method, "--out", str(dst)], out)
         line = [x for x in p.stdout.splitlines() if x.startswith("RESULT ")]
         if p.returncode != 0 or not line:
             why = (p.stderr.strip().splitlines() or ["?"])[-1][:300]
@@ -244,6 +271,38 @@ def bench(name: str, args: argparse.Namespace) -> dict:
     return res
 
 
+def markdown(res: dict) -> str:
+    """The RESULTS.md tables of one model's run."""
+    rows, metric = res["rows"], TUNE_METRIC[res["model"]]
+    e2 = rows["entropy2"]["calib_s"]
+    out = [f"{res['date']}, {res['machine']}, `{res['command']}` ({res['calib_images']} calibration / "
+           f"{res['eval_images']} eval images; auto's output contest on {res['auto_images']} calibration images), "
+           f"wall {res['wall_s']:.0f} s.", "",
+           f"| variant | {metric} | SQNR vs FP32 (dB) | calib time (s) | vs entropy2 time |", "|---|---|---|---|---|"]
+    for key, r in rows.items():
+        if "error" in r:
+            out.append(f"| {key} | FAILED: {r['error']} | | | |")
+            continue
+        t = r.get("calib_s")
+        out.append(f"| {key} | {r[metric]:.4f} | {r['sqnr_db']:.1f} | {'-' if t is None else f'{t:.1f}'} | "
+                   f"{'-' if t is None or key.startswith('modelopt') else f'{t / e2:.2f}x'} |")
+    out += ["", f"auto: rules per tensor {res['auto_rules']}, {res['contested']} tensors contested, "
+                f"{res.get('pruned', 0)} rule(s) pruned locally; histogram pass {res['hist_s']:.1f} s."]
+    if "tune" in res:
+        t, pg = res["tune"], res["tune"]["polygraphy_bisect"]
+        out += ["", f"| tune --max-drop {t['max_drop']} ({t['metric']}) | evaluations | kept above INT8 | INT8 "
+                    "fraction | held-out INT8 | held-out FP32 | met |", "|---|---|---|---|---|---|---|",
+                f"| sppquant (ranked by output SQNR alone, doubling + bisection) | {t['evaluations']} (+{t['rank_runs']} "
+                f"single-tensor ranking runs) | {t['k']} of {t['quantized_tensors']} | {t['int8_fraction']:.1%} | "
+                f"{t['holdout_int8']:.4f} | {t['holdout_fp32']:.4f} | {t['met']} |",
+                f"| Polygraphy `debug precision` bisect, forward (its BisectMarker replayed in ORT) | {pg['evaluations']}"
+                f" | {pg['kept']} of {pg['of']} | {1 - pg['kept'] / max(1, pg['of']):.1%} | {pg['holdout']:.4f} | "
+                f"{t['holdout_fp32']:.4f} | {t['holdout_fp32'] - pg['holdout'] <= t['max_drop'] + 1e-12} |",
+                "", f"Curve: `{t['png']}`; tune split {t['tune_images']} / held-out {t['holdout_images']} images; "
+                    f"kept: {', '.join(t['kept_high_precision']) or 'none'}."]
+    return "\n".join(out) + "\n"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="ddddocr_rec,ddddocr_det")
@@ -252,6 +311,7 @@ def main() -> None:
     ap.add_argument("--max-drop", type=float, default=0.005, help="metric drop budget as a fraction (0.005 = 0.5 pt)")
     ap.add_argument("--rank-images", type=int, default=8, help="tune-split images for the sensitivity ranking")
     ap.add_argument("--no-tune", action="store_true")
+    ap.add_argument("--markdown", help="only re-render results/tune_<model>.md from an existing results JSON")
     ap.add_argument("--modelopt-python", help="python of an env with nvidia-modelopt: adds ModelOpt int8 rows")
     ap.add_argument("--auto-images", type=int, default=16, help="calibration images of auto's output contest "
                                                                  "(sppquant's AUTO_IMAGES is 16)")
@@ -259,6 +319,10 @@ def main() -> None:
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     R.RESULTS.mkdir(exist_ok=True)
+    if args.markdown:
+        res = json.loads(Path(args.markdown).read_text())
+        (R.RESULTS / f"tune_{res['model']}.md").write_text(markdown(res))
+        return
     cmd = "python benchmarks/realmodels/tune_auto.py " + " ".join(sys.argv[1:])
     for name in args.models.split(","):
         t0 = time.perf_counter()
@@ -266,6 +330,7 @@ def main() -> None:
         res.update(command=cmd, wall_s=time.perf_counter() - t0, machine=f"{platform.node()} ({os.cpu_count()} cores)",
                    date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
         (R.RESULTS / f"tune_{name}.json").write_text(json.dumps(res, indent=1, default=float))
+        (R.RESULTS / f"tune_{name}.md").write_text(markdown(res))
         log.info("%s done in %.0f s", name, res["wall_s"])
 
 
