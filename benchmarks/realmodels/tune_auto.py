@@ -292,11 +292,11 @@ def markdown(res: dict) -> str:
         t, pg = res["tune"], res["tune"]["polygraphy_bisect"]
         out += ["", f"| tune --max-drop {t['max_drop']} ({t['metric']}) | evaluations | kept above INT8 | INT8 "
                     "fraction | held-out INT8 | held-out FP32 | met |", "|---|---|---|---|---|---|---|",
-                f"| sppquant (ranked by output SQNR alone, doubling + bisection) | {t['evaluations']} (+{t['rank_runs']} "
-                f"single-tensor ranking runs) | {t['k']} of {t['quantized_tensors']} | {t['int8_fraction']:.1%} | "
+                f"| sppquant (ranked by output SQNR alone, doubling + bisection) | {len(t['curve'])} (+1 held-out; "
+                f"+{t['rank_runs']} single-tensor ranking runs) | {t['k']} of {t['quantized_tensors']} | {t['int8_fraction']:.1%} | "
                 f"{t['holdout_int8']:.4f} | {t['holdout_fp32']:.4f} | {t['met']} |",
                 f"| Polygraphy `debug precision` bisect, forward (its BisectMarker replayed in ORT) | {pg['evaluations']}"
-                f" | {pg['kept']} of {pg['of']} | {1 - pg['kept'] / max(1, pg['of']):.1%} | {pg['holdout']:.4f} | "
+                f" (+1 held-out) | {pg['kept']} of {pg['of']} | {1 - pg['kept'] / max(1, pg['of']):.1%} | {pg['holdout']:.4f} | "
                 f"{t['holdout_fp32']:.4f} | {t['holdout_fp32'] - pg['holdout'] <= t['max_drop'] + 1e-12} |",
                 "", f"Curve: `{t['png']}`; tune split {t['tune_images']} / held-out {t['holdout_images']} images; "
                     f"kept: {', '.join(t['kept_high_precision']) or 'none'}."]
