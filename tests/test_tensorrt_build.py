@@ -217,8 +217,9 @@ def test_table_decision(tiny_project: Path, caplog: pytest.LogCaptureFixture) ->
     cfg = with_algorithm(load_config(tiny_project), "entropy2")
     cache = lambda algo="entropy2": TableCache(cfg, cfg.calibration.output, algo, "EntropyCalibration2", "10.16.1")  # noqa: E731
     assert table_decision(cache(), "entropy2", force=False) == "calibrate"  # no table yet: TensorRT calibrates
-    with pytest.raises(UserError, match="percentile"):
-        table_decision(cache("percentile"), "percentile", force=False)
+    for algo in ("percentile", "mse", "auto", "percentile_99_9"):  # no TensorRT calibrator computes these
+        with pytest.raises(UserError, match=f"no valid {algo} table.*--algorithm {algo}"):
+            table_decision(cache(algo), algo, force=False)
     calibrate(cfg, backend="onnxruntime", progress=False)
     assert table_decision(cache(), "entropy2", force=False) == "reuse"
     write_tiny_spp_model(cfg.model.path, seed=3)

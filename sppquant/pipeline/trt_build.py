@@ -58,6 +58,7 @@ from sppquant.backends.tensorrt.ranges import (
     plan_exclusion,
     report_missing,
 )
+from sppquant.calibration.algorithms import get_algorithm
 from sppquant.calibration.provenance import sha256_file
 from sppquant.config import Config
 from sppquant.errors import TableError, UserError
@@ -110,8 +111,8 @@ class EngineRecord:
 def table_decision(cache: TableCache, algorithm: str, force: bool) -> str:
     """``"reuse"`` or ``"calibrate"``; TableError for a stale table without ``force``.
 
-    Percentile tables cannot be produced by TensorRT (it has no percentile calibrator),
-    so they must come from ``sppquant calibrate --backend onnxruntime``.
+    Tables of rules TensorRT has no calibrator for (percentile, the default; mse; auto) cannot be
+    produced by TensorRT, so they must come from ``sppquant calibrate --backend onnxruntime``.
     """
     path = cache.path
     if path.exists():
@@ -123,9 +124,10 @@ def table_decision(cache: TableCache, algorithm: str, force: bool) -> str:
                              "or pass --force to let TensorRT recalibrate and overwrite it")
         log.warning("--force: overriding the stale-table refusal for %s (%s); TensorRT recalibrates from the "
                     "calibration images and overwrites it", path, status.explain())
-    if algorithm == "percentile":
-        raise UserError(f"{path}: no valid percentile table; TensorRT has no percentile calibrator: run "
-                        "sppquant calibrate --backend onnxruntime --algorithm percentile first")
+    if get_algorithm(algorithm).trt_calibrator is None:  # percentile (the default), mse, auto, presets
+        raise UserError(f"{path}: no valid {algorithm} table; TensorRT has no {algorithm} calibrator (it would "
+                        f"compute another rule): run sppquant calibrate --backend onnxruntime --algorithm {algorithm} "
+                        "first")
     return "calibrate"
 
 
