@@ -54,3 +54,21 @@ def test_report_plan_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureF
     assert main(["report", "--config", str(cfg_path), "--plan", str(bad)]) == 2
     err = capsys.readouterr().err.strip()
     assert "bad.json: not a usable precision plan" in err and "\n" not in err
+
+
+def test_kept_tensor_readers_lose_their_weight_pairs_too() -> None:
+    """A plan keeps a tensor's readers wholly above INT8 (as TensorRT 10 runs them), not as weight-only INT8."""
+    from test_report_support import synthetic_model
+
+    from sppquant.model import activation_names
+    from sppquant.quantize.qdq import build_qdq_model
+
+    model = synthetic_model()
+    table = {n: 0.05 for n in activation_names(model)}
+    full, info = build_qdq_model(model, table, high_precision="fp32")
+    kept, kinfo = build_qdq_model(model, table, high_precision="fp32", keep_high_precision=["pool1"])
+    assert {"conv1.weight", "conv2.weight"} <= set(info.weights)
+    assert "conv1.weight" in kinfo.weights and "conv2.weight" not in kinfo.weights  # conv2 reads pool1
+    conv2 = next(n for n in kept.graph.node if n.name == "conv2")
+    assert conv2.input[0] == "pool1" and conv2.input[1] == "conv2.weight"  # float input, float weight
+    assert _readers_of_q(kept, "pool1") == 0 and _readers_of_q(full, "pool1") == 1
