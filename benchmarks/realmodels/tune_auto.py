@@ -62,7 +62,7 @@ def infer_model(model: onnx.ModelProto, x: np.ndarray, bs: int) -> list[np.ndarr
 
 
 def calibrate_rules(model: onnx.ModelProto, calib: np.ndarray, spec, compare_prune: bool = False,
-                    auto_images: int = 16) -> tuple[dict, dict]:
+                    auto_images: int = 16, skip_auto: bool = False) -> tuple[dict, dict]:
     """amax tables and wall times of entropy2, percentile (default) and auto from one histogram pass."""
     from sppquant.calibration.algorithms import get_algorithm
     from sppquant.calibration.tying import tie_sources
@@ -79,6 +79,8 @@ def calibrate_rules(model: onnx.ModelProto, calib: np.ndarray, spec, compare_pru
         ours.qdq_model(model, tables[rule], rule)
         times[rule] = t_hist + time.perf_counter() - t1
         per_rule[rule] = tables[rule]
+    if skip_auto:
+        return tables, {"times": times, "hist_s": t_hist, "auto_images": 0}
     t1 = time.perf_counter()
     cands = get_algorithm("auto").candidates
     for rule in cands:
@@ -234,14 +236,15 @@ def polygraphy_bisect(model: onnx.ModelProto, quantized: list[str], metric_with,
             "holdout": holdout_with(kept), "found": marker.good <= len(layers)}
 
 
-def write_plot(name: str, res: dict, algorithm: str = "auto") -> Path:
+def write_plot(name: str, res: dict, algorithm: str = "auto", stem: str | None = None) -> Path:
     from sppquant.pipeline.tune import PrecisionPlan, plot_curve
 
     plan = PrecisionPlan(name, "-", algorithm, res["metric"], res["max_drop"], res["tune_fp32"],
                          res["kept_high_precision"], res["curve"], res["quantized_tensors"], res["tune_images"],
                          res["holdout_images"], res["holdout_fp32"], res["holdout_int8"], res["met"])
-    plan.write(R.RESULTS / f"tune_{name}.plan.json")
-    png = R.RESULTS / f"tune_{name}.png"
+    stem = stem or f"tune_{name}"
+    plan.write(R.RESULTS / f"{stem}.plan.json")
+    png = R.RESULTS / f"{stem}.png"
     png.write_bytes(plot_curve(plan))
     return png
 
@@ -250,7 +253,7 @@ def bench(name: str, args: argparse.Namespace) -> dict:
     spec = R.load_spec(name)
     model = ours.prepare(onnx.load(str(spec.path())))
     calib, evx, targets = R.data(name, args.calib, args.eval)
-    tables, cal = calibrate_rules(model, calib, spec, args.compare_prune, args.auto_images)
+    tables, cal = calibrate_rules(model, calib, spec, args.compare_prune, args.auto_images, args.tune_from != "auto")
     ref = infer_model(model, evx, spec.batch)
     rows = {"fp32": {**metric_on(spec, ref, ref, targets), "sqnr_db": float("inf")}}
     for rule, amax in tables.items():
@@ -262,9 +265,10 @@ def bench(name: str, args: argparse.Namespace) -> dict:
         rows.update(modelopt_rows(name, model, calib, evx, targets, ref, spec, args.modelopt_python))
     res = {"model": name, "calib_images": len(calib), "eval_images": len(evx), "rows": rows, **cal}
     if not args.no_tune:
-        res["tune"] = tune_model(model, tables["auto"], evx, targets, spec, TUNE_METRIC[name], args.max_drop,
+        res["tune"] = tune_model(model, tables[args.tune_from], evx, targets, spec, TUNE_METRIC[name], args.max_drop,
                                  args.rank_images)
-        res["tune"]["png"] = str(write_plot(name, res["tune"]).relative_to(HERE))
+        res["tune"]["table"] = args.tune_from
+        res["tune"]["png"] = str(write_plot(name, res["tune"], args.tune_from, _stem(name, args)).relative_to(HERE))
         log.info("%s tune: k=%d of %d, held-out %s %.4f vs FP32 %.4f, met=%s", name, res["tune"]["k"],
                  res["tune"]["quantized_tensors"], res["tune"]["metric"], res["tune"]["holdout_int8"],
                  res["tune"]["holdout_fp32"], res["tune"]["met"])
@@ -276,7 +280,8 @@ def markdown(res: dict) -> str:
     rows, metric = res["rows"], TUNE_METRIC[res["model"]]
     e2 = rows["entropy2"]["calib_s"]
     out = [f"{res['date']}, {res['machine']}, `{res['command']}` ({res['calib_images']} calibration / "
-           f"{res['eval_images']} eval images; auto's output contest on {res['auto_images']} calibration images), "
+           f"{res['eval_images']} eval images" + (f"; auto's output contest on {res['auto_images']} calibration images"
+                                                  if res["auto_images"] else "") + "), "
            f"wall {res['wall_s']:.0f} s.", "",
            f"| variant | {metric} | SQNR vs FP32 (dB) | calib time (s) | vs entropy2 time |", "|---|---|---|---|---|"]
     for key, r in rows.items():
@@ -286,11 +291,12 @@ def markdown(res: dict) -> str:
         t = r.get("calib_s")
         out.append(f"| {key} | {r[metric]:.4f} | {r['sqnr_db']:.1f} | {'-' if t is None else f'{t:.1f}'} | "
                    f"{'-' if t is None or key.startswith('modelopt') else f'{t / e2:.2f}x'} |")
-    out += ["", f"auto: rules per tensor {res['auto_rules']}, {res['contested']} tensors contested, "
-                f"{res.get('pruned', 0)} rule(s) pruned locally; histogram pass {res['hist_s']:.1f} s."]
+    if "auto_rules" in res:
+        out += ["", f"auto: rules per tensor {res['auto_rules']}, {res['contested']} tensors contested, "
+                    f"{res.get('pruned', 0)} rule(s) pruned locally; histogram pass {res['hist_s']:.1f} s."]
     if "tune" in res:
         t, pg = res["tune"], res["tune"]["polygraphy_bisect"]
-        out += ["", f"| tune --max-drop {t['max_drop']} ({t['metric']}) | evaluations | kept above INT8 | INT8 "
+        out += ["", f"| tune --max-drop {t['max_drop']} ({t['metric']}, from the {t.get('table', 'auto')} table) | evaluations | kept above INT8 | INT8 "
                     "fraction | held-out INT8 | held-out FP32 | met |", "|---|---|---|---|---|---|---|",
                 f"| sppquant (ranked by output SQNR alone, doubling + bisection) | {len(t['curve'])} (+1 held-out; "
                 f"+{t['rank_runs']} single-tensor ranking runs) | {t['k']} of {t['quantized_tensors']} | {t['int8_fraction']:.1%} | "
@@ -303,6 +309,10 @@ def markdown(res: dict) -> str:
     return "\n".join(out) + "\n"
 
 
+def _stem(name: str, args: argparse.Namespace) -> str:
+    return f"tune_{name}" + ("" if args.tune_from == "auto" else f"_{args.tune_from}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="ddddocr_rec,ddddocr_det")
@@ -311,6 +321,8 @@ def main() -> None:
     ap.add_argument("--max-drop", type=float, default=0.005, help="metric drop budget as a fraction (0.005 = 0.5 pt)")
     ap.add_argument("--rank-images", type=int, default=8, help="tune-split images for the sensitivity ranking")
     ap.add_argument("--no-tune", action="store_true")
+    ap.add_argument("--tune-from", choices=["auto", "percentile"], default="auto",
+                    help="the table tune starts from (percentile: auto is not computed)")
     ap.add_argument("--markdown", help="only re-render results/tune_<model>.md from an existing results JSON")
     ap.add_argument("--modelopt-python", help="python of an env with nvidia-modelopt: adds ModelOpt int8 rows")
     ap.add_argument("--auto-images", type=int, default=16, help="calibration images of auto's output contest "
@@ -321,7 +333,7 @@ def main() -> None:
     R.RESULTS.mkdir(exist_ok=True)
     if args.markdown:
         res = json.loads(Path(args.markdown).read_text())
-        (R.RESULTS / f"tune_{res['model']}.md").write_text(markdown(res))
+        Path(args.markdown).with_suffix(".md").write_text(markdown(res))
         return
     cmd = "python benchmarks/realmodels/tune_auto.py " + " ".join(sys.argv[1:])
     for name in args.models.split(","):
@@ -329,8 +341,8 @@ def main() -> None:
         res = bench(name, args)
         res.update(command=cmd, wall_s=time.perf_counter() - t0, machine=f"{platform.node()} ({os.cpu_count()} cores)",
                    date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
-        (R.RESULTS / f"tune_{name}.json").write_text(json.dumps(res, indent=1, default=float))
-        (R.RESULTS / f"tune_{name}.md").write_text(markdown(res))
+        (R.RESULTS / f"{_stem(name, args)}.json").write_text(json.dumps(res, indent=1, default=float))
+        (R.RESULTS / f"{_stem(name, args)}.md").write_text(markdown(res))
         log.info("%s done in %.0f s", name, res["wall_s"])
 
 
