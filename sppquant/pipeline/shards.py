@@ -120,18 +120,24 @@ class EvaluationJob:
     algorithms: tuple[str, ...]
     qdq_dir: Path  # where the report wrote model_int8_<algo>.qdq.onnx
     progress: bool = False
+    mixed: bool = False  # `report --plan`: the mixed model is qdq_dir/model_mixed.qdq.onnx
 
 
 def evaluation_shard(job: EvaluationJob) -> Evaluation:
     """Every precision on one shard, into the task's accumulators (latency: this worker's wall time)."""
-    from sppquant.pipeline.report_variants import ort_variants, tensorrt_variants  # noqa: PLC0415 - heavy
+    from sppquant.pipeline.precision_plan import PrecisionPlan  # noqa: PLC0415
+    from sppquant.pipeline.report_variants import MIXED_MODEL, ort_variants, tensorrt_variants  # noqa: PLC0415 - heavy
 
     ctx = open_model(job.cfg)
     qdq = {a: (onnx.load(str(job.qdq_dir / f"model_int8_{a}.qdq.onnx")), None) for a in job.algorithms}
     if job.backend == "tensorrt":
         variants = tensorrt_variants(job.cfg, list(job.algorithms), qdq)
     else:
-        variants = ort_variants(job.cfg, ctx, qdq)
+        mixed = None
+        if job.mixed:  # the plan itself only labels the column: the coordinator's info wins
+            stub = PrecisionPlan("", "", "", "", 0.0, 0.0, [], [], 0, 0, 0, 0.0, 0.0, True)
+            mixed = (onnx.load(str(job.qdq_dir / MIXED_MODEL)), stub)
+        variants = ort_variants(job.cfg, ctx, qdq, mixed)
     try:
         return evaluate(job.cfg, ctx, variants.runners, job.images, job.images.labels is not None, job.progress)
     finally:

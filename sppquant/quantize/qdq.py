@@ -293,9 +293,18 @@ def _plan(graph: onnx.GraphProto, rules: RuleTable, inits: dict[str, onnx.Tensor
 
 
 def _keep(plan: _Plan, graph: onnx.GraphProto, keep: set[str]) -> None:
-    """Drop the activation pairs of ``keep`` (and the INT8 output of a plugin whose input is kept)."""
+    """Drop the activation pairs of ``keep`` (and the INT8 output of a plugin whose input is kept), and the
+    weight pairs of the layers reading them: a kept tensor's readers run wholly in the high precision, as
+    TensorRT 10 runs them under a plan (no range -> no INT8 layer), not as weight-only INT8."""
     if not keep:
         return
+    readers = {k for t in keep for k, _ in plan.consumers.get(t, [])}
+    for w in list(plan.weight_uses):
+        uses = [u for u in plan.weight_uses[w] if u[0] not in readers]
+        if uses:
+            plan.weight_uses[w] = uses
+        else:
+            del plan.weight_uses[w]
     for t in keep:
         plan.consumers.pop(t, None)
         plan.plugin_in.pop(t, None)
