@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -136,7 +137,7 @@ def test_image_over_the_pixel_limit_is_skipped(tiny_project: Path, image_folder:
     big = image_folder / "huge.png"
     cv2.imwrite(str(big), np.zeros((2000, 2000, 3), np.uint8))
     env = {**os.environ, "OPENCV_IO_MAX_IMAGE_PIXELS": "1000000"}  # read at OpenCV's load: a child process
-    res = subprocess.run(["python", "-m", "sppquant", "calibrate", "--config", str(tiny_project)], env=env,
+    res = subprocess.run([sys.executable, "-m", "sppquant", "calibrate", "--config", str(tiny_project)], env=env,
                          capture_output=True, text=True, check=False)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "huge.png" in res.stderr
@@ -160,7 +161,7 @@ def test_stdout_full_is_exit_2(tiny_project: Path) -> None:
     assert main(["calibrate", "--config", str(tiny_project)]) == 0
     table = tiny_project.parent / "out" / "tiny.cache"
     with open("/dev/full", "w") as full:
-        res = subprocess.run(["python", "-m", "sppquant", "inspect", "--json", str(table)], stdout=full,
+        res = subprocess.run([sys.executable, "-m", "sppquant", "inspect", "--json", str(table)], stdout=full,
                              stderr=subprocess.PIPE, text=True, check=False)
     assert res.returncode == 2 and "standard output" in res.stderr and len(res.stderr.strip().splitlines()) == 1
 
