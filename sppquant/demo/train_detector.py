@@ -1,0 +1,169 @@
+"""Train the demo SPP-net detector: ``python -m sppquant.demo.train_detector``.
+
+Needs the ``demo`` extra (torch, scikit-learn) and scikit-image. Seeded end to end, CPU
+only (2 threads). Training scenes use the train scans only; each goes through
+`sppquant.preprocess.preprocess_image` (the one preprocessing) and `propose` (the
+deployed proposal hook), so the detector learns to score exactly the regions it will
+be given. Per image and step, 32 regions are sampled Fast R-CNN style (a quarter
+foreground at IoU >= 0.5 with ground-truth boxes added as regions, the rest background).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import pickle
+import time
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from sppquant.demo.proposals import propose
+from sppquant.demo.scenes import SEED, STREAM_TRAIN, load_scene_split, make_scene
+from sppquant.demo.train import DEMO_PREPROCESS
+from sppquant.preprocess import preprocess_image
+from sppquant.tasks.detection_post import box_iou, encode_boxes
+
+log = logging.getLogger(__name__)
+
+DET_SIZE = (128, 128)  # network input (H, W); letterbox
+DETECTOR_MODEL = Path(__file__).with_name("sppnet_digits_det.onnx")
+ROIS_PER_IMAGE, FG_FRACTION, FG_IOU = 32, 0.25, 0.5
+
+
+@dataclass(frozen=True)
+class TrainImage:
+    tensor: np.ndarray  # CHW float32 network input
+    gt_boxes: np.ndarray  # (G, 4) network-input pixels
+    gt_labels: np.ndarray  # (G,) digits 0..9
+    proposals: np.ndarray  # (K, 4)
+
+
+def _make_train_image(args: tuple[int, int]) -> TrainImage:
+    index, seed = args
+    scene = make_scene(_SPLIT_CACHE.setdefault(seed, load_scene_split(seed)), STREAM_TRAIN, index, seed)
+    pre = preprocess_image(scene.image, DEMO_PREPROCESS, DET_SIZE)
+    gt = scene.boxes.astype(np.float64).copy()
+    gt[:, 0::2] = gt[:, 0::2] * pre.scale_x + pre.offset_x
+    gt[:, 1::2] = gt[:, 1::2] * pre.scale_y + pre.offset_y
+    return TrainImage(pre.tensor, gt.astype(np.float32), scene.labels, propose(pre.tensor))
+
+
+_SPLIT_CACHE: dict = {}
+
+
+def build_training_set(count: int, seed: int = SEED, workers: int = 2) -> list[TrainImage]:
+    """``count`` training scenes with their proposals (the slow part: MSER), in ``workers`` processes."""
+    jobs = [(i, seed) for i in range(count)]
+    if workers <= 1:
+        return [_make_train_image(j) for j in tqdm(jobs, desc="train scenes")]
+    with get_context("fork").Pool(workers) as pool:
+        return list(tqdm(pool.imap(_make_train_image, jobs, chunksize=16), total=count, desc="train scenes"))
+
+
+def sample_rois(item: TrainImage, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Regions, class targets (0 background, 1 + digit) and normalised delta targets for one image."""
+    from sppquant.demo.detector import DELTA_STD
+
+    regions = np.concatenate([item.proposals, item.gt_boxes]) if len(item.gt_boxes) else item.proposals
+    iou = box_iou(regions, item.gt_boxes) if len(item.gt_boxes) else np.zeros((len(regions), 1))
+    best = iou.argmax(axis=1)
+    best_iou = iou.max(axis=1)
+    fg = np.flatnonzero(best_iou >= FG_IOU)
+    bg = np.flatnonzero(best_iou < FG_IOU)
+    n_fg = min(len(fg), int(ROIS_PER_IMAGE * FG_FRACTION))
+    fg = rng.choice(fg, n_fg, replace=False) if n_fg else fg[:0]
+    bg = rng.choice(bg, min(len(bg), ROIS_PER_IMAGE - n_fg), replace=False) if len(bg) else bg
+    keep = np.concatenate([fg, bg]).astype(np.int64)
+    labels = np.zeros(len(keep), np.int64)
+    labels[:n_fg] = item.gt_labels[best[fg]] + 1
+    deltas = np.zeros((len(keep), 4), np.float32)
+    if n_fg:
+        deltas[:n_fg] = encode_boxes(regions[fg], item.gt_boxes[best[fg]]) / np.asarray(DELTA_STD, np.float32)
+    return regions[keep].astype(np.float32), labels, deltas
+
+
+def _step_loss(model, batch: list[TrainImage], rng: np.random.Generator):
+    import torch
+    from torch.nn import functional as F
+
+    images = torch.from_numpy(np.stack([b.tensor for b in batch]))
+    rois, labels, deltas = [], [], []
+    for k, item in enumerate(batch):
+        r, lab, d = sample_rois(item, rng)
+        rois.append(np.concatenate([np.full((len(r), 1), k, np.float32), r], axis=1))
+        labels.append(lab)
+        deltas.append(d)
+    labels_t = torch.from_numpy(np.concatenate(labels))
+    logits, pred = model(images, np.concatenate(rois))
+    cls_loss = F.cross_entropy(logits, labels_t)
+    fg = torch.nonzero(labels_t > 0).squeeze(1)
+    pred_fg = pred.view(len(labels_t), -1, 4)[fg, labels_t[fg]]
+    box_loss = F.smooth_l1_loss(pred_fg, torch.from_numpy(np.concatenate(deltas))[fg], beta=1.0,
+                                reduction="sum") / max(len(labels_t), 1)
+    acc = float((logits.argmax(1) == labels_t).float().mean())
+    return cls_loss + box_loss, float(cls_loss.detach()), float(box_loss.detach()), acc
+
+
+def train(data: list[TrainImage], epochs: int, seed: int = SEED, batch_size: int = 8, lr: float = 2e-3):
+    import torch
+
+    from sppquant.demo.detector import SppNetDetector
+
+    torch.manual_seed(seed)
+    torch.set_num_threads(2)
+    model = SppNetDetector()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    steps = epochs * (len(data) // batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+    rng = np.random.default_rng([seed, 7])
+    for epoch in range(epochs):
+        model.train()
+        t0, stats = time.perf_counter(), []
+        order = rng.permutation(len(data))
+        for s in tqdm(range(len(data) // batch_size), desc=f"epoch {epoch + 1}/{epochs}", leave=False):
+            loss, *parts = _step_loss(model, [data[i] for i in order[s * batch_size:(s + 1) * batch_size]], rng)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            stats.append(parts)
+        cls_l, box_l, acc = np.mean(stats, axis=0)
+        log.info("epoch %d/%d: cls %.3f box %.3f roi acc %.3f (%.0f s)", epoch + 1, epochs, cls_l, box_l, acc,
+                 time.perf_counter() - t0)
+    return model.eval()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output", type=Path, default=DETECTOR_MODEL, help="ONNX model to write")
+    parser.add_argument("--scenes", type=int, default=1600, help="training scenes (train scans only)")
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=SEED)
+    parser.add_argument("--workers", type=int, default=2, help="processes computing proposals")
+    parser.add_argument("--cache", type=Path, default=None,
+                        help="pickle of the training scenes + proposals: read if present, else written")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    t0 = time.perf_counter()
+    if args.cache is not None and args.cache.exists():
+        data = pickle.loads(args.cache.read_bytes())[: args.scenes]
+    else:
+        data = build_training_set(args.scenes, args.seed, args.workers)
+        if args.cache is not None:
+            args.cache.write_bytes(pickle.dumps(data))
+    log.info("%d training scenes, %d digits, %.0f proposals/scene (%.0f s)", len(data),
+             sum(len(d.gt_labels) for d in data), np.mean([len(d.proposals) for d in data]), time.perf_counter() - t0)
+    model = train(data, args.epochs, args.seed)
+    from sppquant.demo.export_detector import save
+
+    save(model, args.output)
+    log.info("trained and exported %s in %.0f s", args.output, time.perf_counter() - t0)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

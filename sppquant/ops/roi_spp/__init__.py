@@ -1,0 +1,1 @@
+"""RoI Spatial Pyramid Pooling (SPP-net detection): ONNX helpers and the ONNX Runtime rewrite."""
