@@ -14,6 +14,7 @@ import onnx
 
 from sppquant.ops.opset import default_opset, upgrade_opset
 from sppquant.ops.plugin_io import dequantize_plugin_io
+from sppquant.ops.roi_spp.spec import ROI_SPP
 from sppquant.ops.spec import OpSpec, PluginInfo, PluginQdq
 from sppquant.ops.spp.spec import SPP
 from sppquant.registry import Registry
@@ -22,6 +23,7 @@ log = logging.getLogger(__name__)
 
 OPS: Registry[OpSpec] = Registry("custom op")
 OPS.register(SPP.key, SPP)
+OPS.register(ROI_SPP.key, ROI_SPP)
 
 
 def find_op(node: onnx.NodeProto) -> OpSpec | None:

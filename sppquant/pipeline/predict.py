@@ -70,6 +70,7 @@ def predict(
                                   workers=cfg.calibration.workers, progress=progress, desc="predict",
                                   extra_feeds=ctx.extra_feeds):
             out = runner.run(batch.feeds(0, cfg.model.input_name), outputs)
+            out = {**out, **(batch.extra[0] if batch.extra else {})}  # detection decodes against its rois
             for path, pred in zip(batch.paths, ctx.task.decode(out, batch.geometry[0], top_k=top_k)):
                 results.append(Prediction(str(path), ctx.task.name, pred, ctx.task.format_prediction(pred)))
     return results

@@ -13,8 +13,9 @@ from __future__ import annotations
 import json
 import logging
 import time
+from functools import reduce
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -72,6 +73,22 @@ def evaluation_set(cfg: Config) -> tuple[ImageSet, list[str]]:
     return images, notes
 
 
+def detection_ground_truth(cfg: Config, ctx: ModelContext, images: ImageSet,
+                           notes: list[str]) -> tuple[ModelContext, ImageSet]:
+    """Detection: ``report.annotations`` (COCO) checked against the images, which it labels with image ids."""
+    if ctx.task.name != "detection":
+        return ctx, images
+    images = replace(images, labels=None)
+    if cfg.report.annotations is None:
+        notes.append("report.annotations is not set: only box agreement with FP32 (no mAP) is reported")
+        return ctx, images
+    from sppquant.pipeline.detection import load_ground_truth  # noqa: PLC0415
+
+    gt, images = load_ground_truth(cfg.report.annotations, images)
+    task = ctx.task.configure(replace(ctx.task.settings, ground_truth=gt))
+    return replace(ctx, task=task), images
+
+
 def check_labels_first(ctx: ModelContext, images: ImageSet, source: Path) -> int | None:
     """Labels must index the model's class output: checked from its declared width before any work."""
     width = model_output_width(ctx.model, ctx.outputs[0])
@@ -106,6 +123,7 @@ def build_report(
     chosen = choose_backend(backend or cfg.backend)
     ctx = open_model(cfg)
     images, notes = evaluation_set(cfg)  # data problems before any calibration work
+    ctx, images = detection_ground_truth(cfg, ctx, images, notes)
     classes = check_labels_first(ctx, images, cfg.report.images)
     names = activation_names(ctx.model)
     tables = resolve_tables(cfg, algos, out_dir, Path(table) if table is not None else None, progress)
@@ -122,7 +140,7 @@ def build_report(
                             layer_images or cfg.report.layer_images, progress)
     report = _assemble(cfg, ctx, chosen, algos, tables, variants, ev, layers, images, notes, classes,
                        backend_info, device)
-    return _write(report, layers, tables, out_dir, start)
+    return _write(report, layers, tables, out_dir, start, _task_plot_hook(ctx, ev, images, report))
 
 
 def _assemble(cfg, ctx, chosen, algos, tables, variants: Variants, ev, layers, images, notes, classes,
@@ -150,10 +168,21 @@ def _no_fp16():
     return Fp16Info([], [], "FP16 numbers come from the TensorRT FP16 engine")
 
 
-def _write(report: Report, layers, tables: dict[str, TableChoice], out_dir: Path, start: float) -> ReportResult:
+def _task_plot_hook(ctx: ModelContext, ev, images: ImageSet, report: Report):
+    """The task's own plots (``extra_plots``: detection PR curves and sample boxes), or None."""
+    if not hasattr(ctx.task, "extra_plots"):
+        return None
+    merged = {k: reduce(lambda a, b: a.merge(b), per.values()) for k, per in ev.metrics.items()}
+    labels = {k: p.label for k, p in report.precisions.items()}
+    paths = dict(zip(images.labels, images.paths)) if images.labels is not None else {}
+    return lambda out_dir: ctx.task.extra_plots(merged, labels, paths, out_dir)
+
+
+def _write(report: Report, layers, tables: dict[str, TableChoice], out_dir: Path, start: float,
+           task_plots=None) -> ReportResult:
     from sppquant.report.render import render_markdown, render_plots  # noqa: PLC0415 - matplotlib
 
-    plots = render_plots(report, layers.histograms, {a: c.table for a, c in tables.items()}, out_dir)
+    plots = render_plots(report, layers.histograms, {a: c.table for a, c in tables.items()}, out_dir, task_plots)
     report.plots = [p.name for p in plots]
     report.seconds = round(time.perf_counter() - start, 2)
     json_path, md_path = out_dir / "report.json", out_dir / "report.md"

@@ -39,7 +39,7 @@ from onnx import TensorProto, helper, numpy_helper
 from sppquant.backends.onnxruntime import DEFAULT_ORT, OrtOptions, make_session
 from sppquant.errors import ModelError
 from sppquant.model import tensor_types
-from sppquant.ops import rewrite_for_onnxruntime
+from sppquant.ops import find_op, rewrite_for_onnxruntime
 from sppquant.ops.names import Names as _Names
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,29 @@ log = logging.getLogger(__name__)
 FP16_MAX = float(np.finfo(np.float16).max)
 # Inputs that the ONNX spec requires to be float32 whatever the data type.
 FLOAT32_INPUTS = {"Resize": (1, 2), "Upsample": (1,)}
+
+
+def _coordinate_inputs(node: onnx.NodeProto) -> tuple[int, ...]:
+    """Input positions of a custom op that are not activations (RoI SPP's rois): they stay FP32."""
+    spec = find_op(node)
+    return () if spec is None else tuple(i for i in range(len(node.input)) if i not in spec.float_inputs)
+
+
+def _keep_coordinates_fp32(node: onnx.NodeProto, new: onnx.NodeProto, rename: dict[str, str],
+                           cast32: dict[str, str], names: _Names) -> list[onnx.NodeProto]:
+    """A plugin's coordinate inputs read the FP32 graph input, or an FP32 cast of an FP16 tensor."""
+    pre = []
+    for i in _coordinate_inputs(node):
+        name = node.input[i]
+        if name in rename or not name:
+            new.input[i] = name
+            continue
+        if new.input[i] not in cast32:
+            cast32[new.input[i]] = names.new(f"{new.input[i]}_fp32")
+            pre.append(helper.make_node("Cast", [new.input[i]], [cast32[new.input[i]]],
+                                        name=names.new(f"{new.input[i]}_to_fp32"), to=TensorProto.FLOAT))
+        new.input[i] = cast32[new.input[i]]
+    return pre
 
 
 def _to_fp16_array(a: np.ndarray) -> tuple[np.ndarray, int]:
@@ -118,7 +141,7 @@ def convert_to_fp16(model: onnx.ModelProto, keep_fp32: Iterable[str] = ()) -> on
         if new.op_type in keep and new.domain in ("", "ai.onnx"):
             body += _computed_in_fp32(node, new, is_float, types, f32_inits, cast32, names)
         else:
-            body.append(new)
+            body += _keep_coordinates_fp32(node, new, rename, cast32, names) + [new]
     tail = [helper.make_node("Cast", [fp16], [orig], name=names.new(f"{orig}_to_fp32"), to=TensorProto.FLOAT)
             for orig, fp16 in out_rename.items()]
     del g.node[:]

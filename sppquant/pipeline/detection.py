@@ -1,0 +1,112 @@
+"""Detection wiring: the proposal hook as a feed builder, the decoder hook, COCO ground truth checked first.
+
+Proposals come from the same preprocessed tensor the network reads, at every size, so
+calibration, predict, report and the TensorRT calibrator all feed ``image`` + ``rois``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sppquant.config import Config
+from sppquant.data import FeedBuilder, ImageSet
+from sppquant.errors import ConfigError, DataError
+from sppquant.preprocess import Geometry
+from sppquant.tasks.detection import DetectionSettings
+
+log = logging.getLogger(__name__)
+
+
+def import_hook(spec: str, key: str, source: str) -> Callable[..., Any]:
+    """``module:function`` -> the function; ConfigError (one line) naming the key."""
+    module, _, name = spec.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"{source}: {key}: cannot import {spec!r}: {exc}") from None
+    if not callable(fn):
+        raise ConfigError(f"{source}: {key}: {spec!r} is not a function")
+    return fn
+
+
+def proposal_feeds(propose: Callable[[np.ndarray], np.ndarray], rois_input: str) -> FeedBuilder:
+    """A feed builder: every image's proposals as ``(R, 5)`` rows ``[batch index, x1, y1, x2, y2]``.
+
+    An image without proposals gets one whole-canvas region, so R >= 1 for every batch.
+    """
+
+    def build(x: np.ndarray, geometry: Sequence[Geometry]) -> Mapping[str, np.ndarray]:
+        rows = []
+        for i, img in enumerate(x):
+            boxes = np.asarray(propose(img), np.float32).reshape(-1, 4)
+            if len(boxes) == 0:
+                boxes = np.array([[0, 0, img.shape[2], img.shape[1]]], np.float32)
+            rows.append(np.concatenate([np.full((len(boxes), 1), i, np.float32), boxes], axis=1))
+        return {rois_input: np.ascontiguousarray(np.concatenate(rows), np.float32)}
+
+    return build
+
+
+def detection_settings(cfg: Config) -> DetectionSettings:
+    det, source = cfg.detection, str(cfg.source or "config")
+    decoder = None if det.decoder == "builtin" else import_hook(det.decoder, "detection.decoder", source)
+    return DetectionSettings(det.rois_input, det.iou_threshold, det.score_threshold, det.max_detections, decoder)
+
+
+def extra_feeds(cfg: Config, input_names: Sequence[str]) -> FeedBuilder | None:
+    det = cfg.detection
+    if det.proposals is None:
+        return None
+    if det.rois_input not in input_names:
+        raise ConfigError(f"{cfg.source or 'config'}: detection.rois_input: the model has no input {det.rois_input!r} "
+                          f"(inputs: {', '.join(input_names)})")
+    return proposal_feeds(import_hook(det.proposals, "detection.proposals", str(cfg.source or "config")),
+                          det.rois_input)
+
+
+def _check_boxes(gt: Mapping[str, Any], path: Path) -> None:
+    sizes = {im["id"]: (im.get("width"), im.get("height")) for im in gt["images"]}
+    cats = {c["id"] for c in gt["categories"]}
+    for a in gt["annotations"]:
+        if a.get("category_id") not in cats:
+            raise DataError(f"{path}: annotation {a.get('id')} has unknown category id {a.get('category_id')!r}")
+        if a.get("image_id") not in sizes:
+            raise DataError(f"{path}: annotation {a.get('id')} refers to unknown image id {a.get('image_id')!r}")
+        x, y, w, h = (float(v) for v in a["bbox"])
+        if w < 0 or h < 0:
+            raise DataError(f"{path}: annotation {a.get('id')} has x2 < x1 or y2 < y1 (bbox {a['bbox']})")
+        iw, ih = sizes[a["image_id"]]
+        if x < 0 or y < 0 or (iw is not None and x + w > iw + 0.5) or (ih is not None and y + h > ih + 0.5):
+            raise DataError(f"{path}: annotation {a.get('id')} bbox {a['bbox']} lies outside its {iw}x{ih} image")
+
+
+def load_ground_truth(path: Path, images: ImageSet) -> tuple[dict[str, Any], ImageSet]:
+    """The COCO JSON, checked against the image folder; ``images`` labelled with COCO image ids."""
+    try:
+        gt = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: cannot read COCO annotations: {exc}") from None
+    if not isinstance(gt, dict) or not all(isinstance(gt.get(k), list) for k in ("images", "annotations", "categories")):
+        raise DataError(f"{path}: not COCO JSON (needs lists 'images', 'annotations', 'categories')")
+    _check_boxes(gt, path)
+    root = images.root or Path(path).parent
+    by_name = {im["file_name"]: im["id"] for im in gt["images"]}
+    missing = [n for n in by_name if not (root / n).is_file()]
+    if missing:
+        raise DataError(f"{path}: {len(missing)} annotated image(s) missing from {root}, e.g. {missing[0]!r}")
+    ids = [by_name.get(images.relative(p)) for p in images.paths]
+    keep = [i for i, v in enumerate(ids) if v is not None]
+    if not keep:
+        raise DataError(f"{path}: none of the {len(images)} images in {root} is annotated")
+    if len(keep) < len(ids):
+        log.warning("%d image(s) in %s have no COCO entry and are not evaluated", len(ids) - len(keep), root)
+    labelled = replace(images, paths=tuple(images.paths[i] for i in keep), labels=tuple(int(ids[i]) for i in keep))
+    return gt, labelled
