@@ -88,12 +88,12 @@ def main() -> int:
                           "algorithms": ["entropy2", "minmax", "percentile"], "layer_images": args.images}}
         (root / "c.yaml").write_text(yaml.safe_dump(cfg))
         start = time.perf_counter()
-        res = subprocess.run([sys.executable, "-m", "sppquant", "report", "--config", str(root / "c.yaml")],
+        res = subprocess.run([sys.executable, "-m", "sppquant", "-v", "report", "--config", str(root / "c.yaml")],
                              capture_output=True, text=True, check=False)
         seconds = time.perf_counter() - start
         peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         if res.returncode != 0:
-            log.error("report failed:\n%s", res.stderr[-3000:])
+            log.error("report failed:\n%s", res.stderr[-6000:])
             return 1
         rep = json.loads((root / "out" / "report" / "report.json").read_text())
     row = {"tensors": len(rep["layers"]), "size": args.size, "images": args.images, "wall_s": round(seconds, 1),

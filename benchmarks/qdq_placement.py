@@ -146,8 +146,9 @@ def ort_kernels(model: onnx.ModelProto) -> dict[str, int]:
     import tempfile
 
     import onnxruntime as ort
-    from sppquant.quantize.plugin_io import dequantize_plugin_io
+
     from sppquant.ops import rewrite_for_onnxruntime
+    from sppquant.ops.plugin_io import dequantize_plugin_io
 
     with tempfile.TemporaryDirectory() as tmp:
         opts = ort.SessionOptions()
@@ -169,10 +170,9 @@ def _save_json(path: Path, data: object) -> None:
 
 
 def step_ours(out: Path, table_path: Path) -> None:
-    from sppquant.ops import rewrite_for_onnxruntime
-
     from sppquant.backends.onnxruntime import load_model
     from sppquant.calibration.table import read_table
+    from sppquant.ops import rewrite_for_onnxruntime
     from sppquant.quantize.qdq import build_qdq_model, check_qdq_model
 
     rng = np.random.default_rng(0)

@@ -1,7 +1,11 @@
 """Atomic file writes: a reader sees the old file or the new one, never half of either.
 
 The temporary file lives in the target's folder (same filesystem, so ``os.replace`` is
-atomic) and is removed on any exception, KeyboardInterrupt included.
+atomic) and is removed on any exception, KeyboardInterrupt included. A SIGKILL cannot
+be caught, so temp names carry the writer's process id (``.<name>.<pid>.<random>.tmp``):
+the next write to the same path removes temp files whose process no longer exists
+(a live writer's, even another process's, is never touched). An OS error while writing
+(disk full, read-only, quota) is an `OutputError` naming the path: exit code 2.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-from sppquant.errors import UserError
+from sppquant.errors import OutputError, UserError
 
 
 def check_writable(path: str | os.PathLike[str], what: str = "output") -> Path:
@@ -33,14 +37,44 @@ def check_writable(path: str | os.PathLike[str], what: str = "output") -> Path:
     return p
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temps(target: Path) -> list[Path]:
+    """Temp files of earlier writes to ``target`` whose writer process is gone (killed mid-write)."""
+    removed = []
+    for tmp in target.parent.glob(f".{glob_escape(target.name)}.*.tmp"):
+        pid = tmp.name[len(target.name) + 2:].split(".", 1)[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+                removed.append(tmp)
+    return removed
+
+
+def glob_escape(name: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[]" else c for c in name)
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO]:
     """Open a temp file beside ``path``; rename it over ``path`` only if the block succeeds."""
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_open supports 'w' and 'wb', got {mode!r}")
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(target)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        raise OutputError(f"cannot write {target}: {exc.strerror or exc}") from None
     try:
         umask = os.umask(0)
         os.umask(umask)
@@ -51,9 +85,11 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO]:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and not isinstance(exc, UserError):
+            raise OutputError(f"cannot write {target}: {exc.strerror or exc}") from None
         raise
 
 

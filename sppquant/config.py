@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import types
 import typing
@@ -37,7 +38,8 @@ TASK = {"choices": lambda: TASK_CHOICES}
 @dataclass(frozen=True)
 class ModelConfig:
     path: Path = field(metadata=PATH)
-    input_name: str = "image"
+    # Default: the model's single graph input (read from the file at load time); see `_default_input_name`.
+    input_name: str | None = None
     channels: int = 3
 
 
@@ -122,6 +124,18 @@ class DetectionConfig:
 
 
 @dataclass(frozen=True)
+class ExecutorConfig:
+    """Where shards of calibration and reports run (`sppquant.pipeline.executor`); results never depend on it."""
+
+    kind: Literal["local", "ray"] = "local"
+    address: str = "auto"  # ray: "auto" (a running cluster), "local" (start one here), or "ray://host:port"
+    workers: int = 0  # shards: 0 = local 1, ray one per cluster CPU / cpus_per_worker
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float | None = None  # None: 1 with TensorRT or a GPU execution provider, else 0
+    max_retries: int = 2  # attempts after the first for a shard whose worker died or raised
+
+
+@dataclass(frozen=True)
 class Config:
     model: ModelConfig
     input: InputConfig
@@ -133,6 +147,7 @@ class Config:
     backend: str = field(default="auto", metadata=BACKEND)
     task: str = field(default="auto", metadata=TASK)
     detection: DetectionConfig = DetectionConfig()
+    executor: ExecutorConfig = ExecutorConfig()
     source: Path | None = None  # the YAML file this came from (not a YAML key)
 
     def preprocess_fingerprint(self) -> str:
@@ -189,6 +204,8 @@ def _convert(value: Any, tp: Any, key: str, ctx: _Ctx, meta: typing.Mapping[str,
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             ctx.fail(key, f"expected a number, got {_describe(value)}")
+        if not math.isfinite(value):  # .nan / .inf parse, but mean nothing anywhere in a config
+            ctx.fail(key, f"expected a finite number, got {value}")
         return float(value)
     if tp is str:
         if "choices" in meta and (not isinstance(value, str) or value not in meta["choices"]()):
@@ -201,7 +218,10 @@ def _convert(value: Any, tp: Any, key: str, ctx: _Ctx, meta: typing.Mapping[str,
     if tp is Path:
         if not isinstance(value, str) or not value:
             ctx.fail(key, f"expected a path string, got {_describe(value)}")
-        p = Path(value).expanduser()
+        try:
+            p = Path(value).expanduser()
+        except RuntimeError:  # ~user for a user this machine does not know
+            ctx.fail(key, f"cannot expand {value!r}: unknown user or no home directory")
         return p if p.is_absolute() or not meta.get("path") else Path(os.path.normpath(ctx.base / p))
     raise TypeError(f"unsupported config type {tp} at {key}")  # a bug, not user error
 
@@ -308,6 +328,29 @@ def _validate(cfg: Config, ctx: _Ctx) -> None:
         ctx.fail("report.batch_size", f"expected a positive integer, got {cfg.report.batch_size}")
     if (names := cfg.report.classes) is not None and (not names or "" in names or len(set(names)) < len(names)):
         ctx.fail("report.classes", f"expected a non-empty list of distinct class names, got {_describe(list(names))}")
+    _validate_ranges(cfg, ctx)
+
+
+MAX_SIDE = 16384  # largest input H or W: a float32 NCHW image of 16384^2 x 3 is already 3 GiB
+MIN_STD = 1e-6  # pixels are in [0, 1]: a smaller std multiplies them past float32's useful range
+
+
+def _validate_ranges(cfg: Config, ctx: _Ctx) -> None:
+    """Values that parse but make no sense: sizes nothing can allocate, a std that overflows, a negative seed."""
+    sizes = [(f"input.sizes[{i}]", s) for i, s in enumerate(cfg.input.sizes)]
+    if cfg.input.dynamic is not None:
+        sizes += [("input.dynamic.min", cfg.input.dynamic.min), ("input.dynamic.max", cfg.input.dynamic.max)]
+    for key, size in sizes:
+        if max(size) > MAX_SIDE:
+            ctx.fail(key, f"expected H and W at most {MAX_SIDE}, got {list(size)}")
+    pp = cfg.preprocess
+    if any(s < MIN_STD for s in pp.std):
+        ctx.fail("preprocess.std", f"expected values >= {MIN_STD:g} (pixels are scaled to [0, 1]), got {list(pp.std)}")
+    if any(abs(m) > 1e6 for m in pp.mean) or abs(pp.pad_value) > 1e6:
+        ctx.fail("preprocess.mean", "expected mean and pad_value in full-scale units (pixels are in [0, 1]), "
+                                    f"got mean {list(pp.mean)}, pad_value {pp.pad_value}")
+    if cfg.calibration.seed < 0:
+        ctx.fail("calibration.seed", f"expected a non-negative integer, got {cfg.calibration.seed}")
 
 
 def _validate_detection(cfg: Config, ctx: _Ctx) -> None:
@@ -331,13 +374,90 @@ def config_from_dict(data: Any, source: str = "<config>", base: Path | None = No
     """Build and validate a Config from parsed YAML (also handy in tests)."""
     ctx = _Ctx(source, (base or Path.cwd()).resolve())
     cfg = _build(Config, data, "", ctx)
+    if cfg.model.input_name is None:
+        model = dataclasses.replace(cfg.model, input_name=_default_input_name(cfg.model.path, ctx))
+        cfg = dataclasses.replace(cfg, model=model)
     _validate(cfg, ctx)
     _validate_detection(cfg, ctx)
     return cfg
 
 
-def load_config(path: str | Path) -> Config:
-    """Read a YAML config; ConfigError (one line, exit 2) for anything wrong with it."""
+class _StrictLoader(yaml.SafeLoader):
+    """Safe YAML that refuses duplicate keys (the last one would silently win)."""
+
+
+def _mapping_without_duplicates(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        try:
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first at line {seen[key] + 1})", key_node.start_mark)
+        except TypeError:  # an unhashable key: the base constructor reports it
+            break
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
+
+
+def _default_input_name(model_path: Path, ctx: _Ctx) -> str:
+    """The model's only graph input, so a single-input model needs no ``model.input_name``.
+
+    A model file that cannot be read yet keeps the historical name ``image``: loading the
+    model later reports the missing or broken file itself, with its own one-line error.
+    """
+    from sppquant.model import graph_input_names  # noqa: PLC0415 (onnx import only when needed)
+
+    if not Path(model_path).is_file():
+        return "image"
+    try:
+        import onnx  # noqa: PLC0415
+
+        names = graph_input_names(onnx.load(str(model_path), load_external_data=False))
+    except Exception:  # protobuf raises several unrelated types; load_model reports it later
+        return "image"
+    if len(names) != 1:
+        ctx.fail("model.input_name", f"required: {model_path.name} has {len(names)} inputs "
+                                     f"({', '.join(names) or 'none'}); name the one the images feed")
+    return names[0]
+
+
+def apply_overrides(data: Any, overrides: typing.Sequence[str], source: str) -> Any:
+    """Apply ``--set key.path=value`` items to parsed YAML before validation (values parsed as YAML).
+
+    The result goes through the same schema as the file, so a bad value fails with the key
+    named; a malformed item fails here, naming the item.
+    """
+    if not isinstance(data, dict):
+        return data  # the schema reports the wrong top level
+    data = dict(data)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        parts = key.strip().split(".")
+        if not sep or not all(parts):
+            raise ConfigError(f"--set {item!r}: expected KEY.PATH=VALUE, e.g. calibration.batch_size=8")
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {item!r}: value is not a YAML scalar or list") from None
+        node = data
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = {}
+            elif not isinstance(child, dict):
+                raise ConfigError(f"{source}: {'.'.join(parts[:i + 1])}: is not a section, cannot --set {key}")
+            node[part] = child = dict(child)
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def load_config(path: str | Path, overrides: typing.Sequence[str] = ()) -> Config:
+    """Read a YAML config, apply ``--set`` overrides; ConfigError (one line, exit 2) for anything wrong."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -346,13 +466,17 @@ def load_config(path: str | Path) -> Config:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{p}: cannot read config: {getattr(exc, 'strerror', None) or exc}") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(f"{p}: YAML syntax error at {where}{problem}") from None
+    except (ValueError, TypeError, OverflowError) as exc:  # a tag constructor failed, e.g. `!!int sixteen`
+        raise ConfigError(f"{p}: YAML value error: {exc}") from None
     if data is None:
         raise ConfigError(f"{p}: config is empty, expected the sections model, input, ...")
+    if overrides:
+        data = apply_overrides(data, overrides, str(p))
     cfg = config_from_dict(data, str(p), p.parent)
     return dataclasses.replace(cfg, source=p.resolve())

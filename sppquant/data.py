@@ -69,7 +69,8 @@ class ImageSet:
                 content = hashlib.sha256(path.read_bytes()).hexdigest()
             except OSError:
                 content = "unreadable"
-            digest.update(f"{rel}\0{content}\n".encode())
+            # surrogateescape: a file name that is not valid UTF-8 hashes as its raw bytes
+            digest.update(rel.encode("utf-8", "surrogateescape") + f"\0{content}\n".encode())
         return digest.hexdigest()
 
 

@@ -36,3 +36,8 @@ class TableError(UserError):
 
 class BackendUnavailable(UserError):
     """The requested backend (TensorRT, pycuda, a GPU) is not installed or not usable."""
+
+
+class OutputError(UserError, OSError):
+    """An output that cannot be written: disk full, read-only, a directory where a file goes (also an OSError,
+    so code that handles OS errors around a write still sees one)."""

@@ -359,7 +359,11 @@ def decode_image(data: bytes | np.ndarray, source: str) -> np.ndarray:
     buf = np.frombuffer(data, dtype=np.uint8) if isinstance(data, (bytes, bytearray)) else data
     if buf.size == 0:
         raise DataError(f"{source}: empty file (0 bytes), expected an image")
-    image = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    try:
+        image = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    except cv2.error as exc:  # e.g. more pixels than OpenCV's limit (CV_IO_MAX_IMAGE_PIXELS)
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else "OpenCV error"
+        raise DataError(f"{source}: OpenCV cannot decode this image ({reason})") from None
     if image is None:
         raise DataError(f"{source}: not a decodable image (truncated or not an image file)")
     if image.dtype not in _FULL_SCALE:

@@ -26,6 +26,7 @@ def test_torch_roi_spp_equals_the_op_rule() -> None:
     for _ in range(150):
         x, rois = _random_case(rng, 0.25)
         x = np.nan_to_num(x, nan=0.0, neginf=-7.0, posinf=7.0)  # training maps are finite
+        rois = rois[(rois[:, 0] >= 0) & (rois[:, 0] < len(x)) & np.isfinite(rois).all(axis=1)]  # and regions valid
         got = D.roi_spp(torch.from_numpy(x), rois, (1, 2, 3, 4), 0.25).numpy()
         np.testing.assert_array_equal(got, _slow_reference(x, rois, (1, 2, 3, 4), 0.25))
         checked += len(rois)
@@ -98,7 +99,7 @@ def test_shipped_model_interface() -> None:
 
 
 def test_shipped_model_finds_the_digits_of_a_few_eval_scenes() -> None:
-    """A regression check of the shipped weights through the whole deployed path (5 scenes, no training)."""
+    """A regression check of the shipped weights through the whole deployed path (10 scenes, no training)."""
     eval_dir = REPO / "calib_data" / "scenes-eval"
     if not SHIPPED.exists() or not (eval_dir / "instances.json").exists():
         pytest.skip("shipped detector or eval scenes missing")
@@ -109,7 +110,7 @@ def test_shipped_model_finds_the_digits_of_a_few_eval_scenes() -> None:
     coco = json.loads((eval_dir / "instances.json").read_text())
     session = ort_session(SHIPPED)
     found = total = 0
-    for image in coco["images"][:5]:
+    for image in coco["images"][:10]:
         dets, _, _ = detect_image(session, load_image(eval_dir / image["file_name"]))
         confident = [d for d in dets if d["score"] >= 0.5]
         for ann in (a for a in coco["annotations"] if a["image_id"] == image["id"]):
@@ -119,4 +120,4 @@ def test_shipped_model_finds_the_digits_of_a_few_eval_scenes() -> None:
             found += any(d["category_id"] == ann["category_id"] and box_iou(
                 gt, np.array([[d["bbox"][0], d["bbox"][1], d["bbox"][0] + d["bbox"][2],
                                d["bbox"][1] + d["bbox"][3]]]))[0, 0] >= 0.5 for d in confident)
-    assert total >= 10 and found / total >= 0.8
+    assert total >= 20 and found / total >= 0.8

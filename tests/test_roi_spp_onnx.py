@@ -33,6 +33,9 @@ def _slow_reference(x: np.ndarray, rois: np.ndarray, levels: tuple[int, ...], sc
     _, c, h, w = x.shape
     rows = []
     for roi in rois:
+        if not (0 <= roi[0] < len(x)) or not np.all(np.isfinite(roi[1:])):
+            rows.append(np.zeros(c * sum(n * n for n in levels), np.float32))  # invalid RoI: zeros
+            continue
         b = int(roi[0])
         x1, y1, x2, y2 = (_round_half_away(np.float32(roi[k]) * np.float32(scale)) for k in (1, 2, 3, 4))
         rw, rh = max(x2 - x1 + 1, 1), max(y2 - y1 + 1, 1)
@@ -186,13 +189,12 @@ def test_node_attributes_round_trip_and_validation() -> None:
 
 
 def test_matches_main_reference_when_present() -> None:
+    """The rewrite in ONNX Runtime against main's NumPy reference, NaN and invalid RoIs included."""
     reference = pytest.importorskip("sppquant.ops.roi_spp.reference", reason="main's NumPy reference not merged yet")
-    fn = getattr(reference, "roi_spp_reference", None)
-    if fn is None:
-        pytest.skip("reference module has no roi_spp_reference")
-    rng = np.random.default_rng(7)
-    for _ in range(50):
-        x, rois = _random_case(rng, 0.25)
-        x = np.nan_to_num(x, nan=0.0)  # NaN policy is the reference's to define
-        np.testing.assert_array_equal(fn(x, rois, levels=(1, 2, 4), spatial_scale=0.25),
-                                      _slow_reference(x, rois, (1, 2, 4), 0.25))
+    for levels, scale in CONFIGS:
+        sess = _session(levels, scale)
+        rng = np.random.default_rng([7, len(levels)])
+        for _ in range(100):
+            x, rois = _random_case(rng, scale)
+            np.testing.assert_array_equal(sess.run(None, {"features": x, "rois": rois})[0],
+                                          reference.roi_spp_reference(x, rois, levels, scale))

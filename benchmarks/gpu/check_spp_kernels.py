@@ -1,4 +1,4 @@
-"""Check the CUDA SPP kernels against the NumPy reference (sppquant/spp/reference.py).
+"""Check the CUDA SPP kernels against the NumPy reference (sppquant/ops/spp/reference.py).
 
 Runs on the GPU machine: calls ``sppq_spp_forward`` of the kernel library through ctypes on
 torch device memory. Every case draws fresh random data (never zeros), some with ties, NaNs
@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from sppquant.spp.reference import spp_reference  # noqa: E402
+from sppquant.ops.spp.reference import spp_reference  # noqa: E402
 
 DTYPES = {"fp32": (0, np.float32, torch.float32), "fp16": (1, np.float16, torch.float16), "int8": (2, np.int8, torch.int8)}
 LEVEL_SETS = [(1, 2, 4), (6, 3, 2, 1), (1,), (5, 3), (4, 2, 1), (3, 2, 1), (13, 6, 1), (2,), (8, 4, 2, 1)]

@@ -2,112 +2,20 @@
 // runtime: creator and fields, capabilities, output types and shapes (through a stand-in
 // IExprBuilder), format combinations, configurePlugin / onShapeChange / enqueue with
 // hand-built tensor descriptors, clone / serialize round trips, and error paths.
-// Device parts compare enqueue's output with a CPU reference of sppquant/spp/reference.py;
+// Device parts compare enqueue's output with a CPU reference of sppquant/ops/spp/reference.py;
 // without a GPU they are skipped (exit 0) unless --require-gpu is given.
 //
 // Exit code 0 when every check passed; prints one line per failure and a summary.
 
+#include "harness_common.h"
 #include "spp_kernels.h"
 
-#include <NvInferImpl.h>
-#include <NvInferRuntime.h>
-#include <cuda_fp16.h>
-#include <cuda_runtime_api.h>
-
-#include <cmath>
-#include <cstdint>
-#include <cstdio>
-#include <cstring>
-#include <deque>
-#include <memory>
 #include <random>
-#include <string>
-#include <vector>
-
-extern "C" nvinfer1::IPluginCreatorInterface* const* getCreators(int32_t& nbCreators);
-extern "C" void setLoggerFinder(nvinfer1::ILoggerFinder* finder);
 
 using namespace nvinfer1;
+using namespace harness;
 
 namespace {
-
-int gFailures = 0;
-int gChecks = 0;
-#define CHECK(cond, ...)                                                                   \
-    do {                                                                                   \
-        ++gChecks;                                                                         \
-        if (!(cond)) {                                                                     \
-            ++gFailures;                                                                   \
-            std::printf("FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);                    \
-            std::printf(__VA_ARGS__);                                                      \
-            std::printf("\n");                                                             \
-        }                                                                                  \
-    } while (0)
-
-// ---- logger -------------------------------------------------------------------------------
-struct CountingLogger : ILogger {
-    int errors = 0;
-    bool quiet = true;
-    void log(Severity s, AsciiChar const* msg) noexcept override {
-        if (s <= Severity::kERROR) ++errors;
-        if (!quiet || s <= Severity::kWARNING) std::printf("  [log %d] %s\n", static_cast<int>(s), msg);
-    }
-};
-struct Finder : ILoggerFinder {
-    CountingLogger logger;
-    ILogger* findLogger() override { return &logger; }
-};
-Finder gFinder;
-
-// ---- a stand-in expression builder (concrete values) ---------------------------------------
-struct DimImpl : apiv::VDimensionExpr {
-    int64_t v;
-    explicit DimImpl(int64_t x) : v(x) {}
-    bool isConstant() const override { return true; }
-    int64_t getConstantValue() const override { return v; }
-    bool isSizeTensor() const override { return false; }
-};
-struct Dim : IDimensionExpr {
-    DimImpl impl;
-    explicit Dim(int64_t x) : impl(x) { mImpl = &impl; }
-    ~Dim() noexcept override = default;
-};
-struct BuilderImpl : apiv::VExprBuilder {
-    std::deque<std::unique_ptr<Dim>> pool;
-    IDimensionExpr const* make(int64_t v) {
-        pool.emplace_back(new Dim(v));
-        return pool.back().get();
-    }
-    IDimensionExpr const* constant(int64_t value) override { return make(value); }
-    IDimensionExpr const* operation(DimensionOperation op, IDimensionExpr const& a, IDimensionExpr const& b) override {
-        int64_t x = a.getConstantValue(), y = b.getConstantValue();
-        switch (op) {
-        case DimensionOperation::kSUM: return make(x + y);
-        case DimensionOperation::kPROD: return make(x * y);
-        case DimensionOperation::kMAX: return make(x > y ? x : y);
-        case DimensionOperation::kMIN: return make(x < y ? x : y);
-        case DimensionOperation::kSUB: return make(x - y);
-        default: return nullptr;
-        }
-    }
-    IDimensionExpr const* declareSizeTensor(int32_t, IDimensionExpr const&, IDimensionExpr const&) override { return nullptr; }
-};
-struct Builder : IExprBuilder {
-    BuilderImpl impl;
-    Builder() { mImpl = &impl; }
-    ~Builder() noexcept override = default;
-};
-
-// ---- CPU reference ------------------------------------------------------------------------
-float h2f(uint16_t h) { __half_raw r; r.x = h; return __half2float(__half(r)); }
-uint16_t f2h(float f) { __half_raw r = __half(__float2half_rn(f)); return r.x; }
-
-int8_t requant(float q, float ratio) {
-    volatile float prod = q * ratio;  // one float32 multiply
-    float r = std::nearbyint(prod);   // default rounding mode: half to even
-    r = std::fmin(std::fmax(r, -128.0f), 127.0f);
-    return static_cast<int8_t>(static_cast<int>(r));
-}
 
 // in: values as float (exact for f16/i8). Returns output values as float per element (before
 // storing to the dtype) so the comparison is dtype-aware.
@@ -155,19 +63,6 @@ std::vector<float> reference(std::vector<float> const& x, int dtype, int pooling
     return out;
 }
 
-// ---- plugin helpers ------------------------------------------------------------------------
-IPluginCreatorV3One* findCreator() {
-    int32_t nb = 0;
-    IPluginCreatorInterface* const* list = getCreators(nb);
-    for (int32_t i = 0; list != nullptr && i < nb; ++i) {
-        auto* c = static_cast<IPluginCreatorV3One*>(list[i]);
-        if (std::strcmp(c->getInterfaceInfo().kind, "PLUGIN CREATOR_V3ONE") == 0 &&
-            std::strcmp(c->getPluginName(), "SpatialPyramidPooling") == 0)
-            return c;
-    }
-    return nullptr;
-}
-
 struct Fields {
     std::vector<int32_t> levels;
     std::string pooling;
@@ -183,32 +78,6 @@ struct Fields {
     }
 };
 
-struct Caps {
-    IPluginV3* p;
-    IPluginV3OneCore* core;
-    IPluginV3OneBuild* build;
-    IPluginV3OneRuntime* rt;
-};
-Caps caps(IPluginV3* p) {
-    return {p, static_cast<IPluginV3OneCore*>(p->getCapabilityInterface(PluginCapabilityType::kCORE)),
-        static_cast<IPluginV3OneBuild*>(p->getCapabilityInterface(PluginCapabilityType::kBUILD)),
-        static_cast<IPluginV3OneRuntime*>(p->getCapabilityInterface(PluginCapabilityType::kRUNTIME))};
-}
-
-PluginTensorDesc desc(DataType t, std::vector<int64_t> const& d, float scale) {
-    PluginTensorDesc r{};
-    r.dims.nbDims = static_cast<int32_t>(d.size());
-    for (size_t i = 0; i < d.size(); ++i) r.dims.d[i] = d[i];
-    r.type = t;
-    r.format = TensorFormat::kLINEAR;
-    r.scale = scale;
-    return r;
-}
-
-DataType dtypeOf(int code) { return code == 0 ? DataType::kFLOAT : (code == 1 ? DataType::kHALF : DataType::kINT8); }
-size_t esize(int code) { return code == 0 ? 4 : (code == 1 ? 2 : 1); }
-
-bool gHaveGpu = false;
 
 // Runs one configured case through configurePlugin / onShapeChange / enqueue and compares.
 void runCase(Caps const& k, int dtype, int pooling, int N, int C, int H, int W, std::vector<int> const& levels,
@@ -295,7 +164,7 @@ int main(int argc, char** argv) {
     setLoggerFinder(&gFinder);
     CountingLogger& logger = gFinder.logger;
 
-    IPluginCreatorV3One* creator = findCreator();
+    IPluginCreatorV3One* creator = findCreator("SpatialPyramidPooling");
     CHECK(creator != nullptr, "getCreators has no SpatialPyramidPooling V3 creator");
     if (creator == nullptr) return 1;
     CHECK(std::strcmp(creator->getPluginVersion(), "1") == 0, "version");
@@ -407,7 +276,7 @@ int main(int argc, char** argv) {
     std::mt19937 rng(1234);
     // enqueue path, every dtype and pooling, a few shapes and level sets
     struct Shape { int n, c, h, w; };
-    Shape const shapes[] = {{2, 3, 13, 13}, {1, 1, 1, 1}, {3, 5, 3, 2}, {2, 7, 37, 53}, {1, 16, 64, 64}};
+    Shape const shapes[] = {{2, 3, 13, 13}, {1, 1, 1, 1}, {3, 5, 3, 2}, {2, 7, 37, 53}, {1, 16, 64, 64}, {8, 64, 13, 13}, {3, 40, 20, 21}};
     std::vector<std::vector<int>> const levelSets = {{1, 2, 4}, {6, 3, 2, 1}, {5, 3}};
     for (auto const& lv : levelSets) {
         for (char const* pool : {"max", "avg"}) {

@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 
 from sppquant.calibration.histogram import Histogram
+from sppquant.calibration.mse import mse_amax
 from sppquant.errors import UserError
 from sppquant.registry import Registry
 
@@ -195,6 +196,9 @@ class Algorithm:
     trt_calibrator: str | None = None
     params: tuple[Param, ...] = ()
     help: str = ""
+    # Rules chosen between per tensor by their measured effect on the model output (the pipeline runs
+    # the model for that); ``compute`` is then the rule used where no model is at hand.
+    candidates: tuple[str, ...] = ()
 
     @property
     def trt_header_algo(self) -> str:  # the name the table module uses
@@ -222,6 +226,19 @@ ALGORITHMS.register("percentile", Algorithm(
     "percentile", percentile_amax, "EntropyCalibration2", None,
     (Param("percentile", float, 99.99, _check_percentile, "percent of |x| values kept unclipped"),),
     help="the |x| below which the given percentage of values lies"))
+ALGORITHMS.register("mse", Algorithm(
+    "mse", mse_amax, "EntropyCalibration2", None,
+    help="the amax minimising the expected squared quantization error, clipping included"))
+ALGORITHMS.register("auto", Algorithm(
+    "auto", mse_amax, "EntropyCalibration2", None,
+    help="per tensor, the rule (mse, percentile, entropy2, minmax) whose INT8 tensor alone changes the model "
+         "output least (output SQNR on calibration images)",
+    candidates=("mse", "percentile", "entropy2", "minmax")))
+# Fixed percentile levels, so one report can compare them side by side (``--algorithms``).
+for _level, _name in ((99.9, "percentile_99_9"), (99.999, "percentile_99_999")):
+    ALGORITHMS.register(_name, Algorithm(
+        _name, lambda h, _p=_level: percentile_amax(h, _p), "EntropyCalibration2", None,
+        help=f"percentile at {_level}%"))
 
 
 def get_algorithm(name: str) -> Algorithm:

@@ -88,6 +88,7 @@ class ProvenanceRecord:
     degenerate_tensors: list[str] = field(default_factory=list)
     table_sha256: str = ""
     calibration_shape: list[int] | None = None
+    executor: dict[str, Any] | None = None  # where the shards ran (kind, workers); results do not depend on it
     created: str = ""
     sppquant_version: str = ""
     format: str = FORMAT

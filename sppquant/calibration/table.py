@@ -105,9 +105,16 @@ class CalibrationTable:
         return float(np.float32(self.scales[name]) * np.float32(127.0))
 
 
+def _line_safe(name: str) -> bool:
+    """A name the reader gets back unchanged: one line for `str.splitlines`, which breaks on \\n \\r \\v
+    \\f \\x1c-\\x1e \\x85 \\u2028 \\u2029 (not only \\n/\\r), so any of them would split the entry."""
+    return bool(name) and len(f"x{name}x".splitlines()) == 1
+
+
 def _scale_hex(name: str, scale: float) -> str:
-    if not isinstance(name, str) or not name or "\n" in name or "\r" in name:
-        raise TableError(f"calibration table: tensor name {name!r} cannot be written (empty or multi-line)")
+    if not isinstance(name, str) or not _line_safe(name):
+        raise TableError(f"calibration table: tensor name {name!r} cannot be written (empty, or a line break the "
+                         "reader splits on: the table would not read back the same name)")
     if math.isnan(scale):
         raise TableError(f"calibration table: tensor {name!r} has a NaN scale")
     if math.isinf(scale):

@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from sppquant.demo.proposals import propose
+from sppquant.demo.proposals import MAX_PROPOSALS, propose
 from sppquant.demo.scenes import CATEGORY_NAMES
 from sppquant.demo.train import DEMO_PREPROCESS
 from sppquant.demo.train_detector import DET_SIZE, DETECTOR_MODEL
-from sppquant.preprocess import load_image, preprocess_image
+from sppquant.preprocess import Preprocessed, load_image, preprocess_image
 from sppquant.tasks.detection_post import box_iou, detect, to_source
 
 log = logging.getLogger(__name__)
@@ -61,10 +61,11 @@ def ort_session(model_path: Path):
     return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 
-def detect_image(session, image: np.ndarray, size: tuple[int, int] = DET_SIZE) -> tuple[list[dict], np.ndarray, object]:
+def detect_image(session, image: np.ndarray, size: tuple[int, int] = DET_SIZE,
+                 max_proposals: int = MAX_PROPOSALS) -> tuple[list[dict], np.ndarray, Preprocessed]:
     """One decoded image -> COCO-style detections (source pixels), the proposals and the geometry."""
     pre = preprocess_image(image, DEMO_PREPROCESS, size)
-    proposals = propose(pre.tensor)
+    proposals = propose(pre.tensor, max_proposals)
     rois = np.concatenate([np.zeros((len(proposals), 1), np.float32), proposals], axis=1)
     logits, deltas = session.run(["class_logits", "box_deltas"], {"image": pre.tensor[None], "rois": rois})
     dets = detect(proposals, logits, deltas, size, IOU_THRESHOLD, SCORE_THRESHOLD, MAX_PER_IMAGE)
@@ -102,14 +103,15 @@ def _per_class(ev) -> tuple[dict[str, float], dict[str, float]]:
     return ap, ap50
 
 
-def evaluate(model_path: Path = DETECTOR_MODEL, eval_dir: Path = EVAL_DIR) -> tuple[DetectionEval, str]:
+def evaluate(model_path: Path = DETECTOR_MODEL, eval_dir: Path = EVAL_DIR,
+             max_proposals: int = MAX_PROPOSALS) -> tuple[DetectionEval, str]:
     t0 = time.perf_counter()
     gt_path = eval_dir / "instances.json"
     coco = json.loads(gt_path.read_text())
     session = ort_session(model_path)
     results, best_ious, n_props = [], [], []
     for image in tqdm(coco["images"], desc="eval scenes"):
-        dets, proposals, pre = detect_image(session, load_image(eval_dir / image["file_name"]))
+        dets, proposals, pre = detect_image(session, load_image(eval_dir / image["file_name"]), DET_SIZE, max_proposals)
         results += [dict(d, image_id=image["id"]) for d in dets]
         gt = np.array([a["bbox"] for a in coco["annotations"] if a["image_id"] == image["id"]], np.float64)
         gt_net = np.stack([gt[:, 0] * pre.scale_x + pre.offset_x, gt[:, 1] * pre.scale_y + pre.offset_y,
@@ -133,12 +135,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, default=DETECTOR_MODEL)
     parser.add_argument("--eval-dir", type=Path, default=EVAL_DIR)
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers here")
+    parser.add_argument("--max-proposals", type=int, default=MAX_PROPOSALS, help="proposal cap per image")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    import pycocotools
+    from importlib.metadata import version
 
-    report, summary = evaluate(args.model, args.eval_dir)
-    log.info("pycocotools %s COCOeval (bbox):\n%s", getattr(pycocotools, "__version__", "?"), summary.rstrip())
+    report, summary = evaluate(args.model, args.eval_dir, args.max_proposals)
+    log.info("pycocotools %s COCOeval (bbox):\n%s", version("pycocotools"), summary.rstrip())
     log.info("%d images, %d objects, %.1f proposals/image; proposal recall IoU>=0.5 %.3f, IoU>=0.7 %.3f",
              report.images, report.objects, report.proposals_per_image, report.proposal_recall["0.5"],
              report.proposal_recall["0.7"])

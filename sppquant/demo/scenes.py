@@ -31,6 +31,7 @@ SEED = 20261204
 STREAM_TRAIN, STREAM_CALIB, STREAM_EVAL = 11, 12, 13
 CALIB_FRACTION, EVAL_FRACTION = 0.1, 0.3  # of the 1797 scans; the rest trains
 MIN_SIDE, MAX_SIDE = 96, 288
+MAX_HEIGHT, MIN_WIDTH = 208, 80
 MIN_ASPECT, MAX_ASPECT = 0.6, 1.8  # canvas W / H
 MAX_DIGITS = 6
 DIGIT_FRACTION = (0.2, 0.55)  # digit height / canvas short side
@@ -190,9 +191,9 @@ def _draw_digit(rng: np.random.Generator, img: np.ndarray, glyph: np.ndarray,
 
 def render_scene(split: SceneSplit, stream: int, rng: np.random.Generator) -> Scene:
     """A canvas of random size and aspect with 1..MAX_DIGITS digits from ``stream``'s scans."""
-    h = int(rng.integers(MIN_SIDE, 208 + 1))
+    h = int(rng.integers(MIN_SIDE, MAX_HEIGHT + 1))
     aspect = float(np.exp(rng.uniform(np.log(MIN_ASPECT), np.log(MAX_ASPECT))))
-    w = int(np.clip(round(h * aspect), MIN_SIDE // 1.2, MAX_SIDE))
+    w = int(np.clip(round(h * aspect), MIN_WIDTH, MAX_SIDE))
     img = _background(rng, h, w)
     pool = split.pool(stream)
     boxes, labels, ids = [], [], []

@@ -7,8 +7,10 @@ the creators with TensorRT's global registry; ``IPluginRegistry.load_library(pat
 ``trtexec --dynamicPlugins=path`` work too.
 
 Search order of :func:`find_plugin_library`: ``$SPPQUANT_PLUGIN_LIB``, then the build
-folders of a source checkout (``cuda/build``, the default of :func:`build_plugin`, and
-``build/cuda``) and the package's own ``sppquant/ops/_build``. Never the current
+folders of a source checkout (``cuda/build``, the default of :func:`build_plugin` there, and
+``build/cuda``), the user cache ``$XDG_CACHE_HOME/sppquant/plugins/<version>`` (the default
+build folder of an installed wheel, whose sources ship as ``sppquant/_cuda``) and the
+package's own ``sppquant/ops/_build``. Never the current
 directory: loading a shared library found in whatever folder a user happens to run from
 would let any file dropped there run code.
 """
@@ -35,8 +37,21 @@ ENV_TRT_INCLUDE = "SPPQUANT_TRT_INCLUDE"
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 _REPO_DIR = _PACKAGE_DIR.parents[1]
-CUDA_SOURCE_DIR = _REPO_DIR / "cuda"
-DEFAULT_BUILD_DIR = CUDA_SOURCE_DIR / "build"  # ignored by git
+# A source checkout has pyproject.toml next to cuda/; an installed package's parent is
+# site-packages, whose ``cuda`` folder is NVIDIA's cuda-python, not our sources.
+IN_CHECKOUT = (_REPO_DIR / "pyproject.toml").is_file() and (_REPO_DIR / "cuda" / "CMakeLists.txt").is_file()
+CUDA_SOURCE_DIR = _REPO_DIR / "cuda" if IN_CHECKOUT else _PACKAGE_DIR.parent / "_cuda"
+
+
+def user_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/sppquant/plugins/<version>`` (default ``~/.cache``): builds of an installed package."""
+    from sppquant import __version__  # noqa: PLC0415
+
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser()
+    return base / "sppquant" / "plugins" / __version__
+
+
+DEFAULT_BUILD_DIR = CUDA_SOURCE_DIR / "build" if IN_CHECKOUT else user_cache_dir()  # cuda/build: ignored by git
 
 _loaded: dict[Path, ctypes.CDLL] = {}
 
@@ -47,7 +62,8 @@ def candidate_paths(name: str = PLUGIN_LIBRARY) -> list[Path]:
     env = os.environ.get(ENV_LIBRARY)
     if env:
         paths.append(Path(env).expanduser())
-    for folder in (DEFAULT_BUILD_DIR, _REPO_DIR / "build" / "cuda", _PACKAGE_DIR / "_build"):
+    folders = [DEFAULT_BUILD_DIR, _REPO_DIR / "build" / "cuda"] if IN_CHECKOUT else []
+    for folder in dict.fromkeys([*folders, user_cache_dir(), _PACKAGE_DIR / "_build"]):
         paths.append(folder / name)
     return paths
 
@@ -64,7 +80,7 @@ def find_plugin_library(name: str = PLUGIN_LIBRARY) -> Path:
         if path.is_file():
             return path
     raise BackendUnavailable(
-        f"{name} not found (set {ENV_LIBRARY} or build it with sppquant.ops.plugin_library.build_plugin()); "
+        f"{name} not found (run `sppquant build-plugin`, or build_plugin() from Python, or set {ENV_LIBRARY}); "
         f"looked in {', '.join(str(p.parent) for p in candidate_paths(name))}"
     )
 
@@ -108,6 +124,16 @@ def detect_cuda_arch() -> str | None:
     return f"{match.group(1)}{match.group(2)}" if match else None
 
 
+def parse_arch(arch: str) -> str | None:
+    """``--arch``: ``native`` (the GPU's compute capability, else CMake's default list), ``sm_90`` or ``90``."""
+    if arch == "native":
+        return detect_cuda_arch()
+    match = re.fullmatch(r"(?:sm_)?(\d{2,3}[af]?)", arch)
+    if match is None:
+        raise BackendUnavailable(f"--arch {arch!r}: expected native, sm_XX or XX (e.g. sm_90)")
+    return match.group(1)
+
+
 def build_plugin(
     build_dir: str | os.PathLike[str] | None = None,
     *,
@@ -130,7 +156,8 @@ def build_plugin(
     if nvcc is None:
         raise BackendUnavailable("nvcc (CUDA toolkit) not found on PATH (needed to build the SPP plugin)")
     if not (CUDA_SOURCE_DIR / "CMakeLists.txt").is_file():
-        raise BackendUnavailable(f"CUDA sources not found at {CUDA_SOURCE_DIR} (build from a source checkout)")
+        raise BackendUnavailable(f"CUDA sources not found at {CUDA_SOURCE_DIR} (reinstall sppquant from a wheel "
+                                 "built with setup.py, or build from a source checkout)")
     out = Path(build_dir) if build_dir is not None else DEFAULT_BUILD_DIR
     args = [cmake, "-S", str(CUDA_SOURCE_DIR), "-B", str(out), f"-DCMAKE_CUDA_COMPILER={nvcc}"]
     if not kernels_only:
@@ -207,6 +234,6 @@ def plugin_registered(lib: ctypes.CDLL) -> bool:
 
 
 __all__ = [
-    "PLUGIN_LIBRARY", "build_plugin", "candidate_paths", "detect_cuda_arch", "find_plugin_library",
+    "CUDA_SOURCE_DIR", "PLUGIN_LIBRARY", "build_plugin", "candidate_paths", "parse_arch", "user_cache_dir", "detect_cuda_arch", "find_plugin_library",
     "find_tensorrt_include", "load_plugin", "plugin_names", "plugin_registered",
 ]

@@ -14,21 +14,23 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import onnx
 
 from sppquant.atomic import check_writable
 from sppquant.backends import resolve_backend, tensorrt_version
 from sppquant.calibration.algorithms import get_algorithm
 from sppquant.calibration.collect import ActivationCollector
-from sppquant.calibration.provenance import ProvenanceRecord, write_provenance
+from sppquant.calibration.provenance import ProvenanceRecord, provenance_path, write_provenance
 from sppquant.calibration.table import CalibrationTable, read_table, trt_version_code, write_table
 from sppquant.calibration.thresholds import ZERO_TENSOR_AMAX, thresholds
 from sppquant.calibration.tying import apply_ties, tie_sources
 from sppquant.config import Config
-from sppquant.data import BadFiles, calibration_set, iter_batches
-from sppquant.errors import BackendUnavailable, ModelError, TableError
-from sppquant.model import activation_names
-from sppquant.pipeline.context import ModelContext, open_model, ort_runner
+from sppquant.data import BadFiles, calibration_set
+from sppquant.errors import BackendUnavailable, DataError, ModelError, TableError
+from sppquant.pipeline.context import ModelContext, open_model
+from sppquant.pipeline.executor import Executor, make_executor
+from sppquant.pipeline.shards import collect_sharded
 from sppquant.pipeline.tables import images_record, provenance_record
 
 log = logging.getLogger(__name__)
@@ -46,8 +48,9 @@ class CalibrationResult:
 
 
 def check_output(path: Path) -> None:
-    """Before any work: the output must be writable and must not clobber a non-table file."""
+    """Before any work: table and provenance must be writable, and no non-table file is clobbered."""
     check_writable(path, "calibration table")
+    check_writable(provenance_path(path), "provenance record")
     if path.exists() and path.stat().st_size > 0:
         try:
             read_table(path)
@@ -64,6 +67,23 @@ def check_float_outputs(model: onnx.ModelProto, source: Path) -> None:
         name = onnx.TensorProto.DataType.Name(types[0]) if types[0] else "unknown"
         raise ModelError(f"{source}: output {out.name!r} is {name}, expected a float tensor to calibrate "
                          "(the model has no float output)")
+
+
+CLIP_WARN = 0.01  # share of a tensor's values beyond its amax that deserves a warning
+
+
+def warn_heavy_clipping(collector: ActivationCollector, table: CalibrationTable, algorithm: str) -> None:
+    """One loud warning when the thresholds clip a visible share of some tensors' values (the KL rule's
+    failure mode on real networks), naming the worst and the command that avoids it."""
+    from sppquant.pipeline.report_layers import clipped_fraction  # noqa: PLC0415
+
+    clipped = {n: clipped_fraction(collector.histograms[n], table.amax(n)) for n in table.scales}
+    worst = sorted((f, n) for n, f in clipped.items() if f > CLIP_WARN)[::-1]
+    if worst:
+        names = ", ".join(f"{n} ({100 * f:.1f}%)" for f, n in worst[:5])
+        log.warning("%s clips more than %.0f%% of the values of %d tensor(s): %s. Check INT8 accuracy with "
+                    "`sppquant report --algorithms %s,mse,auto`, or calibrate with --algorithm auto", algorithm,
+                    100 * CLIP_WARN, len(worst), names, algorithm)
 
 
 def header_version(cfg: Config) -> tuple[int, str]:
@@ -97,11 +117,14 @@ def calibrate(
     backend: str | None = None,
     progress: bool = True,
     collected: Collected | None = None,
+    executor: str | None = None,
 ) -> CalibrationResult:
     """Calibrate ``cfg``'s model on its calibration images and write table + provenance.
 
     ``collected``: histograms of an earlier pass over the same images (`collect_activations`),
-    so several algorithms' tables cost one pass through the model.
+    so several algorithms' tables cost one pass through the model. ``executor`` (default
+    ``executor.kind``): where histogram shards run; the table does not depend on it. TensorRT's
+    own calibration stays in this process (its calibrator drives the batches).
     """
     start = time.perf_counter()
     algorithm = algorithm or cfg.calibration.algorithm
@@ -112,38 +135,44 @@ def calibrate(
     if choose_backend(cfg, algorithm, backend) == "tensorrt":
         from sppquant.pipeline.trt_calibrate import calibrate_tensorrt  # noqa: PLC0415 - optional backend
 
+        if (executor or cfg.executor.kind) != "local":
+            log.info("TensorRT calibrates in this process (its calibrator drives the batches): executor ignored")
         return calibrate_tensorrt(cfg, table_path, algorithm, progress=progress)
-    return _calibrate_histograms(cfg, table_path, algorithm, progress, start, collected)
+    return _calibrate_histograms(cfg, table_path, algorithm, progress, start, make_executor(cfg, executor), collected)
 
 
-def collect_activations(cfg: Config, ctx: ModelContext, progress: bool = True) -> tuple[ActivationCollector, BadFiles]:
-    """Every calibration batch, at every size, through the FP32 model: one exact histogram per activation."""
-    names = activation_names(ctx.model)
-    runner = ort_runner(cfg, ctx.model, extra_outputs=names)
+def collect_activations(cfg: Config, ctx: ModelContext, progress: bool = True,
+                        executor: Executor | None = None) -> tuple[ActivationCollector, BadFiles]:
+    """Every calibration batch, at every size, through the FP32 model: one exact histogram per activation.
+
+    Shards run on ``executor`` (default: the config's, ``executor.kind``) and merge exactly.
+    """
     cal = cfg.calibration
-    bad = BadFiles()
-    collector = ActivationCollector(names)
-    inputs = set(runner.input_names)
-    outputs = [n for n in names if n not in inputs]
-    with runner:
-        for batch in iter_batches(calibration_set(cal), cfg.preprocess, cfg.input.sizes, cal.batch_size,
-                                  cal.last_batch, cal.bad_files, cal.workers, bad=bad, progress=progress,
-                                  desc="calibrate", extra_feeds=ctx.extra_feeds):
-            for k in range(len(cfg.input.sizes)):
-                feeds = batch.feeds(k, cfg.model.input_name)
-                collector.observe_all(feeds)
-                collector.observe_all(runner.run(feeds, outputs))
-            collector.count_batch(batch.size)
+    images = calibration_set(cal)
+    if cal.last_batch == "drop" and len(images) < cal.batch_size:
+        raise DataError(f"calibration.batch_size {cal.batch_size} is more than the {len(images)} calibration "
+                        "image(s) and calibration.last_batch is 'drop': no batch would be used")
+    collector, bad = collect_sharded(cfg, images, executor or make_executor(cfg), progress)
     collector.warn_nan()
+    if executor is not None and executor.name != "local":
+        bad.log_summary()  # workers' logs stay on the workers
     return collector, bad
 
 
 def _calibrate_histograms(cfg: Config, table_path: Path, algorithm: str, progress: bool, start: float,
-                          collected: Collected | None = None) -> CalibrationResult:
+                          executor: Executor, collected: Collected | None = None) -> CalibrationResult:
     ctx = open_model(cfg)
-    collector, bad = collected or collect_activations(cfg, ctx, progress)
+    collector, bad = collected or collect_activations(cfg, ctx, progress, executor)
     params = cfg.calibration.algorithm_params(algorithm)
-    amax, degenerate = thresholds(collector.histograms, algorithm, params)
+    rules: dict[str, str] = {}
+    scores: dict[str, dict[str, float]] = {}
+    if get_algorithm(algorithm).candidates:  # per-tensor choice by measured effect on the output
+        from sppquant.pipeline.auto import choose_rules  # noqa: PLC0415
+
+        choice = choose_rules(cfg, ctx, collector, get_algorithm(algorithm).candidates, progress)
+        amax, degenerate, rules, scores = dict(choice.amax), choice.degenerate, choice.rules, choice.scores
+    else:
+        amax, degenerate = thresholds(collector.histograms, algorithm, params)
     if degenerate:
         log.warning("%d tensor(s) had no usable range (all zero or empty); they get amax %.1f: %s",
                     len(degenerate), ZERO_TENSOR_AMAX, ", ".join(degenerate[:10]))
@@ -152,10 +181,18 @@ def _calibrate_histograms(cfg: Config, table_path: Path, algorithm: str, progres
     table = CalibrationTable.from_amax(code, get_algorithm(algorithm).trt_header, amax)
     tensors = {name: {"amax": table.amax(name), "scale": table.scales[name], "tied_to": (ties or {}).get(name),
                       "histogram": collector.histograms[name].to_summary()} for name in table.scales}
+    for name, rule in rules.items():  # auto: which rule won, and every rule's output SQNR (null: identical)
+        tensors[name].update(rule=rule, why={r: (v if np.isfinite(v) else None) for r, v in scores.get(name, {}).items()})
     images = images_record(cfg, calibration_set(cfg.calibration), collector.images, bad)
     record = provenance_record(cfg, table, images, algorithm, "onnxruntime", version, tensors, ties, degenerate)
+    record.executor = executor.record()
+    warn_heavy_clipping(collector, table, algorithm)
     prov_path = write_provenance(table_path, record)  # first: a crash before the table leaves a hash mismatch
-    write_table(table_path, table)
+    try:
+        write_table(table_path, table)
+    except BaseException:  # no orphan: a record without its table (or beside an older table) must not stay
+        prov_path.unlink(missing_ok=True)
+        raise
     seconds = time.perf_counter() - start
     log.info("wrote %s (%d tensors, %s, %d images x %d size(s)) in %.1f s", table_path, len(table.scales),
              algorithm, collector.images, len(cfg.input.sizes), seconds)

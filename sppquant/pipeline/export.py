@@ -9,10 +9,10 @@ from pathlib import Path
 from sppquant.atomic import atomic_write_bytes, check_writable
 from sppquant.calibration.table import read_table
 from sppquant.config import Config
-from sppquant.errors import TableError
+from sppquant.errors import TableError, UserError
 from sppquant.ops import upgrade_opset
 from sppquant.pipeline.context import open_model, ort_runner
-from sppquant.pipeline.tables import check_table
+from sppquant.pipeline.tables import check_table, find_valid_table, table_for
 from sppquant.quantize.qdq import (
     HIGH_PRECISIONS,
     MIN_OPSET,
@@ -34,24 +34,28 @@ class ExportResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def _resolve_table(cfg: Config, table_path: str | Path | None, warnings: list[str]) -> Path:
-    """The config's table (must be valid for the config) or the given one (provenance problems are warnings)."""
+def _resolve_table(cfg: Config, table_path: str | Path | None, warnings: list[str], algorithm: str | None = None) -> Path:
+    """The config's valid table for ``algorithm`` (calibration.output or its per-algorithm variant), or the
+    given one (provenance problems are warnings). No valid table: refused with the command that makes one."""
+    algorithm = algorithm or cfg.calibration.algorithm
     if table_path is None:
-        table_path = cfg.calibration.output
-        status = check_table(table_path, cfg)
-        if not status.valid:
-            raise TableError(f"{table_path}: calibration table is not valid for {cfg.source or 'the config'}: "
-                             f"{status.explain()} (run sppquant calibrate, or pass --table to use it anyway)")
-    else:
-        status = check_table(table_path, cfg)
-        if not status.valid:
-            warnings.append(f"{table_path}: {status.explain()}")
-            log.warning("using %s as given: %s", table_path, status.explain())
+        found, reasons = find_valid_table(cfg, algorithm)
+        if found is None:
+            target = table_for(cfg, algorithm)
+            raise TableError(f"no valid {algorithm} calibration table for {cfg.source or 'the config'}: "
+                             f"{'; '.join(reasons)} (run: sppquant calibrate --config {cfg.source or 'CONFIG'} "
+                             f"--algorithm {algorithm} --output {target}; or pass --table to use one anyway)")
+        return found
+    status = check_table(table_path, cfg, algorithm)
+    if not status.valid:
+        warnings.append(f"{table_path}: {status.explain()}")
+        log.warning("using %s as given: %s", table_path, status.explain())
     return Path(table_path)
 
 
 def export_qdq(cfg: Config, output: str | Path, table_path: str | Path | None = None,
-               high_precision: str = "fp16") -> ExportResult:
+               high_precision: str = "fp16", algorithm: str | None = None,
+               plan: str | Path | None = None) -> ExportResult:
     """Write the Q/DQ model for ``cfg``'s model and table (``high_precision``: the rest in fp16 or fp32).
 
     Without ``table_path`` the config's ``calibration.output`` is used and must be valid for
@@ -63,13 +67,20 @@ def export_qdq(cfg: Config, output: str | Path, table_path: str | Path | None = 
     if high_precision not in HIGH_PRECISIONS:
         raise ValueError(f"high_precision must be one of {HIGH_PRECISIONS}, got {high_precision!r}")
     output = check_writable(output, "Q/DQ model")
+    if output.resolve() == Path(cfg.model.path).resolve():
+        raise UserError(f"--output {output} is the FP32 model itself (model.path); write the Q/DQ model elsewhere")
     model = upgrade_opset(open_model(cfg).model, MIN_OPSET, "per-axis Q/DQ", str(cfg.model.path))
     warnings: list[str] = []
-    table_path = _resolve_table(cfg, table_path, warnings)
+    table_path = _resolve_table(cfg, table_path, warnings, algorithm)
     table = read_table(table_path, drop_zero_inf=True)  # TensorRT-written caches hold 0 / inf entries
     extra = sorted(set(table.scales) - model_tensor_names(model))
+    keep: list[str] = []
+    if plan is not None:
+        from sppquant.pipeline.tune import read_plan  # noqa: PLC0415
+
+        keep = read_plan(plan).kept_high_precision
     try:
-        qdq, info = build_qdq_model(model, table, high_precision=high_precision)
+        qdq, info = build_qdq_model(model, table, high_precision=high_precision, keep_high_precision=keep)
     except TableError as exc:
         also = f"; {len(extra)} table tensor(s) not in the model: {few(extra)}" if extra else ""
         raise TableError(f"{table_path}: calibration table does not match {cfg.model.path}: {exc}{also} "

@@ -8,6 +8,7 @@ from typing import Any
 from sppquant.calibration.provenance import provenance_path, read_provenance, sha256_file
 from sppquant.calibration.table import read_table
 from sppquant.errors import TableError
+from sppquant.pipeline.retarget import acceptance
 
 
 def describe_table(path: str | Path, sort: str = "name") -> dict[str, Any]:
@@ -26,7 +27,7 @@ def describe_table(path: str | Path, sort: str = "name") -> dict[str, Any]:
     rows = [{"name": n, "scale": s, "amax": table.amax(n)} for n, s in table.scales.items()]
     key = (lambda r: r["name"]) if sort == "name" else (lambda r: -r["amax"])
     return {"table": str(path), "header": table.header, "tensors": sorted(rows, key=key), "provenance": provenance,
-            "warnings": warnings}
+            "warnings": warnings, "accepted_by": acceptance(table, path)}
 
 
 def format_description(info: dict[str, Any]) -> str:
@@ -49,6 +50,10 @@ def format_description(info: dict[str, Any]) -> str:
             f"tied:       {len(prov['tying']['tied'])} tensor(s) share their input's scale"
             + (f" ({', '.join(prov['tying']['tied'])})" if prov["tying"]["tied"] else ""),
         ]
+    acc = info["accepted_by"]
+    lines += [f"loads in:   TensorRT {acc['tensorrt_version']} only (header version = running TensorRT's)",
+              f"trtexec:    {acc['trtexec'] or 'NO: ' + acc['trtexec_problem']}",
+              f"polygraphy: {acc['polygraphy']}"]
     width = max([len(r["name"]) for r in info["tensors"]] + [6])
     lines += ["", f"{'tensor':<{width}}  {'scale':>12}  {'amax':>12}"]
     lines += [f"{r['name']:<{width}}  {r['scale']:>12.6g}  {r['amax']:>12.6g}" for r in info["tensors"]]

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from sppquant.backends.base import Runner
-from sppquant.config import Config
+from sppquant.config import MAX_SIDE, Config
 from sppquant.data import ImageSet, iter_batches
+from sppquant.errors import UserError
 from sppquant.pipeline.context import open_model, ort_runner
 
 
@@ -54,6 +55,8 @@ def predict(
     Explicit files are never skipped silently: an unreadable one is an error.
     """
     size = size or cfg.input.sizes[0]
+    if min(size) <= 0 or max(size) > MAX_SIDE:
+        raise UserError(f"--size: expected H and W in 1..{MAX_SIDE}, got {list(size)}")
     ctx = open_model(cfg)
     runner: Runner
     if engine is not None:

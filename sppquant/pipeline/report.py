@@ -13,10 +13,10 @@ from __future__ import annotations
 import json
 import logging
 import time
-from functools import reduce
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
+from functools import reduce
 from pathlib import Path
 
 from sppquant import __version__
@@ -28,6 +28,7 @@ from sppquant.errors import DataError, UserError
 from sppquant.labels import check_labels, model_output_width
 from sppquant.model import activation_names
 from sppquant.pipeline.context import ModelContext, open_model
+from sppquant.pipeline.executor import make_executor
 from sppquant.pipeline.report_eval import evaluate, precision_results
 from sppquant.pipeline.report_layers import analyse_layers
 from sppquant.pipeline.report_variants import (
@@ -39,9 +40,10 @@ from sppquant.pipeline.report_variants import (
     ort_variants,
     tensorrt_variants,
 )
+from sppquant.pipeline.shards import EvaluationJob, evaluate_sharded
 from sppquant.pipeline.tables import TableChoice, resolve_tables
 from sppquant.quantize.qdq import check_table_matches
-from sppquant.report.model import DatasetInfo, Report, TableInfo
+from sppquant.report.model import DatasetInfo, Fp16Info, Report, TableInfo
 
 log = logging.getLogger(__name__)
 
@@ -106,17 +108,30 @@ def _check_algorithms(cfg: Config, algorithms: Sequence[str] | None) -> list[str
     return chosen
 
 
+def _given(table: str | Path | dict[str, str | Path] | None) -> Path | dict[str, Path] | None:
+    if isinstance(table, dict):
+        return {a: Path(p) for a, p in table.items()}
+    return Path(table) if table is not None else None
+
+
 def build_report(
     cfg: Config,
     output_dir: str | Path | None = None,
     backend: str | None = None,
     algorithms: Sequence[str] | None = None,
-    table: str | Path | None = None,
+    table: str | Path | dict[str, str | Path] | None = None,
     layer_images: int | None = None,
     progress: bool = True,
+    executor: str | None = None,
 ) -> ReportResult:
-    """Evaluate FP32/FP16/INT8 and write report.md, report.json and plots into ``output_dir``."""
+    """Evaluate FP32/FP16/INT8 and write report.md, report.json and plots into ``output_dir``.
+
+    ``executor`` (default ``executor.kind``): where evaluation shards and per-layer tensor groups run;
+    the metrics do not depend on it (latency is per-worker wall time).
+    """
     start = time.perf_counter()
+    if executor is not None:  # also for the calibrations a report may run
+        cfg = replace(cfg, executor=replace(cfg.executor, kind=executor))
     out_dir = Path(output_dir) if output_dir is not None else cfg.report.output_dir
     check_writable(out_dir / "report.json", "report")
     algos = _check_algorithms(cfg, algorithms)
@@ -126,21 +141,60 @@ def build_report(
     ctx, images = detection_ground_truth(cfg, ctx, images, notes)
     classes = check_labels_first(ctx, images, cfg.report.images)
     names = activation_names(ctx.model)
-    tables = resolve_tables(cfg, algos, out_dir, Path(table) if table is not None else None, progress)
+    tables = resolve_tables(cfg, algos, out_dir, _given(table), progress)
     for choice in tables.values():
         check_table_matches(choice.table, names, str(choice.path), str(cfg.model.path))
     qdq = int8_models(ctx, tables, out_dir)
+    ex = make_executor(cfg, None, chosen)
     variants = tensorrt_variants(cfg, algos, qdq) if chosen == "tensorrt" else ort_variants(cfg, ctx, qdq)
     try:
-        ev = evaluate(cfg, ctx, variants.runners, images, images.labels is not None, progress)
+        if ex.workers > 1:
+            job = EvaluationJob(cfg, images, chosen, tuple(algos), out_dir)
+            ev = evaluate_sharded(job, ex, progress)
+        else:
+            ev = evaluate(cfg, ctx, variants.runners, images, images.labels is not None, progress)
         backend_info, device = backend_and_device(cfg, chosen, variants)
     finally:
         variants.close()
     layers = analyse_layers(cfg, ctx, tables[algos[0]].table, qdq[algos[0]], images,
-                            layer_images or cfg.report.layer_images, progress)
+                            layer_images or cfg.report.layer_images, progress, ex)
+    if ex.workers > 1:
+        notes.append(f"evaluation and per-layer passes ran in {ex.workers} shards on the {ex.name} executor; "
+                     "latency is each worker's own wall time per image (not the run's throughput)")
     report = _assemble(cfg, ctx, chosen, algos, tables, variants, ev, layers, images, notes, classes,
                        backend_info, device)
+    report.notes += int8_warnings(report, ctx.task.primary)
     return _write(report, layers, tables, out_dir, start, _task_plot_hook(ctx, ev, images, report))
+
+
+DROP_WARN = 0.01  # a primary-metric drop (fraction) past which INT8 is reported as a problem
+SQNR_WARN = 20.0  # dB: for tasks without a labelled metric
+
+
+def int8_warnings(report: Report, primary: str) -> list[str]:
+    """Loud notes (and log warnings) for INT8 columns that lose accuracy, naming the worst tensors and the fix."""
+    fp32 = report.precisions["fp32"].metrics
+    worst = ", ".join(f"{r.name} ({_db_text(r.output_sqnr_db)} dB)" for r in report.layers[:3] if r.quantized)
+    notes = []
+    for p in report.precisions.values():
+        if p.precision != "int8":
+            continue
+        ref, got = fp32.get(primary), p.metrics.get(primary)
+        if primary != "sqnr_db" and ref is not None and got is not None and ref - got > DROP_WARN:
+            what = f"{primary} {100 * got:.2f}% vs FP32 {100 * ref:.2f}%"
+        elif (s := p.metrics.get("sqnr_db")) is not None and s < SQNR_WARN:
+            what = f"output SQNR {s:.1f} dB"
+        else:
+            continue
+        notes.append(f"INT8 ({p.algorithm}) loses accuracy: {what}. Most sensitive tensors: {worst}. Try "
+                     f"`sppquant report --algorithms mse,auto,percentile` and calibrate with the best "
+                     f"(`sppquant calibrate --algorithm auto`).")
+        log.warning("%s", notes[-1])
+    return notes
+
+
+def _db_text(v: float) -> str:
+    return "inf" if v == float("inf") else f"{v:.1f}"
 
 
 def _assemble(cfg, ctx, chosen, algos, tables, variants: Variants, ev, layers, images, notes, classes,
@@ -162,9 +216,7 @@ def _assemble(cfg, ctx, chosen, algos, tables, variants: Variants, ev, layers, i
         layers_images=layers.images, layers=layers.rows, notes=notes)
 
 
-def _no_fp16():
-    from sppquant.report.model import Fp16Info  # noqa: PLC0415
-
+def _no_fp16() -> Fp16Info:
     return Fp16Info([], [], "FP16 numbers come from the TensorRT FP16 engine")
 
 

@@ -14,7 +14,7 @@ The FP32 histograms of the same images feed the histogram plots.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -27,6 +27,7 @@ from sppquant.config import Config
 from sppquant.data import BadFiles, ImageSet, iter_batches
 from sppquant.model import activation_names
 from sppquant.pipeline.context import ModelContext, ort_runner
+from sppquant.pipeline.executor import Executor, split
 from sppquant.quantize.qdq import QdqInfo, fake_quantize
 from sppquant.quantize.switchable import switch_feeds, switchable_model
 from sppquant.report.model import LayerRow
@@ -55,8 +56,12 @@ def _layer_feeds(cfg: Config, ctx: ModelContext, images: ImageSet, limit: int, p
 
 
 def analyse_layers(cfg: Config, ctx: ModelContext, table: CalibrationTable, qdq: tuple[Any, QdqInfo],
-                   images: ImageSet, limit: int, progress: bool = False) -> LayerAnalysis:
-    """LOCAL, ACCUMULATED and OUTPUT SQNR per table tensor (see the module docstring)."""
+                   images: ImageSet, limit: int, progress: bool = False,
+                   executor: Executor | None = None) -> LayerAnalysis:
+    """LOCAL, ACCUMULATED and OUTPUT SQNR per table tensor (see the module docstring).
+
+    With an executor of several workers, OUTPUT SQNR (one run per tensor) spreads over tensor groups.
+    """
     qmodel, info = qdq
     names = activation_names(ctx.model)
     feeds = _layer_feeds(cfg, ctx, images, limit, progress)
@@ -81,7 +86,10 @@ def analyse_layers(cfg: Config, ctx: ModelContext, table: CalibrationTable, qdq:
                     zeros[n] += int(np.count_nonzero(a == 0))
                     local[n].add(a, fake_quantize(a, table.scales[n]))
                     accum[n].add(a, q[int8_read[n]] if int8_read[n] not in inputs else a)  # unquantized input: exact
-    output = _output_sensitivity(cfg, ctx, table, names, feeds, refs, progress)
+    if executor is not None and executor.workers > 1:
+        output = _sharded_sensitivity(cfg, ctx, table, names, images, limit, refs, executor, progress)
+    else:
+        output = _output_sensitivity(cfg, ctx, table, names, feeds, refs, progress)
     rows = [_row(n, info, table, hists[n], zeros[n], local[n], accum[n], output[n]) for n in names]
     rows.sort(key=lambda r: (not r.quantized, _rank_key(r.output_sqnr_db), _rank_key(r.local_sqnr_db)))
     for i, r in enumerate(rows, 1):
@@ -90,24 +98,65 @@ def analyse_layers(cfg: Config, ctx: ModelContext, table: CalibrationTable, qdq:
 
 
 def _output_sensitivity(cfg: Config, ctx: ModelContext, table: CalibrationTable, names: list[str], feeds: list[dict],
-                        refs: list[Mapping[str, np.ndarray]], progress: bool) -> dict[str, SqnrAccumulator]:
-    """OUTPUT SQNR per tensor through one switchable session (memory flat in the tensor count)."""
+                        refs: list[Mapping[str, np.ndarray]], progress: bool,
+                        only: Sequence[str] | None = None) -> dict[str, SqnrAccumulator]:
+    """OUTPUT SQNR per tensor (``only``: these) through one switchable session (memory flat in the tensor count)."""
     outputs = list(ctx.outputs)
     out = {n: SqnrAccumulator() for n in names}
     graph_outputs = set(outputs)
     switched = [n for n in names if n not in graph_outputs]
     model, flags = switchable_model(ctx.model, table.scales, switched)
+    chosen = set(only) if only is not None else set(names)
+    todo = [n for n in switched if n in chosen]
     with ort_runner(cfg, model) as runner:
-        for n in tqdm(switched, desc="layer sensitivity", unit="tensor", disable=None if progress else True):
+        for n in tqdm(todo, desc="layer sensitivity", unit="tensor", disable=None if progress else True):
             on = switch_feeds(flags, n)
             for f, ref in zip(feeds, refs):
                 y = runner.run({**f, **on}, outputs)
                 for o in outputs:
                     out[n].add(ref[o], y[o])
     for n in names:
-        if n in graph_outputs:  # quantizing an output alone changes it by exactly its own rounding error
+        if n in graph_outputs and n in chosen:  # quantizing an output alone changes it by exactly its own rounding error
             for ref in refs:
                 out[n].add(ref[n], fake_quantize(ref[n], table.scales[n]))
+    return out
+
+
+@dataclass(frozen=True)
+class SensitivityJob:
+    """OUTPUT SQNR of a group of tensors on the layer images (a Ray task body; also run in-process)."""
+
+    cfg: Config
+    images: ImageSet
+    limit: int
+    table: CalibrationTable
+    tensors: tuple[str, ...]
+
+
+def sensitivity_shard(job: SensitivityJob) -> dict[str, SqnrAccumulator]:
+    """Recompute the layer feeds and FP32 references exactly as the driver does, then run this group."""
+    from sppquant.pipeline.context import open_model  # noqa: PLC0415
+
+    ctx = open_model(job.cfg)
+    names = activation_names(ctx.model)
+    feeds = _layer_feeds(job.cfg, ctx, job.images, job.limit, False)
+    with ort_runner(job.cfg, ctx.model, extra_outputs=names) as fp32:  # as the driver computes them
+        refs = [dict(fp32.run(f, list(ctx.outputs))) for f in feeds]
+    out = _output_sensitivity(job.cfg, ctx, job.table, names, feeds, refs, False, job.tensors)
+    return {n: out[n] for n in job.tensors}
+
+
+def _sharded_sensitivity(cfg: Config, ctx: ModelContext, table: CalibrationTable, names: list[str], images: ImageSet,
+                         limit: int, refs: list[Mapping[str, np.ndarray]], executor: Executor,
+                         progress: bool) -> dict[str, SqnrAccumulator]:
+    """Tensors in contiguous groups over the executor's workers; each tensor's accumulator is computed whole."""
+    shards = split(len(names), executor.workers, 1, "tensors")
+    first = replace(images, paths=images.paths[:limit],  # only the layer images travel
+                    labels=images.labels[:limit] if images.labels is not None else None)
+    jobs = [SensitivityJob(cfg, first, limit, table, tuple(names[s.start:s.stop])) for s in shards]
+    out: dict[str, SqnrAccumulator] = {}
+    for part in executor.map(sensitivity_shard, jobs, [s.label for s in shards], "layer sensitivity", progress):
+        out.update(part)
     return out
 
 

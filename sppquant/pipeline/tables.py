@@ -65,6 +65,26 @@ def check_table(table_path: str | Path, cfg: Config, algorithm: str | None = Non
     return TableStatus(not reasons, reasons)
 
 
+def table_for(cfg: Config, algorithm: str) -> Path:
+    """Where ``algorithm``'s table lives: ``calibration.output`` for the configured algorithm, else
+    ``<stem>.<algorithm><suffix>`` next to it (``calibrate --algorithm`` writes there)."""
+    out = cfg.calibration.output
+    return out if algorithm == cfg.calibration.algorithm else out.with_name(f"{out.stem}.{algorithm}{out.suffix}")
+
+
+def find_valid_table(cfg: Config, algorithm: str) -> tuple[Path | None, list[str]]:
+    """The first valid table for ``algorithm`` among ``calibration.output`` and its per-algorithm variant;
+    else None and the reasons the first candidate is not usable."""
+    candidates = list(dict.fromkeys([cfg.calibration.output, table_for(cfg, algorithm)]))
+    first: list[str] = []
+    for path in candidates:
+        status = check_table(path, cfg, algorithm)
+        if status.valid:
+            return path, []
+        first = first or [f"{path}: {r}" if not r.startswith(str(path)) else r for r in status.reasons]
+    return None, first
+
+
 def images_record(cfg: Config, images: ImageSet | None, used: int, bad: BadFiles) -> ImagesRecord:
     return ImagesRecord(
         count=len(images) if images is not None else None,
@@ -131,10 +151,10 @@ class TableChoice:
     tie_scales: bool | None = None
 
 
-def resolve_tables(cfg: Config, algorithms: list[str], out_dir: Path, given: Path | None = None,
+def resolve_tables(cfg: Config, algorithms: list[str], out_dir: Path, given: Path | dict[str, Path] | None = None,
                    progress: bool = True) -> dict[str, TableChoice]:
-    """`resolve_table` for each algorithm (``given`` applies to the first); the algorithms that need a
-    fresh table share one pass of the FP32 model over the calibration images."""
+    """`resolve_table` for each algorithm (``given``: a path for the first, or a path per algorithm); the
+    algorithms that need a fresh table share one pass of the FP32 model over the calibration images."""
     from sppquant.pipeline.calibrate import collect_activations  # noqa: PLC0415 - calibrate uses this module
     from sppquant.pipeline.context import open_model  # noqa: PLC0415
 
@@ -145,8 +165,8 @@ def resolve_tables(cfg: Config, algorithms: list[str], out_dir: Path, given: Pat
             shared.append(collect_activations(cfg, open_model(cfg), progress))
         return shared[0]
 
-    return {a: resolve_table(cfg, a, out_dir, given if i == 0 else None, progress, collected)
-            for i, a in enumerate(algorithms)}
+    per_algo = given if isinstance(given, dict) else ({algorithms[0]: given} if given and algorithms else {})
+    return {a: resolve_table(cfg, a, out_dir, per_algo.get(a), progress, collected) for a in algorithms}
 
 
 def resolve_table(cfg: Config, algorithm: str, out_dir: Path, given: Path | None = None,
@@ -159,10 +179,9 @@ def resolve_table(cfg: Config, algorithm: str, out_dir: Path, given: Path | None
         if not status.valid:
             log.warning("table %s: %s (used as given)", given, status.explain())
         return TableChoice(algorithm, given, table, "given", [] if status.valid else status.reasons)
-    reasons = check_table(cfg.calibration.output, cfg, algorithm).reasons
-    if not reasons:
-        return TableChoice(algorithm, cfg.calibration.output, read_table(cfg.calibration.output), "config",
-                           tie_scales=cfg.calibration.tie_scales)
+    found, reasons = find_valid_table(cfg, algorithm)
+    if found is not None:
+        return TableChoice(algorithm, found, read_table(found), "config", tie_scales=cfg.calibration.tie_scales)
     own = out_dir / f"calibration_{algorithm}.cache"
     if check_table(own, cfg, algorithm).valid:
         log.info("%s table: reusing %s from an earlier run", algorithm, own)

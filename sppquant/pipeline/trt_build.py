@@ -50,7 +50,7 @@ from sppquant.backends.tensorrt.builder import (
     set_dummy_ranges,
 )
 from sppquant.backends.tensorrt.calibrator import CalibratorMixin, make_calibrator
-from sppquant.backends.tensorrt.memory import DeviceMemory, PycudaMemory
+from sppquant.backends.tensorrt.memory import DeviceMemory, default_memory
 from sppquant.backends.tensorrt.ranges import derive_missing, network_layers, report_missing
 from sppquant.calibration.provenance import sha256_file
 from sppquant.config import Config
@@ -202,7 +202,7 @@ def _attach_calibrator(sess: TrtSession, cfg: Config, network: Any, config: Any,
             built.derived, built.missing = derive_missing(network_layers(sess.trt, network), table.scales, [inp.name])
             cache.extra_scales = built.derived
             report_missing(built.missing, str(cache.path))
-    feeder = BatchFeeder(cfg, shape, calibration.memory or PycudaMemory(), progress=calibration.progress)
+    feeder = BatchFeeder(cfg, shape, calibration.memory or default_memory(), progress=calibration.progress)
     calibrator = make_calibrator(sess.trt, calibration.base_name, feeder, cache)
     config.int8_calibrator = calibrator
     return calibrator

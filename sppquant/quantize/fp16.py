@@ -40,7 +40,7 @@ from sppquant.backends.onnxruntime import DEFAULT_ORT, OrtOptions, make_session
 from sppquant.errors import ModelError
 from sppquant.model import tensor_types
 from sppquant.ops import find_op, rewrite_for_onnxruntime
-from sppquant.ops.names import Names as _Names
+from sppquant.ops.names import Names
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def _coordinate_inputs(node: onnx.NodeProto) -> tuple[int, ...]:
 
 
 def _keep_coordinates_fp32(node: onnx.NodeProto, new: onnx.NodeProto, rename: dict[str, str],
-                           cast32: dict[str, str], names: _Names) -> list[onnx.NodeProto]:
+                           cast32: dict[str, str], names: Names) -> list[onnx.NodeProto]:
     """A plugin's coordinate inputs read the FP32 graph input, or an FP32 cast of an FP16 tensor."""
     pre = []
     for i in _coordinate_inputs(node):
@@ -89,7 +89,7 @@ def convert_to_fp16(model: onnx.ModelProto, keep_fp32: Iterable[str] = ()) -> on
     for node in g.node:
         if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
             raise ModelError(f"FP16 conversion does not support control-flow subgraphs (node {node.name or node.op_type!r})")
-    names = _Names(g)
+    names = Names(g)
     clipped = 0
 
     def is_float(name: str) -> bool:
@@ -154,7 +154,7 @@ def convert_to_fp16(model: onnx.ModelProto, keep_fp32: Iterable[str] = ()) -> on
 
 def _computed_in_fp32(node: onnx.NodeProto, new: onnx.NodeProto, is_float: Callable[[str], bool],
                       types: dict[str, int], f32_inits: set[str], cast32: dict[str, str],
-                      names: _Names) -> list[onnx.NodeProto]:
+                      names: Names) -> list[onnx.NodeProto]:
     """``new`` between Casts: FP16 float inputs cast to FP32 before it (one cast per tensor, shared via
     ``cast32``), its float outputs cast back to FP16 after it. ``node`` (the original) decides float-ness."""
     pre, post = [], []

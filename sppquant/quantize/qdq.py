@@ -54,7 +54,6 @@ QMIN, QMAX = -128, 127
 HIGH_PRECISIONS = ("fp16", "fp32")
 FP16_TINY = float(np.finfo(np.float16).smallest_subnormal)
 
-_Names = Names  # the name fp16.py imports
 
 
 def fake_quantize(x: np.ndarray, scale: float | np.ndarray, axis: int | None = None) -> np.ndarray:
@@ -293,6 +292,16 @@ def _plan(graph: onnx.GraphProto, rules: RuleTable, inits: dict[str, onnx.Tensor
     return plan
 
 
+def _keep(plan: _Plan, graph: onnx.GraphProto, keep: set[str]) -> None:
+    """Drop the activation pairs of ``keep`` (and the INT8 output of a plugin whose input is kept)."""
+    if not keep:
+        return
+    for t in keep:
+        plan.consumers.pop(t, None)
+        plan.plugin_in.pop(t, None)
+    plan.plugin_out = {o: v for o, v in plan.plugin_out.items() if graph.node[v[0]].input[0] not in keep}
+
+
 def _scale_source(plan: _Plan, tensor: str) -> str:
     """The table tensor whose scale ``tensor`` uses: itself, or (plugin outputs) the input it is tied to."""
     seen = set()
@@ -470,13 +479,15 @@ def build_qdq_model(
     quantize_weights: bool = True,
     high_precision: str | None = None,
     rules: RuleTable | None = None,
+    keep_high_precision: Iterable[str] = (),
 ) -> tuple[onnx.ModelProto, QdqInfo]:
     """A copy of ``model`` with Q/DQ placed by ``rules`` (default: ``rules.default_rules()``).
 
     ``table`` maps tensor -> scale. ``high_precision``: ``"fp16"`` or ``"fp32"`` for the part
     that is not INT8; None means ``"fp16"`` (TensorRT 11) except with ``only``. ``only`` is
     the report's per-layer analysis mode: a pair on each named tensor for ALL its readers,
-    no rules, FP32 unless asked otherwise.
+    no rules, FP32 unless asked otherwise. ``keep_high_precision``: activations that get no
+    Q/DQ (a precision plan from ``sppquant tune``): their readers run in the high precision.
     """
     opset = default_opset(model)
     if opset < MIN_OPSET:
@@ -501,6 +512,7 @@ def build_qdq_model(
         out = _upgrade_opset(out)
     inits = {i.name: i for i in out.graph.initializer}
     plan = _plan(out.graph, rules, inits, info, quantize_weights, only_list)
+    _keep(plan, out.graph, set(keep_high_precision))
     _check_scales(plan, scales)
     _emit(out.graph, plan, scales, info, inits)
     if hp == "fp16":

@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from sppquant.quantize.qdq import _Names
+from sppquant.ops.names import Names
 
 FLAG_SUFFIX = "__quantize"
 
@@ -35,7 +35,7 @@ def switchable_model(model: onnx.ModelProto, scales: Mapping[str, float],
     out = onnx.ModelProto()
     out.CopyFrom(model)
     g = out.graph
-    used = _Names(g)
+    used = Names(g)
     flags: dict[str, str] = {}
     switched: dict[str, str] = {}
     head: list[onnx.NodeProto] = []

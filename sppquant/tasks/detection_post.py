@@ -124,8 +124,8 @@ def detect(proposals: np.ndarray, class_logits: np.ndarray, box_deltas: np.ndarr
     """Network outputs of one image -> detections in network-input pixels.
 
     Every (region, foreground class) pair is a candidate with that class's refined box
-    and softmax probability; labels are class indices with ``background`` removed
-    (logit k > background is label k - 1).
+    and softmax probability; a label is the class's position among the non-background
+    logits (with background 0, logit k is label k - 1).
     """
     probs = softmax(class_logits)
     boxes = clip_boxes(decode_boxes(proposals, box_deltas), net_size[0], net_size[1])  # (R, K, 4)

@@ -40,7 +40,7 @@ def sqnr_from_energy(signal: float, noise: float) -> float:
         return math.inf
     if signal == 0.0:
         return -math.inf
-    return 10.0 * math.log10(signal / noise)
+    return 10.0 * (math.log10(signal) - math.log10(noise))  # not log10(signal / noise): the ratio can underflow
 
 
 def sqnr_db(ref: np.ndarray, x: np.ndarray) -> float:
@@ -111,27 +111,87 @@ def output_metrics(ref: np.ndarray, x: np.ndarray, labels: np.ndarray | None, nu
 # --------------------------------------------------------------------------- accumulators
 
 
-class SqnrAccumulator:
-    """Streams signal and noise energy over batches (float64) for one pooled SQNR."""
+class ExactSum:
+    """A float64 sum that is exact until the final rounding (Shewchuk's partials, as `math.fsum`).
 
-    __slots__ = ("signal", "noise", "count")
+    Per-image terms go in one by one, so the total does not depend on how images were
+    batched or sharded, nor on the order shards merge in: a sharded run equals one process.
+    """
+
+    __slots__ = ("partials",)
+
+    def __init__(self, partials: list[float] | None = None) -> None:
+        self.partials: list[float] = partials or []
+
+    def add(self, x: float) -> None:
+        kept = []
+        for y in self.partials:
+            if abs(x) < abs(y):
+                x, y = y, x
+            hi = x + y
+            lo = y - (hi - x)
+            if lo:
+                kept.append(lo)
+            x = hi
+        kept.append(x)
+        self.partials = kept
+
+    def add_all(self, values: np.ndarray) -> None:
+        for v in np.asarray(values, dtype=np.float64).reshape(-1).tolist():
+            self.add(v)
+
+    def merge(self, other: ExactSum) -> ExactSum:
+        out = ExactSum(list(self.partials))
+        for v in other.partials:
+            out.add(v)
+        return out
+
+    @property
+    def value(self) -> float:
+        return math.fsum(self.partials)
+
+
+def _per_image(a: np.ndarray) -> np.ndarray:
+    """Row sums of a 2-D (images, values) array; a row's sum does not depend on its batch."""
+    return a.reshape(a.shape[0], -1).sum(axis=1) if a.ndim else a.reshape(1)
+
+
+class SqnrAccumulator:
+    """Streams signal and noise energy over batches (exact float64 sums) for one pooled SQNR."""
+
+    __slots__ = ("_signal", "_noise", "count")
 
     def __init__(self) -> None:
-        self.signal = 0.0
-        self.noise = 0.0
+        self._signal = ExactSum()
+        self._noise = ExactSum()
         self.count = 0
+
+    @property
+    def signal(self) -> float:
+        return self._signal.value
+
+    @property
+    def noise(self) -> float:
+        return self._noise.value
 
     def add(self, ref: np.ndarray, x: np.ndarray) -> None:
         ref = np.asarray(ref, dtype=np.float64)
         d = np.asarray(x, dtype=np.float64) - ref
-        self.signal += float(np.sum(ref * ref))
-        self.noise += float(np.sum(d * d))
+        self._signal.add_all(_per_image(ref * ref))
+        self._noise.add_all(_per_image(d * d))
         self.count += ref.size
 
     def merge(self, other: SqnrAccumulator) -> SqnrAccumulator:
         out = SqnrAccumulator()
-        out.signal, out.noise, out.count = self.signal + other.signal, self.noise + other.noise, self.count + other.count
+        out._signal, out._noise = self._signal.merge(other._signal), self._noise.merge(other._noise)
+        out.count = self.count + other.count
         return out
+
+    def __getstate__(self) -> tuple:
+        return self._signal.partials, self._noise.partials, self.count
+
+    def __setstate__(self, state: tuple) -> None:
+        self._signal, self._noise, self.count = ExactSum(state[0]), ExactSum(state[1]), state[2]
 
     @property
     def db(self) -> float:
@@ -143,35 +203,35 @@ class OutputAccumulator:
 
     def __init__(self) -> None:
         self.sqnr = SqnrAccumulator()
-        self.cos_sum = 0.0
+        self.cos_sum = ExactSum()
         self.images = 0
         self.err = Histogram()
-        self.err_sum = 0.0
+        self.err_sum = ExactSum()
 
     def add(self, ref: np.ndarray, x: np.ndarray) -> None:
         ref64, x64 = np.asarray(ref, dtype=np.float64), np.asarray(x, dtype=np.float64)
         self.sqnr.add(ref64, x64)
         cos = cosine_rows(ref64, x64)
-        self.cos_sum += float(cos.sum())
+        self.cos_sum.add_all(cos)
         self.images += int(cos.size)
         d = np.abs(x64 - ref64)
         self.err.update(d)
-        self.err_sum += float(d.sum())
+        self.err_sum.add_all(_per_image(d))
 
     def merge(self, other: OutputAccumulator) -> OutputAccumulator:
         out = OutputAccumulator()
         out.sqnr = self.sqnr.merge(other.sqnr)
-        out.cos_sum, out.images = self.cos_sum + other.cos_sum, self.images + other.images
-        out.err, out.err_sum = self.err.merge(other.err), self.err_sum + other.err_sum
+        out.cos_sum, out.images = self.cos_sum.merge(other.cos_sum), self.images + other.images
+        out.err, out.err_sum = self.err.merge(other.err), self.err_sum.merge(other.err_sum)
         return out
 
     def result(self) -> dict[str, float]:
         n = self.err.count
         return {
-            "cosine": self.cos_sum / self.images if self.images else math.nan,
+            "cosine": self.cos_sum.value / self.images if self.images else math.nan,
             "sqnr_db": self.sqnr.db,
             "max_abs_err": self.err.max_abs if n else math.nan,
-            "mean_abs_err": self.err_sum / n if n else math.nan,
+            "mean_abs_err": self.err_sum.value / n if n else math.nan,
             "p99_abs_err": percentile_amax(self.err, 99.0) if n else math.nan,
         }
 

@@ -1,4 +1,4 @@
-"""Device memory for the calibrator: pycuda by default, injectable for tests.
+"""Device memory for the calibrator: pycuda, else cuda-python's ``cuda.bindings``; injectable for tests.
 
 The calibrator only needs four operations; putting them behind a small protocol lets
 CI (no CUDA) run the real calibrator callbacks on host memory, and lets the GPU check
@@ -64,6 +64,89 @@ class PycudaMemory:
         alloc = self._live.pop(ptr, None)
         if alloc is not None:
             alloc.free()
+
+
+def _import_cudart() -> Any:
+    """cuda-python's runtime module: ``cuda.bindings.runtime`` (12.6+/13), else the older ``cuda.cudart``."""
+    try:
+        from cuda.bindings import runtime  # noqa: PLC0415
+
+        return runtime
+    except ImportError:
+        from cuda import cudart  # noqa: PLC0415
+
+        return cudart
+
+
+class CudaPythonMemory:
+    """`DeviceMemory` through cuda-python's runtime API (``pip install cuda-python``: wheels, unlike pycuda).
+
+    The runtime API works in the device's primary context, the one TensorRT uses, so its
+    pointers are valid in TensorRT's calibration. ``cudart`` is injectable (tests use a fake).
+    """
+
+    def __init__(self, cudart: Any = None, device: int = 0) -> None:
+        if cudart is None:
+            try:
+                cudart = _import_cudart()
+            except Exception as exc:
+                raise BackendUnavailable(f"cuda-python is not usable ({type(exc).__name__}: {exc}); "
+                                         "pip install cuda-python (or pycuda)") from None
+        self._rt = cudart
+        self._h2d = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
+        self._d2h = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        try:
+            self._check(cudart.cudaSetDevice(device), "cudaSetDevice")
+            self._check(cudart.cudaFree(0), "cudaFree(0)")  # creates/binds the primary context now
+        except RuntimeError as exc:
+            raise BackendUnavailable(f"no usable CUDA GPU ({exc}); the TensorRT backend needs an NVIDIA GPU "
+                                     "with its driver") from None
+        self._live: set[int] = set()
+        self.allocations = 0
+
+    def _check(self, result: Any, what: str) -> Any:
+        """cuda-python returns ``(error, *values)``: raise on an error, return the value(s)."""
+        err, *values = result if isinstance(result, tuple) else (result,)
+        if err != self._rt.cudaError_t.cudaSuccess:
+            name = getattr(err, "name", str(err))
+            raise RuntimeError(f"{what} failed: {name}")
+        return values[0] if len(values) == 1 else tuple(values)
+
+    def allocate(self, nbytes: int) -> int:
+        ptr = int(self._check(self._rt.cudaMalloc(max(1, int(nbytes))), "cudaMalloc"))
+        self.allocations += 1
+        self._live.add(ptr)
+        return ptr
+
+    def upload(self, ptr: int, host: np.ndarray) -> None:
+        data = np.ascontiguousarray(host)
+        self._check(self._rt.cudaMemcpy(ptr, data.ctypes.data, data.nbytes, self._h2d), "cudaMemcpy (upload)")
+
+    def download(self, ptr: int, out: np.ndarray) -> None:
+        if not out.flags.c_contiguous:
+            raise ValueError("download needs a C-contiguous output array")
+        self._check(self._rt.cudaMemcpy(out.ctypes.data, ptr, out.nbytes, self._d2h), "cudaMemcpy (download)")
+
+    def free(self, ptr: int) -> None:
+        if ptr in self._live:
+            self._live.discard(ptr)
+            self._check(self._rt.cudaFree(ptr), "cudaFree")
+
+
+def default_memory() -> DeviceMemory:
+    """pycuda when it imports (unchanged behaviour), else cuda-python; one line naming both when neither does."""
+    try:
+        import pycuda.driver  # noqa: F401, PLC0415
+    except Exception:
+        try:
+            _import_cudart()
+        except Exception:
+            from sppquant.backends.tensorrt._trt import PYCUDA_INSTALL_HINT  # noqa: PLC0415
+
+            raise BackendUnavailable(f"neither pycuda nor cuda-python is installed; {PYCUDA_INSTALL_HINT}, "
+                                     "or pip install cuda-python") from None
+        return CudaPythonMemory()
+    return PycudaMemory()
 
 
 class HostMemory:

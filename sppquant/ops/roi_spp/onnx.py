@@ -10,7 +10,9 @@ edges computed exactly in integers:
   ``roi_w = max(x2' - x1' + 1, 1)``, ``roi_h`` likewise;
 - per level ``n``, bin ``i`` of an axis of region length ``h`` spans
   ``[floor(i*h/n), ceil((i+1)*h/n))`` offset by the region start, clipped to the map;
-  an empty bin gives 0.
+  an empty bin gives 0;
+- an invalid RoI (batch index not a number in ``[0, N)``, or a corner not finite) gives
+  a row of zeros; a valid batch index is truncated (``sppquant.ops.roi_spp.reference``).
 
 Why not ``MaxRoiPool(pooled_shape=[n, n])`` per level: ONNX Runtime computes the bin
 edges in float32 (``floor(i * (h/n))``, ``ceil((i+1) * (h/n))``), which differs from the
@@ -223,6 +225,20 @@ def _bin_rois(em: _Emitter, rois: str, features_shape: str, levels: Sequence[int
     return em.op("Reshape", [em.op("Concat", stacked, "bin_rois3", axis=2), em.const("rows5", [-1, 5])], "bin_rois")
 
 
+def _valid_rois(em: _Emitter, rois: str, features_shape: str) -> str:
+    """(R, 1) bool: batch index a number in [0, N) and all four corners finite (else the row is 0)."""
+    f32 = onnx.TensorProto.FLOAT
+    batch = em.column(rois, 0)
+    n = em.op("Cast", [em.op("Gather", [features_shape, em.const("n_index", [0])], "n")], "n_f", to=f32)
+    ok = em.op("And", [em.op("GreaterOrEqual", [batch, em.scalar("zero_b", 0.0, f32)], "b_ge0"),
+                       em.op("Less", [batch, n], "b_lt_n")], "batch_ok")  # False for NaN and +-inf
+    for k in (1, 2, 3, 4):
+        v = em.column(rois, k)
+        bad = em.op("Or", [em.op("IsNaN", [v], "nan"), em.op("IsInf", [v], "inf")], "nonfinite")
+        ok = em.op("And", [ok, em.op("Not", [bad], "finite")], "roi_ok")
+    return ok
+
+
 def roi_spp_as_standard_ops(node: onnx.NodeProto, opset: int) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
     """Standard ops (opset >= 13) computing the node exactly; the output keeps its name, R and N, C, H, W stay dynamic.
 
@@ -230,7 +246,8 @@ def roi_spp_as_standard_ops(node: onnx.NodeProto, opset: int) -> tuple[list[onnx
     flag map (``1 + [x > -inf] + 2*isnan(x)``) beside it; the pooled flag is 0 for an
     empty bin (value 0, as MaxRoiPool returns), 1 when every element is -inf, 3 when a
     NaN is present. Equal to the reference as floats (the sign of a zero maximum of a bin
-    holding both +0 and -0 is unspecified). Corners must satisfy |coordinate * scale| < 2^30.
+    holding both +0 and -0 is unspecified). Scaled corners are clamped to +-2^30. An invalid
+    RoI (batch index not in [0, N), or a corner not finite) gives a row of zeros.
     """
     if opset < MIN_OPSET:
         raise ValueError(f"RoI SPP rewrite needs ONNX opset >= {MIN_OPSET}, model has {opset}")
@@ -240,7 +257,9 @@ def roi_spp_as_standard_ops(node: onnx.NodeProto, opset: int) -> tuple[list[onnx
     out = node.output[0]
     em = _Emitter(f"{out}__roi_spp", opset)
     fshape = em.op("Shape", [features], "features_shape")
-    bins = _bin_rois(em, rois, fshape, levels, attrs["spatial_scale"])
+    valid = _valid_rois(em, rois, fshape)
+    safe = em.op("Where", [valid, rois, em.scalar("zero_roi", 0.0, onnx.TensorProto.FLOAT)], "safe_rois")
+    bins = _bin_rois(em, safe, fshape, levels, attrs["spatial_scale"])
     f32 = onnx.TensorProto.FLOAT
     flag = em.op("Add", [em.op("Cast", [em.op("Greater", [features, em.scalar("neg_inf", -np.inf, f32)], "gt_ninf")],
                                "finite_or_pinf", to=f32),
@@ -262,6 +281,7 @@ def roi_spp_as_standard_ops(node: onnx.NodeProto, opset: int) -> tuple[list[onnx
                             em.scalar("ninf", -np.inf, f32), value], "with_ninf")
     value = em.op("Where", [em.op("Greater", [pflag, em.scalar("two_f", 2.0, f32)], "has_nan"),
                             em.scalar("nan", np.nan, f32), value], "with_nan")  # (R, B, C)
+    value = em.op("Where", [em.unsqueeze(valid, [2]), value, em.scalar("zero_f", 0.0, f32)], "valid_rows")
     flats, offset = [], 0
     for n in levels:
         part = em.op("Slice", [value, em.const("b0", [offset]), em.const("b1", [offset + n * n]),

@@ -6,34 +6,17 @@
 //   anything else (plugin_version, plugin_namespace, ...) is ignored with a verbose log line.
 // I/O: one NCHW input, linear FP32 / FP16 / INT8; output (N, C*sum(n^2)), same type.
 // INT8 scales come from PluginTensorDesc::scale (configurePlugin, onShapeChange, enqueue).
-//
-// Loading routes:
-//   - IPluginRegistry::loadLibrary / trtexec --dynamicPlugins: getCreators() + setLoggerFinder();
-//   - ctypes.CDLL(..., RTLD_GLOBAL) after TensorRT is loaded: a load-time constructor registers
-//     the creator with getPluginRegistry() of the libnvinfer already in the process (looked up
-//     with dlopen(RTLD_NOLOAD), so this library has no link dependency on libnvinfer and loads
-//     for kernel-only use without TensorRT). sppq_register_plugins() retries explicitly.
-//   When loadLibrary calls getCreators() after the constructor registered, the global
-//   registration is withdrawn first so the creator is never registered twice.
-// Set SPPQUANT_NO_STATIC_REGISTRATION=1 to skip the load-time registration.
+// Registration and the library's exported entry points: cuda/api/plugin_library.cpp.
 
+#include "spp_plugin.h"
+
+#include "plugin_utils.h"
 #include "spp_kernels.h"
 
 #include <NvInferRuntime.h>
 
-#include <dlfcn.h>
-
-#include <algorithm>
-#include <atomic>
-#include <cstdio>
-#include <cstdlib>
-#include <cstring>
-#include <mutex>
-#include <new>
 #include <string>
 #include <vector>
-
-#define SPPQ_EXPORT __attribute__((visibility("default")))
 
 using namespace nvinfer1;
 
@@ -42,52 +25,10 @@ namespace {
 
 constexpr char const* kPluginName = "SpatialPyramidPooling";
 constexpr char const* kPluginVersion = "1";
-constexpr char const* kPluginNamespace = "sppquant";
 
-// ---- logging ------------------------------------------------------------------------------
-std::atomic<ILoggerFinder*> gLoggerFinder{nullptr};
-
-void* nvinferHandle() {
-    // Only a libnvinfer that is already in the process: never load TensorRT ourselves here.
-    static char const* const names[] = {"libnvinfer.so.10", "libnvinfer.so"};
-    for (char const* n : names) {
-        if (void* h = dlopen(n, RTLD_LAZY | RTLD_NOLOAD)) return h;
-    }
-    return nullptr;
-}
-
-ILogger* findLogger() {
-    if (ILoggerFinder* f = gLoggerFinder.load()) {
-        if (ILogger* l = f->findLogger()) return l;
-    }
-    if (void* h = nvinferHandle()) {
-        using GetLogger = ILogger* (*)();
-        if (auto fn = reinterpret_cast<GetLogger>(dlsym(h, "getLogger"))) return fn();
-    }
-    return nullptr;
-}
-
-void log(ILogger::Severity sev, std::string const& msg) noexcept {
-    try {
-        std::string const line = std::string("[sppquant ") + kPluginName + "] " + msg;
-        if (ILogger* l = findLogger()) {
-            l->log(sev, line.c_str());
-        } else if (sev <= ILogger::Severity::kERROR) {
-            std::fprintf(stderr, "%s\n", line.c_str());
-        }
-    } catch (...) {
-    }
-}
-void logError(std::string const& msg) noexcept { log(ILogger::Severity::kERROR, msg); }
-
-int dtypeCode(DataType t) {
-    switch (t) {
-    case DataType::kFLOAT: return SPPQ_FLOAT32;
-    case DataType::kHALF: return SPPQ_FLOAT16;
-    case DataType::kINT8: return SPPQ_INT8;
-    default: return -1;
-    }
-}
+using plugin::dtypeCode;
+using plugin::kNamespace;
+void logError(std::string const& msg) noexcept { plugin::logError(kPluginName, msg); }
 
 // ---- plugin -------------------------------------------------------------------------------
 class SppPlugin final : public IPluginV3, public IPluginV3OneCore, public IPluginV3OneBuild, public IPluginV3OneRuntime {
@@ -122,7 +63,7 @@ public:
     // IPluginV3OneCore
     AsciiChar const* getPluginName() const noexcept override { return kPluginName; }
     AsciiChar const* getPluginVersion() const noexcept override { return kPluginVersion; }
-    AsciiChar const* getPluginNamespace() const noexcept override { return kPluginNamespace; }
+    AsciiChar const* getPluginNamespace() const noexcept override { return kNamespace; }
 
     // IPluginV3OneBuild
     int32_t getNbOutputs() const noexcept override { return 1; }
@@ -296,24 +237,6 @@ private:
 };
 
 // ---- creator ------------------------------------------------------------------------------
-bool readInts(PluginField const& f, std::vector<int32_t>& out) {
-    if (f.data == nullptr || f.length < 0) return false;
-    out.clear();
-    for (int32_t i = 0; i < f.length; ++i) {
-        int64_t v;
-        switch (f.type) {
-        case PluginFieldType::kINT32: v = static_cast<int32_t const*>(f.data)[i]; break;
-        case PluginFieldType::kINT64: v = static_cast<int64_t const*>(f.data)[i]; break;
-        case PluginFieldType::kINT16: v = static_cast<int16_t const*>(f.data)[i]; break;
-        case PluginFieldType::kINT8: v = static_cast<int8_t const*>(f.data)[i]; break;
-        default: return false;
-        }
-        if (v < -0x7fffffffLL || v > 0x7fffffffLL) return false;
-        out.push_back(static_cast<int32_t>(v));
-    }
-    return true;
-}
-
 class SppPluginCreator final : public IPluginCreatorV3One {
 public:
     SppPluginCreator() {
@@ -333,31 +256,19 @@ public:
                 PluginField const& f = fc->fields[i];
                 std::string const fname = f.name ? f.name : "";
                 if (fname == "levels") {
-                    if (!readInts(f, levels)) {
+                    if (!plugin::readInts(f, levels)) {
                         logError(who + "field 'levels' must be an integer array");
                         return nullptr;
                     }
                     haveLevels = true;
                 } else if (fname == "pooling") {
-                    if (f.type == PluginFieldType::kCHAR && f.data != nullptr) {
-                        std::string s(static_cast<char const*>(f.data), static_cast<size_t>(std::max<int32_t>(f.length, 0)));
-                        s = s.substr(0, s.find('\0'));
-                        if (s == "max") pooling = SPPQ_MAX;
-                        else if (s == "avg" || s == "average") pooling = SPPQ_AVG;
-                        else {
-                            logError(who + "field 'pooling' must be \"max\" or \"avg\", got \"" + s + "\"");
-                            return nullptr;
-                        }
-                    } else {
-                        std::vector<int32_t> v;
-                        if (!readInts(f, v) || v.size() != 1 || (v[0] != 0 && v[0] != 1)) {
-                            logError(who + "field 'pooling' must be \"max\"/\"avg\" or an integer 0/1");
-                            return nullptr;
-                        }
-                        pooling = v[0];
+                    std::string err;
+                    if (!plugin::readPooling(f, &pooling, &err)) {
+                        logError(who + err);
+                        return nullptr;
                     }
                 } else {
-                    log(ILogger::Severity::kVERBOSE, who + "ignoring field '" + fname + "'");
+                    plugin::log(ILogger::Severity::kVERBOSE, kPluginName, who + "ignoring field '" + fname + "'");
                 }
             }
             if (!haveLevels) {
@@ -384,82 +295,18 @@ public:
     PluginFieldCollection const* getFieldNames() noexcept override { return &mFc; }
     AsciiChar const* getPluginName() const noexcept override { return kPluginName; }
     AsciiChar const* getPluginVersion() const noexcept override { return kPluginVersion; }
-    AsciiChar const* getPluginNamespace() const noexcept override { return kPluginNamespace; }
+    AsciiChar const* getPluginNamespace() const noexcept override { return kNamespace; }
 
 private:
     std::vector<PluginField> mFields;
     PluginFieldCollection mFc{};
 };
 
-SppPluginCreator& creator() {
+}  // namespace
+
+IPluginCreatorV3One& sppPluginCreator() {
     static SppPluginCreator c;
     return c;
 }
 
-// ---- static registration ------------------------------------------------------------------
-std::mutex gRegMutex;
-IPluginRegistry* gRegisteredWith = nullptr;
-
-IPluginRegistry* globalRegistry() {
-    void* h = nvinferHandle();
-    if (h == nullptr) return nullptr;
-    using GetRegistry = IPluginRegistry* (*)();
-    auto fn = reinterpret_cast<GetRegistry>(dlsym(h, "getPluginRegistry"));
-    return fn ? fn() : nullptr;
-}
-
-int registerGlobal() {
-    std::lock_guard<std::mutex> lock(gRegMutex);
-    if (gRegisteredWith != nullptr) return 1;
-    IPluginRegistry* reg = globalRegistry();
-    if (reg == nullptr) return 0;
-    if (!reg->registerCreator(creator(), kPluginNamespace)) {
-        logError("could not register the plugin creator with TensorRT's plugin registry");
-        return 0;
-    }
-    gRegisteredWith = reg;
-    return 1;
-}
-
-struct LoadTimeRegistration {
-    LoadTimeRegistration() {
-        char const* off = std::getenv("SPPQUANT_NO_STATIC_REGISTRATION");
-        if (off != nullptr && off[0] != '\0' && std::strcmp(off, "0") != 0) return;
-        registerGlobal();
-    }
-};
-LoadTimeRegistration gLoadTimeRegistration;
-
-}  // namespace
 }  // namespace sppquant
-
-extern "C" {
-
-// IPluginRegistry::loadLibrary / trtexec --dynamicPlugins entry points.
-SPPQ_EXPORT void setLoggerFinder(nvinfer1::ILoggerFinder* finder) { sppquant::gLoggerFinder.store(finder); }
-
-SPPQ_EXPORT nvinfer1::IPluginCreatorInterface* const* getCreators(int32_t& nbCreators) {
-    {
-        // loadLibrary registers what we return: withdraw the load-time registration first.
-        std::lock_guard<std::mutex> lock(sppquant::gRegMutex);
-        if (sppquant::gRegisteredWith != nullptr) {
-            sppquant::gRegisteredWith->deregisterCreator(sppquant::creator());
-            sppquant::gRegisteredWith = nullptr;
-        }
-    }
-    static nvinfer1::IPluginCreatorInterface* const creators[] = {&sppquant::creator()};
-    nbCreators = 1;
-    return creators;
-}
-
-// Registers the creator with the global registry of the libnvinfer already loaded in this
-// process. Returns 1 when registered (now or before), 0 when TensorRT is not loaded or refused.
-SPPQ_EXPORT int sppq_register_plugins(void) { return sppquant::registerGlobal(); }
-
-// 1 when the creator is registered with the global registry.
-SPPQ_EXPORT int sppq_plugins_registered(void) {
-    std::lock_guard<std::mutex> lock(sppquant::gRegMutex);
-    return sppquant::gRegisteredWith != nullptr ? 1 : 0;
-}
-
-}  // extern "C"

@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# Build, check and time the sppquant CUDA ops (SPP + RoI SPP) and plugins on a GPU machine.
+#
+#   benchmarks/gpu/run_gpu.sh [STAGE...]     (default: check sanitize bench ncu sweep; in that order)
+#   STAGE: check     kernels vs the NumPy references (1000 random cases per dtype and op, 2 poison
+#                    patterns each; SPP once with the choice rule, once with the stream kernel on
+#                    every map) + knob variants (multi-span stream warps, v4 kernels only, RoI
+#                    one channel per block / no derived levels); both plugin harnesses
+#          sanitize  compute-sanitizer memcheck + racecheck on both harnesses (default plan and
+#                    a stream plan with many spans per warp)
+#          bench     RoI SPP vs torchvision (+compile), fixed SPP shapes vs floor / torch, stream A/B
+#          sweep     SPP sweep: ours + floor on every row; torch.compile on a priority subset
+#          ncu       Nsight Compute on chosen kernels
+# Needs nvcc, cmake, python3 with torch/torchvision/numpy, and TensorRT headers for the plugins
+# (SPPQUANT_TRT_INCLUDE, else cuda/build/trt-include, carried by the caller). Logs: $OUT/logs.tgz
+# (+ summary.md); a short table is printed last. Env: CASES (default 1000), SWEEP_BUDGET,
+# COMPILE_BUDGET (seconds).
+set -uo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+OUT=${OUT:-/tmp/sppq_out}
+LOGS=$(mktemp -d /tmp/sppq_logs.XXXX)
+BUILD=${SPPQ_BUILD_DIR:-$ROOT/cuda/build/gpu}
+ARCH=${SPPQ_CUDA_ARCH:-90}
+CASES=${CASES:-1000}
+STAGES=("$@")
+[[ ${#STAGES[@]} -eq 0 ]] && STAGES=(check sanitize bench ncu sweep)
+mkdir -p "$OUT" "$BUILD"
+TRT_INC=${SPPQUANT_TRT_INCLUDE:-}
+for d in "$ROOT/cuda/build/trt-include" "$ROOT/../shared/tensorrt-10.16-include"; do
+  [[ -z "$TRT_INC" && -f "$d/NvInferRuntime.h" ]] && TRT_INC=$d
+done
+export PYTHONUNBUFFERED=1 PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH}
+status=0
+SUMMARY=$OUT/summary.md   # written as it goes: it comes back even if the call is cut off
+: > "$SUMMARY"
+DEADLINE=${DEADLINE:-560}  # seconds; later steps are skipped or cut to fit
+left() { echo $(( DEADLINE - SECONDS > 5 ? DEADLINE - SECONDS : 5 )); }
+step() { echo; echo "=== $* ($(date +%T)) ==="; }
+note() { echo "$*" | tee -a "$SUMMARY"; }
+has() { [[ " ${STAGES[*]} " == *" $1 "* ]] && { (( SECONDS < DEADLINE - 20 )) || { note "- stage $1 skipped: deadline"; false; }; }; }
+finish() {
+  ls "$LOGS"/FAILED_* > /dev/null 2>&1 && status=1
+  tar czf "$OUT/logs.tgz" -C "$LOGS" . 2>/dev/null
+  echo; echo "===== summary ====="; cat "$SUMMARY"
+  echo "overall: $([[ $status -eq 0 ]] && echo PASS || echo FAIL)"
+}
+trap finish EXIT
+PY=python3
+KLIB=$BUILD/libsppquant_spp_kernels.so
+
+step "device"
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv | tee "$LOGS/device.txt"
+nvcc --version | tail -1 | tee -a "$LOGS/device.txt"
+note "# run $(date -u +%FT%TZ) stages: ${STAGES[*]}"
+note "device: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader); $(nvcc --version | tail -1)"
+
+step "build (sm_$ARCH)"
+args=(-S "$ROOT/cuda" -B "$BUILD" -DCMAKE_CUDA_ARCHITECTURES="$ARCH" -DSPPQ_PTXAS_VERBOSE=ON)
+[[ -n "$TRT_INC" ]] && args+=(-DTENSORRT_INCLUDE_DIR="$TRT_INC" -DSPPQ_BUILD_HARNESS=ON)
+{ cmake "${args[@]}" && cmake --build "$BUILD" -j"$(nproc)"; } > "$LOGS/build.log" 2>&1 || { tail -30 "$LOGS/build.log"; status=1; exit 1; }
+grep -iE "spill stores|warning" "$LOGS/build.log" | grep -v " 0 bytes spill" | sort | uniq -c | head -5
+grep -A2 -E "Compiling entry function.*(stream_kernel|roi_spp_kernel)" "$LOGS/build.log" | grep -E "registers|spill" | sort | uniq -c | head -8
+
+run_check() {  # name, command...: logs to $LOGS/name.log, RESULT line to the summary
+  local name=$1; shift
+  timeout "$(left)" "$@" > "$LOGS/$name.log" 2>&1; local rc=$?
+  note "- $name: exit $rc; $(grep -E '^RESULT|plugin harness:|ERROR SUMMARY|RACECHECK SUMMARY' "$LOGS/$name.log" | tail -1)"
+  grep -E "^\| (fp32|fp16|int8) " "$LOGS/$name.log" | sed 's/^/    /' | tee -a "$SUMMARY" > /dev/null
+  [[ $rc -eq 0 ]] || { touch "$LOGS/FAILED_$name"; grep -E "^FAIL" "$LOGS/$name.log" | head -5; }
+}
+
+if has check; then
+  step "checks: kernels vs references, knob variants, plugin harnesses"
+  run_check spp_check $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" --cases "$CASES" &
+  run_check roi_check $PY "$ROOT/benchmarks/gpu/check_roi_spp_kernels.py" "$KLIB" --cases "$CASES" &
+  SPPQ_STREAM=2 run_check spp_check_stream $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" --cases "$CASES" --seed 4 &
+  SPPQ_STREAM=2 SPPQ_STREAM_TILE=512 SPPQ_STREAM_BLOCKS=3 run_check spp_check_multispan $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" --cases 150 --seed 1 &
+  SPPQ_STREAM=0 run_check spp_check_v4 $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" --cases 100 --seed 2 &
+  SPPQ_ROI_CC=1 SPPQ_ROI_DERIVE=0 run_check roi_check_cc1_noderive $PY "$ROOT/benchmarks/gpu/check_roi_spp_kernels.py" "$KLIB" --cases 100 --seed 3 &
+  if [[ -x "$BUILD/sppq_plugin_harness" ]]; then
+    run_check spp_harness "$BUILD/sppq_plugin_harness" --require-gpu &
+    run_check roi_harness "$BUILD/sppq_roi_plugin_harness" --require-gpu &
+  else
+    note "- plugin harnesses not built (no TensorRT headers found)"
+  fi
+  wait
+  cat "$SUMMARY" | tail -25
+fi
+
+if has sanitize && command -v compute-sanitizer > /dev/null && [[ -x "$BUILD/sppq_plugin_harness" ]]; then
+  step "compute-sanitizer"
+  for tool in memcheck racecheck; do
+    for h in sppq_plugin_harness sppq_roi_plugin_harness; do
+      run_check "${tool}_$h" compute-sanitizer --tool "$tool" --error-exitcode 9 "$BUILD/$h" --require-gpu &
+    done
+    SPPQ_STREAM=2 SPPQ_STREAM_TILE=512 SPPQ_STREAM_BLOCKS=2 run_check "${tool}_spp_multispan" compute-sanitizer --tool "$tool" \
+      --error-exitcode 9 "$BUILD/sppq_plugin_harness" --require-gpu &
+    wait
+  done
+fi
+
+if has bench; then
+  step "SPP fixed shapes"
+  timeout "$(left)" $PY "$ROOT/benchmarks/gpu/bench_spp.py" "$KLIB" --legacy --overhead --json "$LOGS/bench_spp_legacy.json" > "$LOGS/bench_spp_legacy.log" 2>&1 || status=1
+  { echo; echo "## SPP fixed shapes"; grep -E "^\||launch overhead" "$LOGS/bench_spp_legacy.log"; } >> "$SUMMARY"
+  SPPQ_STREAM=2 timeout "$(left)" $PY "$ROOT/benchmarks/gpu/bench_spp.py" "$KLIB" --legacy --ours-only > "$LOGS/bench_spp_stream.log" 2>&1
+  { echo "stream kernel wherever it fits (SPPQ_STREAM=2), same run:"; grep -E "^\| [0-9]" "$LOGS/bench_spp_stream.log"; } >> "$SUMMARY"
+  step "RoI SPP benchmark"
+  timeout "$(left)" $PY "$ROOT/benchmarks/gpu/bench_roi_spp.py" "$KLIB" --json "$LOGS/bench_roi.json" > "$LOGS/bench_roi.log" 2>&1 || status=1
+  { echo; echo "## RoI SPP"; grep -E "^\||equal" "$LOGS/bench_roi.log"; } >> "$SUMMARY"
+  SPPQ_ROI_DERIVE=0 timeout "$(left)" $PY "$ROOT/benchmarks/gpu/bench_roi_spp.py" "$KLIB" --ours-only > "$LOGS/bench_roi_noderive.log" 2>&1
+  { echo "RoI variant SPPQ_ROI_DERIVE=0 (every level read from the window):"; grep -E "^\| (sppnet|frcnn|odd)" "$LOGS/bench_roi_noderive.log"; } >> "$SUMMARY"
+fi
+
+if has ncu && command -v ncu > /dev/null; then
+  step "ncu"
+  NCU_CASES=${NCU_CASES:-"spp:64,2048,7,7:4-2-1:fp32 spp:128,256,13,13:6-3-2-1:int8 spp:32,512,64,64:8-4-2-1:int8 spp:16,1024,40,40:1-2-4:fp16 roi:sppnet:fp32 roi:frcnn:int8"}
+  # shellcheck disable=SC2086
+  (cd "$ROOT/benchmarks/gpu" && timeout "$(left)" ncu --clock-control none -k regex:"stream_kernel|roi_spp_kernel|forward_kernel|small_kernel" \
+     --launch-skip 0 --section SpeedOfLight --section Occupancy --section WarpStateStats --section LaunchStats \
+     --section MemoryWorkloadAnalysis $PY profile_spp.py "$KLIB" $NCU_CASES) > "$LOGS/ncu.log" 2>&1
+  { echo; echo "## ncu"; grep -E "_kernel<|Duration|DRAM Throughput|Memory Throughput|Compute \(SM\) Throughput|L1/TEX Hit|L2 Hit|Achieved Occupancy|Theoretical Occupancy|Registers Per|Block Limit (Shared|Reg)|Warp Cycles Per Issued|Grid Size|Block Size" \
+     "$LOGS/ncu.log" | sed 's/^ *//' | head -120; } >> "$SUMMARY"
+fi
+
+if has sweep; then
+  step "SPP sweep"
+  timeout "$(left)" $PY "$ROOT/benchmarks/gpu/bench_spp.py" "$KLIB" --sweep --sweep-budget "${SWEEP_BUDGET:-$(( $(left) - 40 - ${COMPILE_BUDGET:-60} ))}" \
+    --compile-budget "${COMPILE_BUDGET:-60}" --json "$LOGS/bench_spp_sweep.json" > "$LOGS/bench_spp_sweep.log" 2>&1 || status=1
+  { echo; echo "## SPP sweep"; sed -n '/torch.compile rows/,$p' "$LOGS/bench_spp_sweep.log" | grep -vE "^$"; } >> "$SUMMARY"
+fi

@@ -1,0 +1,83 @@
+"""The single adapter between the benchmark and sppquant (only public pieces; see README.md).
+
+sppquant is being restructured: at merge time only this file should need changes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+import numpy as np
+import onnx
+
+from sppquant.backends.onnxruntime import OrtRunner, activation_names
+from sppquant.calibration import CalibrationTable, Histogram, compute_amax
+from sppquant.calibration.tying import apply_ties, tie_sources
+from sppquant.quantize.qdq import build_qdq_model
+
+log = logging.getLogger(__name__)
+
+TRT_VERSION = 101601
+HEADERS = {"entropy2": "EntropyCalibration2", "minmax": "MinMaxCalibration"}
+
+
+MIN_OPSET = 13
+
+
+def prepare(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Benchmark-side workaround: sppquant's ONNX Runtime path refuses opset < 13 even without an
+    SPP node (FIRST_CONTACT.md), so older models are converted with onnx's version converter."""
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if opset >= MIN_OPSET:
+        return model
+    from onnx import version_converter
+    log.info("converting opset %d -> %d for sppquant", opset, MIN_OPSET)
+    return version_converter.convert_version(model, MIN_OPSET)
+
+
+def collect_histograms(model: onnx.ModelProto, batches: Iterable[dict[str, np.ndarray]],
+                       threads: int = 2) -> dict[str, Histogram]:
+    """One streaming |x| histogram per float activation of the original graph."""
+    names = activation_names(model)
+    runner = OrtRunner(model, extra_outputs=names, threads=threads)
+    hists = {n: Histogram() for n in names}
+    for feeds in batches:
+        values = runner.run(feeds, [n for n in names if n not in feeds])
+        for n in names:
+            v = feeds[n] if n in feeds else values[n]
+            hists[n].update(v)
+    return hists
+
+
+def amax_table(model: onnx.ModelProto, hists: dict[str, Histogram], algorithm: str,
+               **params: float) -> dict[str, float]:
+    """amax per tensor with sppquant's rule, then its scale ties (pool/reshape outputs)."""
+    amax = {n: float(compute_amax(h, algorithm, **params)) for n, h in hists.items() if h.count}
+    apply_ties(amax, tie_sources(model))
+    return amax
+
+
+def qdq_model(model: onnx.ModelProto, amax: dict[str, float], algorithm: str) -> onnx.ModelProto:
+    table = CalibrationTable.from_amax(TRT_VERSION, HEADERS.get(algorithm, "EntropyCalibration2"), amax)
+    qdq, _info = build_qdq_model(model, table)
+    return qdq
+
+
+def runner(model: onnx.ModelProto, extra_outputs: list[str] | None = None, threads: int = 2) -> OrtRunner:
+    return OrtRunner(model, extra_outputs=extra_outputs or [], threads=threads)
+
+
+def activations(model: onnx.ModelProto) -> list[str]:
+    return activation_names(model)
+
+
+def histogram_arrays(h: Histogram) -> tuple[np.ndarray, float, float]:
+    """(counts, bin_width, max_abs) of one histogram."""
+    return h.counts, h.bin_width, h.max_abs
+
+
+def tie(model: onnx.ModelProto, amax: dict[str, float]) -> dict[str, float]:
+    """Apply sppquant's scale ties to an amax dict computed outside sppquant."""
+    apply_ties(amax, tie_sources(model))
+    return amax

@@ -1,0 +1,667 @@
+// sppquant: whole-map Spatial Pyramid Pooling forward kernels (semantics: spp_kernels.h).
+//
+// Three kernels, chosen per call by plan_spp() (spp_plan.cpp; one launch each, every input
+// element read once for all levels, tables passed by value so launches are graph-capturable):
+//
+// stream (v5, max pooling): a persistent grid of independent warps. A warp's work is a sequence
+//   of spans: whole planes (small maps, ~4 KB of planes per span) or row chunks of one plane
+//   (large maps). The next span is copied into the warp's second shared-memory tile with
+//   cp.async while the current one is reduced, so loads stay in flight without block barriers:
+//     pass 1  Cb[i][x] = max over the rows of root bin row i of column x (lanes along x);
+//     pass 2  every root bin = max over its columns of Cb (written out, kept in RB);
+//     pass 3  levels dividing a root: max over k x k root bins of RB.
+// segment (v3): column strips reduced into a grid of disjoint segments (any H, W, avg too).
+//   The bins of all levels along an axis start and end on a small set of boundaries; the
+//   gaps between consecutive boundaries are disjoint "segments" and every bin of every
+//   level is a run of consecutive segments. Per (n, c) plane:
+//     step 1  column reduce: Cbuf[sy][x] = op over the rows of row-segment sy of in[y][x];
+//     step 2  Gbuf[sy][sx] = op over x in column-segment sx of Cbuf[sy][x] (shared memory);
+//     step 3  each output bin = op over its block of Gbuf cells, written level-major.
+// small (v4, avg pooling on H <= 16, W <= 64): warp(s) per plane, plane in shared memory.
+
+#include "spp_kernels.h"
+
+#include "cuda_check.h"
+#include "device_info.h"
+#include "kernel_common.cuh"
+#include "spp_plan.h"
+
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+namespace sppq {
+namespace {
+
+// ---- segment kernel: step-1 strip accumulators ------------------------------------------------
+// One thread owns V adjacent columns of one plane and walks a chunk of rows with U independent
+// 16-byte loads in flight, reducing in registers and flushing one value per column at every
+// row-segment boundary into the column buffer (native type for max, float sums for avg).
+// Max keeps NaN (PTX max.NaN: a NaN operand wins), int8 max runs on sign-extended s16x2 pairs.
+template <typename T, int POOL, int V> struct Strip;
+
+template <int V> struct Strip<float, SPPQ_MAX, V> {
+    float a[V];
+    __device__ __forceinline__ void init() {
+#pragma unroll
+        for (int k = 0; k < V; ++k) a[k] = -INFINITY;
+    }
+    __device__ __forceinline__ void add(const Vec<float, V>& x) {
+#pragma unroll
+        for (int k = 0; k < V; ++k) a[k] = fmax_nan(a[k], x.v[k]);
+    }
+    __device__ __forceinline__ void store(float* dst) const {
+        Vec<float, V> o;
+#pragma unroll
+        for (int k = 0; k < V; ++k) o.v[k] = a[k];
+        *reinterpret_cast<Vec<float, V>*>(dst) = o;
+    }
+};
+
+template <int V> struct Strip<__half, SPPQ_MAX, V> {
+    static constexpr int NW = (V + 1) / 2;  // V == 1: one half in the low bits
+    unsigned a[NW];
+    __device__ __forceinline__ void init() {
+#pragma unroll
+        for (int k = 0; k < NW; ++k) a[k] = 0xFC00FC00u;  // -inf, -inf
+    }
+    __device__ __forceinline__ void add(const Vec<__half, V>& x) {
+        if constexpr (V == 1) {
+            const __half r = __hmax_nan(__ushort_as_half(static_cast<unsigned short>(a[0])), x.v[0]);
+            a[0] = __half_as_ushort(r);
+        } else {
+            const unsigned* w = reinterpret_cast<const unsigned*>(&x);
+#pragma unroll
+            for (int k = 0; k < NW; ++k) {
+                const __half2 r = __hmax2_nan(*reinterpret_cast<const __half2*>(&a[k]),
+                    *reinterpret_cast<const __half2*>(&w[k]));
+                a[k] = *reinterpret_cast<const unsigned*>(&r);
+            }
+        }
+    }
+    __device__ __forceinline__ void store(__half* dst) const {
+        if constexpr (V == 1) {
+            *dst = __ushort_as_half(static_cast<unsigned short>(a[0]));
+        } else {
+            Vec<__half, V> o;
+            unsigned* w = reinterpret_cast<unsigned*>(&o);
+#pragma unroll
+            for (int k = 0; k < NW; ++k) w[k] = a[k];
+            *reinterpret_cast<Vec<__half, V>*>(dst) = o;
+        }
+    }
+};
+
+template <int V> struct Strip<int8_t, SPPQ_MAX, V> {
+    // V % 4 == 0: V/2 words of two sign-extended int16 lanes; otherwise V ints.
+    static constexpr bool kPacked = V % 4 == 0;
+    static constexpr int NA = kPacked ? V / 2 : V;
+    unsigned a[NA];
+    __device__ __forceinline__ void init() {
+#pragma unroll
+        for (int k = 0; k < NA; ++k) a[k] = kPacked ? 0xFF80FF80u : static_cast<unsigned>(-128);
+    }
+    __device__ __forceinline__ void add(const Vec<int8_t, V>& x) {
+        if constexpr (kPacked) {
+            const unsigned* w = reinterpret_cast<const unsigned*>(&x);
+#pragma unroll
+            for (int k = 0; k < V / 4; ++k) {
+                a[2 * k] = vmax_s16x2(a[2 * k], prmt(w[k], 0u, 0x9180u));       // elements 0, 1
+                a[2 * k + 1] = vmax_s16x2(a[2 * k + 1], prmt(w[k], 0u, 0xB3A2u));  // elements 2, 3
+            }
+        } else {
+#pragma unroll
+            for (int k = 0; k < V; ++k)
+                a[k] = static_cast<unsigned>(max(static_cast<int>(a[k]), static_cast<int>(x.v[k])));
+        }
+    }
+    __device__ __forceinline__ void store(int8_t* dst) const {
+        Vec<int8_t, V> o;
+        if constexpr (kPacked) {
+            unsigned* w = reinterpret_cast<unsigned*>(&o);
+#pragma unroll
+            for (int k = 0; k < V / 4; ++k) w[k] = prmt(a[2 * k], a[2 * k + 1], 0x6420u);
+        } else {
+#pragma unroll
+            for (int k = 0; k < V; ++k) o.v[k] = static_cast<int8_t>(static_cast<int>(a[k]));
+        }
+        *reinterpret_cast<Vec<int8_t, V>*>(dst) = o;
+    }
+};
+
+template <typename T, int V> struct Strip<T, SPPQ_AVG, V> {
+    float a[V];  // same summation order as a plain row loop: rows in order, per column
+    __device__ __forceinline__ void init() {
+#pragma unroll
+        for (int k = 0; k < V; ++k) a[k] = 0.0f;
+    }
+    __device__ __forceinline__ void add(const Vec<T, V>& x) {
+#pragma unroll
+        for (int k = 0; k < V; ++k) a[k] = a[k] + static_cast<float>(cvt(x.v[k]));
+    }
+    __device__ __forceinline__ void store(float* dst) const {
+#pragma unroll
+        for (int k = 0; k < V; ++k) dst[k] = a[k];
+    }
+};
+
+// column-buffer element: the input type for max (exact), float sums for avg
+template <typename T, int POOL> struct CBuf { using type = T; };
+template <typename T> struct CBuf<T, SPPQ_AVG> { using type = float; };
+
+__device__ __forceinline__ float cvt_cb(float v) { return v; }
+__device__ __forceinline__ float cvt_cb(__half v) { return __half2float(v); }
+__device__ __forceinline__ int cvt_cb(int8_t v) { return static_cast<int>(v); }
+
+// avg keeps V float sums: 4 loads in flight for the wide vectors so nothing spills
+template <int POOL, int V> struct Unroll { static constexpr int value = POOL != SPPQ_AVG ? kSegUnroll : (V > 8 ? 2 : (V > 4 ? 4 : kSegUnroll)); };
+
+// ---- the kernel -----------------------------------------------------------------------------
+template <typename T, int POOL, int V>
+__global__ void __launch_bounds__(kSegBlock, 4) spp_forward_kernel(const T* __restrict__ in, T* __restrict__ out, const SppParams p) {
+    using A = typename Acc<T, POOL>::type;
+    using O = Op<POOL, A>;
+    using CB = typename CBuf<T, POOL>::type;
+    extern __shared__ __align__(16) unsigned char smem[];
+    CB* cbuf = reinterpret_cast<CB*>(smem);                            // planes * sy * wc
+    const size_t cb_bytes = (static_cast<size_t>(p.planes) * p.sy * p.wc * sizeof(CB) + 15) & ~static_cast<size_t>(15);
+    A* gbuf = reinterpret_cast<A*>(smem + cb_bytes);                   // planes * sy * sx
+    A* hbuf = gbuf + p.planes * p.sy * p.sx;                           // planes * sy * sumn
+    unsigned short* ybnd = reinterpret_cast<unsigned short*>(hbuf + p.planes * p.sy * p.sumn);
+    unsigned short* xbnd = ybnd + (p.sy + 1);
+    unsigned char* ylo = reinterpret_cast<unsigned char*>(xbnd + (p.sx + 1));
+    unsigned char* yhi = ylo + p.sumn;
+    unsigned char* xlo = yhi + p.sumn;
+    unsigned char* xhi = xlo + p.sumn;
+
+    const int tid = threadIdx.x;
+    for (int i = tid; i <= p.sy; i += blockDim.x) ybnd[i] = p.ybnd[i];
+    for (int i = tid; i <= p.sx; i += blockDim.x) xbnd[i] = p.xbnd[i];
+    for (int i = tid; i < p.sumn; i += blockDim.x) {
+        ylo[i] = p.ylo[i]; yhi[i] = p.yhi[i]; xlo[i] = p.xlo[i]; xhi[i] = p.xhi[i];
+    }
+    __syncthreads();
+
+    const long long p0 = static_cast<long long>(blockIdx.x) * p.planes;
+    const int H = p.H, W = p.W;
+    const size_t hw = static_cast<size_t>(H) * W;
+    const int wcv = p.wc / V;
+    const int per_plane = p.nch * wcv;
+    const int items1 = p.planes * per_plane;
+    const int items2 = p.planes * p.sy * p.sx;
+
+    for (int cx0 = 0; cx0 < W; cx0 += p.wc) {
+        // step 1: each thread walks rows [ch*R, ch*R+R) of V columns, U loads in flight,
+        // flushing the column maxima (sums) at every row-segment boundary
+        for (int it = tid; it < items1; it += blockDim.x) {
+            const int pl = it / per_plane;
+            const int r = it - pl * per_plane;
+            const int ch = r / wcv;
+            const int xv = r - ch * wcv;
+            const int x = cx0 + xv * V;
+            if (p0 + pl >= p.nc || x >= W) continue;
+            const int ya = ch * p.rows, yb = min(H, ya + p.rows);
+            int s = p.cseg[ch];
+            int nb = ybnd[s + 1];
+            CB* dst = cbuf + (static_cast<size_t>(pl) * p.sy + s) * p.wc + xv * V;
+            const size_t sstride = static_cast<size_t>(p.wc);
+            const T* src = in + static_cast<size_t>(p0 + pl) * hw + static_cast<size_t>(ya) * W + x;
+            Strip<T, POOL, V> acc;
+            acc.init();
+            constexpr int U = Unroll<POOL, V>::value;
+            for (int y = ya; y < yb; y += U) {
+                Vec<T, V> buf[U];
+#pragma unroll
+                for (int u = 0; u < U; ++u)
+                    if (y + u < yb) buf[u] = ldg_stream<T, V>(src + static_cast<size_t>(u) * W);
+#pragma unroll
+                for (int u = 0; u < U; ++u) {
+                    if (y + u < yb) {
+                        acc.add(buf[u]);
+                        if (y + u + 1 == nb) {  // end of a row segment (chunk ends are segment ends)
+                            acc.store(dst);
+                            acc.init();
+                            dst += sstride;
+                            ++s;
+                            nb = s < p.sy ? ybnd[s + 1] : 0x7fffffff;
+                        }
+                    }
+                }
+                src += static_cast<size_t>(U) * W;
+            }
+        }
+        __syncthreads();
+        // step 2: row reduce over each column segment (accumulated over W chunks)
+        const int cx1 = min(W, cx0 + p.wc);
+        for (int it = tid; it < items2; it += blockDim.x) {
+            const int pl = it / (p.sy * p.sx);
+            const int r = it - pl * (p.sy * p.sx);
+            const int sy = r / p.sx;
+            const int sx = r - sy * p.sx;
+            const int xa = max(static_cast<int>(xbnd[sx]), cx0), xb = min(static_cast<int>(xbnd[sx + 1]), cx1);
+            A acc = cx0 == 0 ? O::init() : gbuf[it];
+            const CB* row = cbuf + (static_cast<size_t>(pl) * p.sy + sy) * p.wc - cx0;
+            for (int x = xa; x < xb; ++x) acc = O::apply(acc, cvt_cb(row[x]));
+            gbuf[it] = acc;
+        }
+        __syncthreads();
+    }
+
+    // step 3a: per row segment, reduce the column segments of every x-bin of every level
+    const int items3 = p.planes * p.sy * p.sumn;
+    for (int it = tid; it < items3; it += blockDim.x) {
+        const int pl = it / (p.sy * p.sumn);
+        const int r = it - pl * (p.sy * p.sumn);
+        const int sy = r / p.sumn;
+        const int j = r - sy * p.sumn;
+        const A* g = gbuf + (static_cast<size_t>(pl) * p.sy + sy) * p.sx;
+        A acc = O::init();
+        for (int sx = xlo[j]; sx < xhi[j]; ++sx) acc = O::apply(acc, g[sx]);
+        hbuf[it] = acc;
+    }
+    __syncthreads();
+
+    // step 3b: every bin of every level, written level-major / channel / bin row-major
+    const long long per_image = static_cast<long long>(p.C) * p.total_bins;
+    int base = 0;      // offset of this level in the per-axis bin tables
+    int loff = 0;      // sum of n^2 of the previous levels
+    for (int l = 0; l < p.nlev; ++l) {
+        const int n = p.lev[l];
+        const int nn = n * n;
+        for (int it = tid; it < p.planes * nn; it += blockDim.x) {
+            const int pl = it / nn;
+            const int b = it - pl * nn;
+            const long long plane = p0 + pl;
+            if (plane >= p.nc) continue;
+            const int by = b / n, bx = b - (b / n) * n;
+            const int sy0 = ylo[base + by], sy1 = yhi[base + by];
+            const A* h = hbuf + static_cast<size_t>(pl) * p.sy * p.sumn + base + bx;
+            A acc = O::init();
+            for (int sy = sy0; sy < sy1; ++sy) acc = O::apply(acc, h[sy * p.sumn]);
+            const int cnt = (ybnd[sy1] - ybnd[sy0]) * (xbnd[xhi[base + bx]] - xbnd[xlo[base + bx]]);
+            const long long img = plane / p.C;
+            const long long c = plane - img * p.C;
+            out[img * per_image + static_cast<long long>(p.C) * loff + c * nn + b] = Store<T, POOL>::get(acc, cnt, p);
+        }
+        base += n;
+        loff += nn;
+    }
+}
+
+// ---- small maps (H <= 16, W <= 64): one warp per plane, one block barrier --------------------
+// The block loads its planes (contiguous in memory) as one flat span with 16-byte loads into
+// shared memory, then each warp reduces its own plane separably: R[y][j] = op over the x of
+// x-bin j (every level's bins) of row y, then every bin = op over its rows of R, written
+// level-major. The two passes meet at __syncwarp (several planes per block, one warp each) or,
+// for few planes (N*C < 8 per SM), at one more __syncthreads with 4 warps on the block's one plane.
+template <typename T, int POOL>
+__global__ void __launch_bounds__(32 * kSmallMaxPlanes) spp_small_kernel(const T* __restrict__ in, T* __restrict__ out,
+    const SmallParams p) {
+    using A = typename Acc<T, POOL>::type;
+    using O = Op<POOL, A>;
+    extern __shared__ __align__(16) unsigned char smem[];
+    const int H = p.H, W = p.W, HW = H * W, sumn = p.sumn;
+    A* rbuf = reinterpret_cast<A*>(smem);  // planes * H * sumn
+    unsigned char* xs = reinterpret_cast<unsigned char*>(rbuf + p.planes * H * sumn);
+    unsigned char* xe = xs + sumn;
+    unsigned char* ys = xe + sumn;
+    unsigned char* ye = ys + sumn;
+    unsigned char* lev = ye + sumn;  // SPPQ_MAX_LEVELS entries
+    const size_t tab_end = (static_cast<size_t>(lev + SPPQ_MAX_LEVELS - smem) + 15) & ~static_cast<size_t>(15);
+
+    const int tid = threadIdx.x;
+    const long long p0 = static_cast<long long>(blockIdx.x) * p.planes;
+    const int np = static_cast<int>(min(static_cast<long long>(p.planes), p.nc - p0));
+    const T* src = in + p0 * HW;
+    const int pad = static_cast<int>(reinterpret_cast<uintptr_t>(src) & 15);
+    // tile element e at smem byte tab_end + pad + e*sizeof(T): 16-aligned where the global address is
+    T* tile = reinterpret_cast<T*>(smem + tab_end + pad);
+    const int total = np * HW;
+    const int head = min(total, ((16 - pad) & 15) / static_cast<int>(sizeof(T)));
+    const int nw = static_cast<int>((static_cast<size_t>(total - head) * sizeof(T)) / 16);
+    const int tail0 = head + nw * (16 / static_cast<int>(sizeof(T)));
+    const uint4* gw = reinterpret_cast<const uint4*>(src + head);
+    uint4* sw = reinterpret_cast<uint4*>(tile + head);
+#pragma unroll 4
+    for (int w = tid; w < nw; w += blockDim.x) sw[w] = __ldcs(gw + w);
+    const int nscal = head + (total - tail0);
+    for (int e = tid; e < nscal; e += blockDim.x) {
+        const int k = e < head ? e : tail0 + (e - head);
+        tile[k] = src[k];
+    }
+    for (int i = tid; i < sumn; i += blockDim.x) {
+        xs[i] = p.xs[i]; xe[i] = p.xe[i]; ys[i] = p.ys[i]; ye[i] = p.ye[i];
+    }
+    if (tid < SPPQ_MAX_LEVELS) lev[tid] = p.lev[tid];
+    __syncthreads();
+
+    const int gsz = 32 * p.wpp;  // threads per plane
+    const int pl = tid / gsz, lane = tid - pl * gsz;
+    if (pl >= np) return;  // wpp > 1 only with one plane per block (np == 1): nobody leaves then
+    const T* tp = tile + pl * HW;
+    A* rp = rbuf + pl * H * sumn;
+    const int items = H * sumn;
+    for (int it = lane; it < items; it += gsz) {
+        const int y = it / sumn;
+        const int j = it - y * sumn;
+        const T* row = tp + y * W;
+        A acc = O::init();
+        const int x1 = xe[j];
+#pragma unroll 4
+        for (int x = xs[j]; x < x1; ++x) acc = O::apply(acc, cvt(row[x]));
+        rp[it] = acc;
+    }
+    if (p.wpp == 1) __syncwarp(); else __syncthreads();
+    const long long plane = p0 + pl;
+    const long long img = plane / p.C;
+    const long long c = plane - img * p.C;
+    T* ob = out + img * (static_cast<long long>(p.C) * p.total_bins);
+    for (int it = lane; it < p.total_bins; it += gsz) {
+        int b = it, base = 0, loff = 0, l = 0;
+        int n = lev[0], nn = n * n;
+        while (b >= nn) { b -= nn; base += n; loff += nn; ++l; n = lev[l]; nn = n * n; }
+        const int by = b / n, bx = b - by * n;
+        const int jy = base + by, jx = base + bx;
+        const int y0 = ys[jy], y1 = ye[jy];
+        A acc = O::init();
+#pragma unroll 4
+        for (int y = y0; y < y1; ++y) acc = O::apply(acc, rp[y * sumn + jx]);
+        const int cnt = (y1 - y0) * (xe[jx] - xs[jx]);
+        ob[static_cast<long long>(p.C) * loff + c * nn + b] = Store<T, POOL>::get(acc, cnt, p);
+    }
+}
+
+// ---- stream kernel (v5, max) --------------------------------------------------------------------
+__device__ __forceinline__ float from_acc(float a, float*) { return a; }
+__device__ __forceinline__ __half from_acc(float a, __half*) { return __float2half_rn(a); }  // exact: a is a half
+__device__ __forceinline__ int8_t from_acc(int a, int8_t*) { return static_cast<int8_t>(a); }
+
+struct Span {
+    long long plane0;  // first plane
+    int np;            // planes (row mode: 1)
+    int row0, nrows;   // rows of each plane in the span (small mode: 0, H)
+    bool last;         // the span completes its planes: passes 2 and 3 run
+};
+
+__device__ __forceinline__ Span make_span(const StreamParams& p, long long unit, int chunk) {
+    Span s;
+    s.plane0 = unit * p.planes;
+    s.np = static_cast<int>(min(static_cast<long long>(p.planes), p.nc - s.plane0));
+    s.row0 = chunk * p.rows;
+    s.nrows = min(p.rows, p.H - s.row0);
+    s.last = chunk == p.chunks - 1;
+    return s;
+}
+
+// Starts copying the span into `buf`, rounded out to whole 16-byte words: words wholly inside
+// the tensor by cp.async (one commit group per span), the partial first / last word of the
+// tensor element by element. Returns where the span's first element will be in `buf`.
+template <typename T>
+__device__ T* issue_span(const T* in, long long total, const Span& s, const StreamParams& p, unsigned char* buf,
+    int lane) {
+    const long long e0 = (s.plane0 * p.H + s.row0) * p.W;
+    const long long count = static_cast<long long>(s.np) * s.nrows * p.W;
+    const uintptr_t gb = reinterpret_cast<uintptr_t>(in + e0), ge = reinterpret_cast<uintptr_t>(in + e0 + count);
+    const uintptr_t tb = reinterpret_cast<uintptr_t>(in), te = reinterpret_cast<uintptr_t>(in + total);
+    const uintptr_t w0 = gb & ~static_cast<uintptr_t>(15), w1 = (ge + 15) & ~static_cast<uintptr_t>(15);
+    const int nwords = static_cast<int>((w1 - w0) >> 4);
+#pragma unroll 4
+    for (int w = lane; w < nwords; w += 32) {
+        const uintptr_t wa = w0 + (static_cast<uintptr_t>(w) << 4);
+        unsigned char* dst = buf + (w << 4);
+        if (wa >= tb && wa + 16 <= te) {
+            cp_async16(dst, reinterpret_cast<const void*>(wa));
+        } else {  // a tensor end inside this word: only the tensor's elements
+            for (uintptr_t a = max(wa, tb); a < min(wa + 16, te); a += sizeof(T))
+                *reinterpret_cast<T*>(dst + (a - wa)) = *reinterpret_cast<const T*>(a);
+        }
+    }
+    cp_async_commit();
+    return reinterpret_cast<T*>(buf + (gb - w0));
+}
+
+__device__ __forceinline__ unsigned fdiv(unsigned n, const FastDiv& d) {
+    return d.one ? n : (__umulhi(n, d.mul) >> d.shift);
+}
+
+// Pass 1: Cb[lp][i][x] = max over the span's rows of root bin row i of column x. Consecutive
+// lanes take consecutive x (conflict-free shared-memory reads); in row mode a bin row spanning
+// several chunks accumulates (its first chunk starts it).
+template <typename T>
+__device__ void column_pass(const T* tile, T* cb, const Span& s, const StreamParams& p, const unsigned short* ys,
+    const unsigned short* ye, int lane) {
+    using A = typename Acc<T, SPPQ_MAX>::type;
+    using O = Op<SPPQ_MAX, A>;
+    const int W = p.W, S = p.sr;
+    const int items = s.np * S * W;
+    const int r0 = s.row0, r1 = s.row0 + s.nrows;
+    for (int it = lane; it < items; it += 32) {
+        const unsigned q = fdiv(static_cast<unsigned>(it), p.div_w);
+        const int x = it - static_cast<int>(q) * W;
+        const unsigned lp = fdiv(q, p.div_sr);
+        const int i = static_cast<int>(q - lp * S);
+        const int b0 = ys[i], b1 = ye[i];
+        const int y0 = max(b0, r0), y1 = min(b1, r1);
+        if (y0 >= y1) continue;  // row mode: this bin row has no rows in the chunk
+        T* dst = cb + (static_cast<int>(lp) * S + i) * p.pitch + x;
+        A acc = b0 >= r0 ? O::init() : cvt(*dst);
+        const T* src = tile + (static_cast<int>(lp) * s.nrows + (y0 - r0)) * W + x;
+        int y = y0;
+        for (; y + 4 <= y1; y += 4, src += 4 * W) {
+            const A v0 = cvt(src[0]), v1 = cvt(src[W]), v2 = cvt(src[2 * W]), v3 = cvt(src[3 * W]);
+            acc = O::apply(acc, O::apply(O::apply(v0, v1), O::apply(v2, v3)));
+        }
+        for (; y < y1; ++y, src += W) acc = O::apply(acc, cvt(*src));
+        *dst = from_acc(acc, static_cast<T*>(nullptr));
+    }
+}
+
+// Output element of plane (img0, c0) + lp, level offset `off` (sum n^2 before), bin b of nn.
+__device__ __forceinline__ long long out_index(const StreamParams& p, long long img0, int c0, int lp, int off, int nn,
+    int b) {
+    int c = c0 + lp;
+    long long img = img0;
+    if (c >= p.C) { img += c / p.C; c %= p.C; }
+    return img * (static_cast<long long>(p.C) * p.total_bins) + static_cast<long long>(p.C) * off +
+        static_cast<long long>(c) * nn + b;
+}
+
+// Passes 2 and 3: root bins = max along x of Cb rows (kept in RB when levels derive from them),
+// then the derived levels from RB.
+template <typename T>
+__device__ void reduce_bins(const T* cb, T* RB, T* __restrict__ out, const Span& s, const StreamParams& p,
+    const unsigned short* xs, const unsigned short* xe, int lane) {
+    using A = typename Acc<T, SPPQ_MAX>::type;
+    using O = Op<SPPQ_MAX, A>;
+    const int S = p.sr;
+    const long long img0 = s.plane0 / p.C;
+    const int c0 = static_cast<int>(s.plane0 - img0 * p.C);
+    for (int l = 0; l < p.nlev; ++l) {
+        if (p.root_of[l] != l) continue;
+        const int n = p.lev[l], nn = n * n, ro = p.row_off[l];
+        for (int it = lane; it < s.np * nn; it += 32) {
+            const int lp = it / nn, b = it - lp * nn, by = b / n, bx = b - by * n;
+            const T* row = cb + (lp * S + ro + by) * p.pitch;
+            A acc = O::init();
+            for (int x = xs[ro + bx]; x < xe[ro + bx]; ++x) acc = O::apply(acc, cvt(row[x]));
+            if (p.srb) RB[lp * p.srb + p.rb_off[l] + b] = from_acc(acc, static_cast<T*>(nullptr));
+            out[out_index(p, img0, c0, lp, p.out_off[l], nn, b)] = Store<T, SPPQ_MAX>::get(acc, 0, p);
+        }
+    }
+    if (!p.srb) return;
+    __syncwarp();
+    for (int l = 0; l < p.nlev; ++l) {
+        const int rt = p.root_of[l];
+        if (rt == l) continue;
+        const int n = p.lev[l], nn = n * n, kk = p.k[l], nr = p.lev[rt];
+        for (int it = lane; it < s.np * nn; it += 32) {
+            const int lp = it / nn, b = it - lp * nn, by = b / n, bx = b - by * n;
+            const T* rb = RB + lp * p.srb + p.rb_off[rt] + kk * by * nr + kk * bx;
+            A acc = O::init();
+            for (int u = 0; u < kk; ++u)
+                for (int v = 0; v < kk; ++v) acc = O::apply(acc, cvt(rb[u * nr + v]));
+            out[out_index(p, img0, c0, lp, p.out_off[l], nn, b)] = Store<T, SPPQ_MAX>::get(acc, 0, p);
+        }
+    }
+}
+
+template <typename T>
+__global__ void __launch_bounds__(32 * kStreamWarps, kStreamBlocksPerSm) spp_stream_kernel(const T* __restrict__ in, T* __restrict__ out,
+    const StreamParams p) {
+    extern __shared__ __align__(16) unsigned char smem[];
+    __shared__ unsigned short tab[4][SPPQ_MAX_SUM_BINS];  // root bin rows / columns: ys, ye, xs, xe
+    for (int i = threadIdx.x; i < p.sr; i += blockDim.x) {
+        tab[0][i] = p.rys[i]; tab[1][i] = p.rye[i]; tab[2][i] = p.rxs[i]; tab[3][i] = p.rxe[i];
+    }
+    __syncthreads();  // the only block barrier: warps are independent from here on
+    const int lane = threadIdx.x & 31, wib = threadIdx.x >> 5;
+    unsigned char* wbase = smem + static_cast<size_t>(wib) * p.warp_bytes;
+    T* cb = reinterpret_cast<T*>(wbase + 2 * p.tile_bytes);
+    T* RB = reinterpret_cast<T*>(reinterpret_cast<unsigned char*>(cb) + ((p.cb_elems * sizeof(T) + 15) & ~size_t(15)));
+    const long long nw = static_cast<long long>(gridDim.x) * kStreamWarps;
+    const long long total = p.nc * p.H * p.W;
+    long long unit = static_cast<long long>(blockIdx.x) * kStreamWarps + wib;
+    int chunk = 0, ib = 0;
+    if (unit >= p.units) return;
+    Span cur = make_span(p, unit, chunk);
+    T* tcur = issue_span(in, total, cur, p, wbase, lane);
+    for (;;) {
+        long long nunit = unit;
+        int nchunk = chunk + 1;
+        if (nchunk == p.chunks) { nchunk = 0; nunit += nw; }
+        const bool more = nunit < p.units;
+        Span nxt = cur;
+        T* tnext = nullptr;
+        if (more) {
+            nxt = make_span(p, nunit, nchunk);
+            tnext = issue_span(in, total, nxt, p, wbase + (ib ^ 1) * p.tile_bytes, lane);
+        } else {
+            cp_async_commit();  // one group per iteration: wait<1> below always means "current span landed"
+        }
+        cp_async_wait<1>();
+        __syncwarp();
+        column_pass(tcur, cb, cur, p, tab[0], tab[1], lane);
+        if (cur.last) {
+            __syncwarp();
+            reduce_bins(cb, RB, out, cur, p, tab[2], tab[3], lane);
+        }
+        __syncwarp();  // tile, Cb and RB are rewritten next
+        if (!more) break;
+        cur = nxt; tcur = tnext; unit = nunit; chunk = nchunk; ib ^= 1;
+    }
+}
+
+// ---- launch -----------------------------------------------------------------------------------
+// Dynamic shared memory beyond 48 KB (with the kernel's static part) needs the opt-in.
+template <typename K>
+int set_smem(K kern, size_t smem, size_t static_bytes = 0) {
+    if (smem + static_bytes > 48 * 1024) SPPQ_CUDA_RETURN(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+    return SPPQ_OK;
+}
+
+template <typename T, int POOL, int V>
+int launch_segment_v(const void* in, void* out, const SppLaunch& l, cudaStream_t s) {
+    auto kern = spp_forward_kernel<T, POOL, V>;
+    SPPQ_RETURN_IF_ERROR(set_smem(kern, l.smem));
+    kern<<<l.grid, l.threads, l.smem, s>>>(static_cast<const T*>(in), static_cast<T*>(out), l.seg);
+    return SPPQ_LAUNCH_STATUS();
+}
+
+template <typename T, int POOL>
+int launch_segment(const void* in, void* out, const SppLaunch& l, cudaStream_t s) {
+    constexpr int kMaxV = 16 / static_cast<int>(sizeof(T));
+    switch (l.vec) {
+    case 1: return launch_segment_v<T, POOL, 1>(in, out, l, s);
+    case 2: return launch_segment_v<T, POOL, 2>(in, out, l, s);
+    case 4: return launch_segment_v<T, POOL, (kMaxV >= 4 ? 4 : 1)>(in, out, l, s);
+    case 8: return launch_segment_v<T, POOL, (kMaxV >= 8 ? 8 : 1)>(in, out, l, s);
+    case 16: return launch_segment_v<T, POOL, (kMaxV >= 16 ? 16 : 1)>(in, out, l, s);
+    default: return SPPQ_ERR_UNSUPPORTED;
+    }
+}
+
+template <typename T, int POOL>
+int launch_pool(const void* in, void* out, const SppLaunch& l, cudaStream_t s) {
+    if (l.kind == SppKernel::kSmall) {
+        spp_small_kernel<T, POOL><<<l.grid, l.threads, l.smem, s>>>(static_cast<const T*>(in), static_cast<T*>(out), l.small);
+        return SPPQ_LAUNCH_STATUS();
+    }
+    return launch_segment<T, POOL>(in, out, l, s);
+}
+
+template <typename T>
+int launch_dtype(const void* in, void* out, int pooling, const SppLaunch& l, cudaStream_t s) {
+    if (l.kind == SppKernel::kStream) {
+        auto kern = spp_stream_kernel<T>;
+        SPPQ_RETURN_IF_ERROR(set_smem(kern, l.smem, 4 * SPPQ_MAX_SUM_BINS * sizeof(unsigned short)));
+        kern<<<l.grid, l.threads, l.smem, s>>>(static_cast<const T*>(in), static_cast<T*>(out), l.stream);
+        return SPPQ_LAUNCH_STATUS();
+    }
+    return pooling == SPPQ_MAX ? launch_pool<T, SPPQ_MAX>(in, out, l, s) : launch_pool<T, SPPQ_AVG>(in, out, l, s);
+}
+
+}  // namespace
+}  // namespace sppq
+
+extern "C" {
+
+long long sppq_spp_output_width(int C, const int* levels, int num_levels) {
+    // unchanged since API 1: each level checked, not their sum (sppq_spp_validate does that)
+    if (C <= 0 || levels == nullptr || num_levels < 1 || num_levels > SPPQ_MAX_LEVELS) return -1;
+    long long s = 0;
+    for (int i = 0; i < num_levels; ++i) {
+        if (levels[i] < 1 || levels[i] > SPPQ_MAX_LEVEL_BINS) return -1;
+        s += static_cast<long long>(levels[i]) * levels[i];
+    }
+    return s * C;
+}
+
+int sppq_spp_validate(int dtype, int pooling, int N, int C, int H, int W, const int* levels, int num_levels,
+    float in_scale, float out_scale) {
+    if (levels == nullptr) return SPPQ_ERR_NULL_POINTER;
+    if (dtype < SPPQ_FLOAT32 || dtype > SPPQ_INT8) return SPPQ_ERR_DTYPE;
+    if (pooling != SPPQ_MAX && pooling != SPPQ_AVG) return SPPQ_ERR_POOLING;
+    if (N <= 0 || C <= 0 || H <= 0 || W <= 0 || H > SPPQ_MAX_DIM || W > SPPQ_MAX_DIM) return SPPQ_ERR_SHAPE;
+    SPPQ_RETURN_IF_ERROR(sppq::check_levels(levels, num_levels));
+    const long long nc = static_cast<long long>(N) * C;
+    const long long width = sppq_spp_output_width(C, levels, num_levels);
+    // grid.x limit and 64-bit element counts
+    if (nc > (1LL << 40) || static_cast<double>(N) * width > 9.0e18 || static_cast<double>(nc) * H * W > 9.0e18)
+        return SPPQ_ERR_SHAPE;
+    if (dtype == SPPQ_INT8) {
+        if (!(std::isfinite(in_scale) && in_scale > 0.0f && std::isfinite(out_scale) && out_scale > 0.0f))
+            return SPPQ_ERR_SCALE;
+    }
+    return SPPQ_OK;
+}
+
+int sppq_spp_forward(const void* in, void* out, int dtype, int pooling, int N, int C, int H, int W,
+    const int* levels, int num_levels, float in_scale, float out_scale, cudaStream_t stream) {
+    if (in == nullptr || out == nullptr) return SPPQ_ERR_NULL_POINTER;
+    SPPQ_RETURN_IF_ERROR(sppq_spp_validate(dtype, pooling, N, C, H, W, levels, num_levels, in_scale, out_scale));
+    sppq::DeviceInfo dev;
+    SPPQ_RETURN_IF_ERROR(sppq::current_device_info(&dev));
+    const sppq::SppArgs a{dtype, pooling, N, C, H, W, levels, num_levels, in_scale, out_scale,
+        static_cast<unsigned long long>(reinterpret_cast<uintptr_t>(in))};
+    static thread_local sppq::SppLaunch l;  // large (tables); one per thread, filled per call
+    SPPQ_RETURN_IF_ERROR(sppq::plan_spp(a, dev, sppq::spp_knobs(), &l));
+    if (dtype == SPPQ_FLOAT32) return sppq::launch_dtype<float>(in, out, pooling, l, stream);
+    if (dtype == SPPQ_FLOAT16) return sppq::launch_dtype<__half>(in, out, pooling, l, stream);
+    return sppq::launch_dtype<int8_t>(in, out, pooling, l, stream);
+}
+
+int sppq_spp_kernel_choice(int dtype, int pooling, int N, int C, int H, int W, const int* levels, int num_levels) {
+    if (sppq_spp_validate(dtype, pooling, N, C, H, W, levels, num_levels, 1.0f, 1.0f) != SPPQ_OK) return -1;
+    sppq::DeviceInfo dev;
+    if (sppq::current_device_info(&dev) != SPPQ_OK) return -1;
+    const sppq::SppArgs a{dtype, pooling, N, C, H, W, levels, num_levels, 1.0f, 1.0f, 0};
+    static thread_local sppq::SppLaunch l;
+    if (sppq::plan_spp(a, dev, sppq::spp_knobs(), &l) != SPPQ_OK) return -1;
+    return static_cast<int>(l.kind);
+}
+
+}  // extern "C"

@@ -1,0 +1,345 @@
+// Pure launch planning for the whole-map SPP kernels (see spp_plan.h).
+#include "spp_plan.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+
+namespace sppq {
+namespace {
+
+long long env_knob(const char* name, long long dflt) {
+    const char* e = std::getenv(name);
+    return e && *e ? std::atoll(e) : dflt;
+}
+
+size_t esize_of(int dtype) { return dtype == SPPQ_FLOAT32 ? 4 : (dtype == SPPQ_FLOAT16 ? 2 : 1); }
+size_t align16(size_t v) { return (v + 15) & ~static_cast<size_t>(15); }
+
+void int8_ratio(const SppArgs& a, float* ratio, int* requant) {
+    if (a.dtype == SPPQ_INT8) {
+        *requant = std::memcmp(&a.in_scale, &a.out_scale, sizeof(float)) != 0;
+        *ratio = a.in_scale / a.out_scale;
+    } else {
+        *requant = 0;
+        *ratio = 1.0f;
+    }
+}
+
+// Adaptive bin [start, end) of bin i of n over an axis of length len.
+int bin_start(long long i, long long len, long long n) { return static_cast<int>((i * len) / n); }
+int bin_end(long long i, long long len, long long n) { return static_cast<int>(((i + 1) * len + n - 1) / n); }
+
+// Root tables of the stream kernel: per root bin row/column j, its range along H and W.
+void fill_stream_levels(const SppArgs& a, StreamParams* p) {
+    const LevelPlan lp = plan_levels(a.levels, a.num_levels, /*derive=*/true);
+    p->nlev = lp.nlev;
+    p->total_bins = lp.total_bins;
+    p->sr = lp.sum_root_n;
+    p->srb = lp.derived ? lp.sum_root_bins : 0;
+    for (int l = 0; l < lp.nlev; ++l) {
+        p->lev[l] = lp.lev[l];
+        p->root_of[l] = lp.root_of[l];
+        p->k[l] = lp.k[l];
+        p->out_off[l] = lp.out_off[l];
+        p->row_off[l] = lp.row_off[l];
+        p->rb_off[l] = lp.rb_off[l];
+        if (lp.root_of[l] != l) continue;
+        const int n = lp.lev[l];
+        for (int i = 0; i < n; ++i) {
+            const int j = lp.row_off[l] + i;
+            p->rys[j] = static_cast<unsigned short>(bin_start(i, a.H, n));
+            p->rye[j] = static_cast<unsigned short>(bin_end(i, a.H, n));
+            p->rxs[j] = static_cast<unsigned short>(bin_start(i, a.W, n));
+            p->rxe[j] = static_cast<unsigned short>(bin_end(i, a.W, n));
+        }
+    }
+}
+
+// Cb row length in elements: at least W, an odd number of 4-byte words so that the rows of
+// the x-bin pass fall into different banks.
+int cb_pitch(int W, size_t esize) {
+    long long words = (static_cast<long long>(W) * static_cast<long long>(esize) + 3) / 4;
+    if (words % 2 == 0) ++words;
+    return static_cast<int>(words * 4 / static_cast<long long>(esize));
+}
+
+// Shared memory of one warp: two span tiles, the column maxima Cb, the root bins RB.
+size_t stream_warp_bytes(const StreamParams& p, size_t esize, long long span_bytes) {
+    const size_t tile = align16(static_cast<size_t>(span_bytes) + 32);
+    const size_t cb = static_cast<size_t>(p.planes) * p.sr * p.pitch * esize;
+    const size_t rb = static_cast<size_t>(p.planes) * p.srb * esize;
+    return 2 * tile + align16(cb) + align16(rb);
+}
+
+}  // namespace
+
+FastDiv make_fastdiv(unsigned d) {
+    FastDiv f;
+    if (d <= 1) return f;  // one = 1: n / 1
+    unsigned s = 0;
+    while ((1ULL << s) < d) ++s;
+    f.mul = static_cast<unsigned>(((1ULL << (31 + s)) + d - 1) / d);
+    f.shift = s - 1;
+    f.one = 0;
+    return f;
+}
+
+SppKnobs spp_knobs() {
+    static const SppKnobs k = [] {
+        SppKnobs s;
+        s.stream_mode = static_cast<int>(std::min(2LL, std::max(0LL, env_knob("SPPQ_STREAM", 1))));
+        s.stream_tile = std::max(256LL, env_knob("SPPQ_STREAM_TILE", 4096));
+        s.stream_blocks = std::max(0LL, env_knob("SPPQ_STREAM_BLOCKS", 0));
+        s.small_planes = env_knob("SPPQ_SMALL_PLANES", 4096);
+        s.small = env_knob("SPPQ_SMALL", 1) != 0;
+        s.small_wpp = env_knob("SPPQ_SMALL_WPP", 4);
+        const long long t = env_knob("SPPQ_THREADS_PER_SM", 2048);
+        s.threads_per_sm = t > 0 ? t : 2048;
+        return s;
+    }();
+    return k;
+}
+
+// Span size: about `tile_target` bytes, less when that would leave warps idle (small inputs);
+// whole planes per span when a plane fits (small mode), else row chunks of one plane.
+bool plan_stream(const SppArgs& a, const DeviceInfo& dev, const SppKnobs& knobs, StreamParams* p, int* grid,
+    size_t* smem) {
+    const long long tile_target = knobs.stream_tile;
+    *p = StreamParams();
+    const size_t es = esize_of(a.dtype);
+    p->nc = static_cast<long long>(a.N) * a.C;
+    p->C = a.C; p->H = a.H; p->W = a.W;
+    int8_ratio(a, &p->ratio, &p->requant);
+    fill_stream_levels(a, p);
+    const long long plane_bytes = static_cast<long long>(a.H) * a.W * static_cast<long long>(es);
+    const long long row_bytes = static_cast<long long>(a.W) * static_cast<long long>(es);
+    const long long sms = std::max(1, dev.sms);
+    const long long total = plane_bytes * p->nc;
+    // at least ~32 spans per SM when the input allows, never under 512 bytes
+    long long tile = std::min(tile_target, std::max(512LL, total / (32 * sms)));
+    const size_t budget = static_cast<size_t>(std::min(dev.smem_optin, 96 * 1024)) / kStreamWarps;
+    const bool small_mode = plane_bytes <= tile;
+    p->pitch = cb_pitch(a.W, es);
+    if (small_mode) {
+        p->planes = static_cast<int>(std::max(1LL, tile / plane_bytes));
+        p->rows = a.H;
+        p->chunks = 1;
+        while (p->planes > 1 && stream_warp_bytes(*p, es, plane_bytes * p->planes) > budget) p->planes /= 2;
+        p->units = (p->nc + p->planes - 1) / p->planes;
+    } else {
+        tile = std::max(tile, row_bytes);
+        if (tile > 16 * 1024) return false;  // very wide rows: the segment kernel
+        p->planes = 1;
+        p->rows = static_cast<int>(std::min<long long>(a.H, tile / row_bytes));
+        p->chunks = (a.H + p->rows - 1) / p->rows;
+        p->units = p->nc;
+    }
+    const long long span_bytes = static_cast<long long>(p->planes) * p->rows * row_bytes;
+    const size_t wb = stream_warp_bytes(*p, es, span_bytes);
+    if (wb > budget) return false;
+    p->tile_bytes = static_cast<int>(align16(static_cast<size_t>(span_bytes) + 32));
+    p->warp_bytes = static_cast<int>(wb);
+    p->cb_elems = p->planes * p->sr * p->pitch;
+    p->div_w = make_fastdiv(static_cast<unsigned>(a.W));
+    p->div_sr = make_fastdiv(static_cast<unsigned>(p->sr));
+    *smem = wb * kStreamWarps;
+    // persistent grid: as many blocks as fit on the device at once, fewer for few units
+    const long long per_sm = std::max<long long>(1, std::min<long long>(kStreamBlocksPerSm,
+        static_cast<long long>(dev.smem_per_sm) / static_cast<long long>(*smem + 2048)));  // + static tables, reserved
+    long long blocks = std::min(per_sm * sms, (p->units + kStreamWarps - 1) / kStreamWarps);
+    if (knobs.stream_blocks > 0) blocks = std::min(blocks, knobs.stream_blocks);
+    *grid = static_cast<int>(std::max(1LL, blocks));
+    return true;
+}
+
+void plan_small(const SppArgs& a, const DeviceInfo& dev, long long wpp, SmallParams* sp, int* grid, int* threads,
+    size_t* smem) {
+    std::memset(sp, 0, sizeof(*sp));
+    const size_t es = esize_of(a.dtype);
+    sp->nc = static_cast<long long>(a.N) * a.C;
+    sp->C = a.C; sp->H = a.H; sp->W = a.W;
+    int8_ratio(a, &sp->ratio, &sp->requant);
+    for (int l = 0, j = 0; l < a.num_levels; ++l) {
+        const int n = a.levels[l];
+        sp->lev[l] = static_cast<unsigned char>(n);
+        sp->total_bins += n * n;
+        sp->sumn += n;
+        for (int i = 0; i < n; ++i, ++j) {
+            sp->xs[j] = static_cast<unsigned char>(bin_start(i, a.W, n));
+            sp->xe[j] = static_cast<unsigned char>(bin_end(i, a.W, n));
+            sp->ys[j] = static_cast<unsigned char>(bin_start(i, a.H, n));
+            sp->ye[j] = static_cast<unsigned char>(bin_end(i, a.H, n));
+        }
+    }
+    auto small_smem = [&](long long pl) {
+        const size_t r = static_cast<size_t>(pl) * a.H * sp->sumn * 4 + 4 * sp->sumn + SPPQ_MAX_LEVELS;
+        return align16(r) + static_cast<size_t>(pl) * a.H * a.W * es + 16;
+    };
+    long long planes = std::min<long long>(kSmallMaxPlanes, std::max<long long>(1, sp->nc / (4LL * std::max(1, dev.sms))));
+    while (planes > 1 && small_smem(planes) > 48 * 1024) --planes;
+    sp->planes = static_cast<int>(planes);
+    sp->wpp = planes == 1 ? static_cast<int>(std::min<long long>(8, std::max<long long>(1, wpp))) : 1;
+    const long long blocks = (sp->nc + planes - 1) / planes;
+    *grid = blocks > 0x7fffffffLL ? 0 : static_cast<int>(blocks);
+    *threads = 32 * sp->planes * sp->wpp;
+    *smem = small_smem(planes);
+}
+
+// Sorted, de-duplicated bin boundaries of one axis and each bin's segment range.
+// step > 0: also a boundary at every multiple of step (row chunks of the step-1 threads); at
+// most kMaxSeg + 1 boundaries in all, else false.
+bool plan_axis(int a, const int* levels, int nlev, unsigned short* bnd, int* nseg, unsigned char* lo,
+    unsigned char* hi, int step) {
+    int vals[2 * SPPQ_MAX_SUM_BINS + 2 * (kMaxSeg + 1) + 2];
+    int nv = 0;
+    for (int l = 0; l < nlev; ++l) {
+        for (int i = 0; i < levels[l]; ++i) {
+            vals[nv++] = bin_start(i, a, levels[l]);
+            vals[nv++] = bin_end(i, a, levels[l]);
+        }
+    }
+    if (step > 0) {
+        if ((a + step - 1) / step > kMaxSeg + 1) return false;
+        for (int y = step; y < a; y += step) vals[nv++] = y;
+    }
+    std::sort(vals, vals + nv);
+    nv = static_cast<int>(std::unique(vals, vals + nv) - vals);
+    if (nv - 1 > kMaxSeg) return false;
+    for (int i = 0; i < nv; ++i) bnd[i] = static_cast<unsigned short>(vals[i]);
+    *nseg = nv - 1;
+    for (int l = 0, k = 0; l < nlev; ++l) {
+        for (int i = 0; i < levels[l]; ++i, ++k) {
+            lo[k] = static_cast<unsigned char>(std::lower_bound(vals, vals + nv, bin_start(i, a, levels[l])) - vals);
+            hi[k] = static_cast<unsigned char>(std::lower_bound(vals, vals + nv, bin_end(i, a, levels[l])) - vals);
+        }
+    }
+    return true;
+}
+
+namespace {
+
+// Segment kernel, part 1: row chunks (a step-1 thread walks `rows` rows of V columns; enough
+// chunks that the launch has ~threads_per_sm threads per SM; chunk starts become segment
+// boundaries) and the H-axis segments. Returns false when no chunking fits.
+bool plan_segment_rows(const SppArgs& a, const DeviceInfo& dev, long long threads_per_sm, int vec, long long wvec,
+    size_t esize, SppParams* p) {
+    const long long want = threads_per_sm * std::max(1, dev.sms);
+    const long long strips = p->nc * wvec;
+    const int H = a.H;
+    int rows = H;
+    if (strips < want && H > kSegUnroll) {
+        long long nch = std::min<long long>(H, (want + strips - 1) / strips);
+        // keep one plane's step-1 items within one block pass (no thread walks two strips)
+        nch = std::max<long long>(1, std::min<long long>(nch, kSegBlock / std::max<long long>(1, wvec)));
+        rows = static_cast<int>((H + nch - 1) / nch);
+        rows = std::max(kSegUnroll, (rows + kSegUnroll - 1) / kSegUnroll * kSegUnroll);
+    }
+    const size_t cbsize = a.pooling == SPPQ_MAX ? esize : 4;
+    const size_t tables = 2 * (kMaxSeg + 1) * sizeof(unsigned short) + 4 * SPPQ_MAX_SUM_BINS + 32;
+    const size_t optin = static_cast<size_t>(std::max(dev.smem_optin, 48 * 1024));
+    // more segments than the tables or shared memory allow: longer chunks (rows == H adds no boundary)
+    for (;;) {
+        const bool ok = plan_axis(H, a.levels, a.num_levels, p->ybnd, &p->sy, p->ylo, p->yhi, rows < H ? rows : 0);
+        const size_t need = static_cast<size_t>(p->sy) * (p->sx + p->sumn) * 4 + tables + static_cast<size_t>(p->sy) * vec * cbsize;
+        if (ok && (rows >= H || need <= optin)) break;
+        if (rows >= H) return false;
+        rows = std::min(H, rows * 2);
+    }
+    p->rows = rows;
+    p->nch = (H + rows - 1) / rows;
+    for (int c = 0, sgi = 0; c < p->nch; ++c) {
+        while (p->ybnd[sgi] < c * rows) ++sgi;
+        p->cseg[c] = static_cast<unsigned char>(sgi);
+    }
+    return true;
+}
+
+}  // namespace
+
+// Segment kernel, part 2: planes per block, W chunk, shared memory, threads.
+int plan_segment(const SppArgs& a, const DeviceInfo& dev, long long threads_per_sm, SppParams* p, int* vec_out,
+    int* grid_out, int* threads_out, size_t* smem_out) {
+    std::memset(p, 0, sizeof(*p));
+    const size_t esize = esize_of(a.dtype);
+    p->nc = static_cast<long long>(a.N) * a.C;
+    p->C = a.C; p->H = a.H; p->W = a.W;
+    p->nlev = a.num_levels;
+    for (int i = 0; i < a.num_levels; ++i) {
+        p->lev[i] = static_cast<unsigned char>(a.levels[i]);
+        p->total_bins += a.levels[i] * a.levels[i];
+        p->sumn += a.levels[i];
+    }
+    int8_ratio(a, &p->ratio, &p->requant);
+    if (!plan_axis(a.W, a.levels, a.num_levels, p->xbnd, &p->sx, p->xlo, p->xhi)) return SPPQ_ERR_UNSUPPORTED;
+    int vec = static_cast<int>(16 / esize);  // widest vector load that every row start allows
+    while (vec > 1 && ((a.W % vec) != 0 || (a.in_addr % (vec * esize)) != 0)) vec /= 2;
+    const long long wvec = (a.W + vec - 1) / vec;
+    if (!plan_segment_rows(a, dev, threads_per_sm, vec, wvec, esize, p)) return SPPQ_ERR_UNSUPPORTED;
+
+    const size_t cbsize = a.pooling == SPPQ_MAX ? esize : 4;
+    const size_t tables = 2 * (kMaxSeg + 1) * sizeof(unsigned short) + 4 * SPPQ_MAX_SUM_BINS + 32;
+    auto grid_bytes = [&](long long pl) { return static_cast<size_t>(pl) * p->sy * (p->sx + p->sumn) * 4; };
+    auto cb_bytes = [&](long long pl, long long w) { return static_cast<size_t>(pl) * p->sy * w * cbsize; };
+    size_t budget = 48 * 1024;
+    if (grid_bytes(1) + tables + cb_bytes(1, vec) > budget) {
+        budget = static_cast<size_t>(dev.smem_optin);
+        if (grid_bytes(1) + tables + cb_bytes(1, vec) > budget) return SPPQ_ERR_UNSUPPORTED;
+    }
+    // one step-1 item per thread of a 256-thread block (full width W); few planes per block for small N*C
+    long long planes = std::max<long long>(1, kSegBlock / std::max<long long>(1, p->nch * wvec));
+    planes = std::min<long long>(planes, 256);
+    planes = std::min<long long>(planes, std::max<long long>(1, p->nc / (8LL * std::max(1, dev.sms))));
+    while (planes > 1 && grid_bytes(planes) + tables + cb_bytes(planes, std::min<long long>(wvec * vec, 64)) > budget)
+        planes /= 2;
+    const size_t room = budget - tables - grid_bytes(planes);
+    long long wc = static_cast<long long>(room / (static_cast<size_t>(planes) * p->sy * cbsize));
+    wc = std::min<long long>(wc, wvec * vec);
+    wc = (wc / vec) * vec;
+    if (wc < vec) return SPPQ_ERR_UNSUPPORTED;
+    p->planes = static_cast<int>(planes);
+    p->wc = static_cast<int>(wc);
+    const long long grid = (p->nc + planes - 1) / planes;
+    if (grid > 0x7fffffffLL) return SPPQ_ERR_SHAPE;
+    const long long work = std::max(std::max<long long>(planes * p->nch * (wc / vec), planes * p->sy * p->sumn),
+        std::max<long long>(planes * p->total_bins, planes * p->sy * p->sx));
+    *threads_out = static_cast<int>(std::min<long long>(kSegBlock, std::max<long long>(32, (work + 31) / 32 * 32)));
+    *smem_out = align16(cb_bytes(planes, wc)) + grid_bytes(planes) + tables;
+    *grid_out = static_cast<int>(grid);
+    *vec_out = vec;
+    return SPPQ_OK;
+}
+
+// The choice rule, from same-run timings on an H200 (benchmarks/gpu/NOTES.md, v5 round):
+//   max pooling on small maps (H <= 16, W <= 64) of many planes (N*C > 4096): stream kernel,
+//     1.2-1.9x faster than the small kernel there (64x256x13x13, 128x256x13x13, 64x2048x7x7);
+//   small maps of few planes: small kernel (launch-latency bound; stream measured 1.1-1.6x slower);
+//   everything else, and avg pooling: the v4 kernels (small / segment). On larger maps the stream
+//     kernel measured 1.4-2.2x slower than the segment kernel (32x512x64x64, 16x1024x40x40,
+//     7x96x37x53): its shared-memory passes are instruction bound (ncu: 50-68% SM throughput,
+//     25-50% occupancy from shared memory, DRAM 4-24%). SPPQ_STREAM=2 forces it for any map.
+int plan_spp(const SppArgs& a, const DeviceInfo& dev, const SppKnobs& knobs, SppLaunch* out) {
+    const bool small_map = knobs.small && a.H <= kSmallMaxH && a.W <= kSmallMaxW;
+    const bool few_planes = static_cast<long long>(a.N) * a.C <= knobs.small_planes;
+    const bool stream = knobs.stream_mode == 2 || (knobs.stream_mode == 1 && small_map && !few_planes);
+    if (a.pooling == SPPQ_MAX && stream) {
+        int grid = 0;
+        size_t smem = 0;
+        if (plan_stream(a, dev, knobs, &out->stream, &grid, &smem)) {
+            out->kind = SppKernel::kStream;
+            out->grid = grid;
+            out->threads = 32 * kStreamWarps;
+            out->smem = smem;
+            return SPPQ_OK;
+        }
+    }
+    if (small_map) {
+        out->kind = SppKernel::kSmall;
+        plan_small(a, dev, knobs.small_wpp, &out->small, &out->grid, &out->threads, &out->smem);
+        return out->grid > 0 ? SPPQ_OK : SPPQ_ERR_SHAPE;
+    }
+    out->kind = SppKernel::kSegment;
+    return plan_segment(a, dev, knobs.threads_per_sm, &out->seg, &out->vec, &out->grid, &out->threads, &out->smem);
+}
+
+}  // namespace sppq

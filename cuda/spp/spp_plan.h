@@ -1,0 +1,150 @@
+// Launch planning for the whole-map SPP kernels: parameter blocks passed by value to the
+// kernels, and pure host functions that fill them (no CUDA calls here; the device facts come in
+// as a DeviceInfo). Three kernels, picked by plan_spp() (rule and evidence in spp_plan.cpp):
+//   stream   max pooling on small maps of many planes: warps stream spans of whole
+//            planes (small maps) or row chunks of one plane (large maps) into double-buffered
+//            shared memory with cp.async and reduce one span while the next is in flight:
+//            column maxima per root bin row (lanes along x), then bins along x; levels
+//            dividing a larger level are derived from its bins (LevelPlan).
+//   small    H <= 16 and W <= 64 otherwise (few planes, avg): warps per plane (v4).
+//   segment  everything else: column strips reduced into a segment grid (v3).
+#ifndef SPPQUANT_SPP_PLAN_H
+#define SPPQUANT_SPP_PLAN_H
+
+#include "device_info.h"
+#include "level_plan.h"
+#include "sppq_common.h"
+
+#include <cstddef>
+
+namespace sppq {
+
+struct SppArgs {
+    int dtype, pooling, N, C, H, W;
+    const int* levels;
+    int num_levels;
+    float in_scale, out_scale;
+    unsigned long long in_addr;  // input address: vector width and alignment
+};
+
+// ---- segment kernel (v3) --------------------------------------------------------------------
+constexpr int kMaxSeg = 255;  // segments per axis (boundaries <= 256)
+constexpr int kSegBlock = 256;
+constexpr int kSegUnroll = 8;  // independent row loads in flight per step-1 thread (row chunks are multiples)
+
+struct SppParams {
+    long long nc;       // N * C planes
+    int C, H, W;
+    int nlev;
+    int total_bins;     // sum n^2
+    int sumn;           // sum n
+    int sy, sx;         // segments along H and W
+    int planes;         // planes per block
+    int wc;             // chunk width along W (multiple of the vector width)
+    int rows;           // rows per step-1 thread (row chunk); chunk starts are segment boundaries
+    int nch;            // row chunks, ceil(H / rows)
+    float ratio;        // int8: in_scale / out_scale
+    int requant;        // int8: 0 = copy values
+    unsigned char lev[SPPQ_MAX_LEVELS];
+    unsigned short ybnd[kMaxSeg + 1];
+    unsigned short xbnd[kMaxSeg + 1];
+    unsigned char ylo[SPPQ_MAX_SUM_BINS], yhi[SPPQ_MAX_SUM_BINS];  // per (level, bin row): segment range
+    unsigned char xlo[SPPQ_MAX_SUM_BINS], xhi[SPPQ_MAX_SUM_BINS];
+    unsigned char cseg[kMaxSeg + 1];  // first row segment of each row chunk
+};
+
+// ---- small kernel (v4) ----------------------------------------------------------------------
+constexpr int kSmallMaxH = 16, kSmallMaxW = 64, kSmallMaxPlanes = 8;
+
+struct SmallParams {
+    long long nc;
+    int C, H, W;
+    int total_bins, sumn;
+    int planes;  // planes per block
+    int wpp;     // warps per plane (> 1 only with planes == 1)
+    float ratio;
+    int requant;
+    unsigned char lev[SPPQ_MAX_LEVELS];
+    unsigned char xs[SPPQ_MAX_SUM_BINS], xe[SPPQ_MAX_SUM_BINS];  // per (level, bin): [start, end) along W
+    unsigned char ys[SPPQ_MAX_SUM_BINS], ye[SPPQ_MAX_SUM_BINS];  // along H
+};
+
+// ---- stream kernel (v5) ---------------------------------------------------------------------
+// n / d for 0 <= n < 2^31 with a multiply-high (divisors fixed per launch; the kernel's loops
+// divide per item and a hardware-less 32-bit division costs ~20 instructions).
+struct FastDiv {
+    unsigned mul = 0, shift = 0, one = 1;
+};
+FastDiv make_fastdiv(unsigned d);
+
+constexpr int kStreamWarps = 4;        // warps per block; every warp works alone (no block barrier)
+constexpr int kStreamBlocksPerSm = 8;  // __launch_bounds__ minimum: <= 64 registers per thread
+
+struct StreamParams {
+    long long nc;          // planes
+    long long units;       // small mode: spans of `planes` planes; row mode: planes
+    int C, H, W;
+    int planes;            // planes per span (row mode: 1)
+    int rows;              // rows per span (small mode: H)
+    int chunks;            // spans per unit (small mode: 1)
+    int tile_bytes;        // one shared-memory tile (span bytes + 32 for 16-byte word rounding)
+    int warp_bytes;        // shared memory per warp: 2 tiles + R + RB
+    int cb_elems;          // Cb: planes x root bin rows x pitch (input type)
+    int pitch;             // Cb row length: >= W, an odd number of 4-byte words (no bank conflicts)
+    int total_bins;        // sum n^2 (output features per channel)
+    int sr;                // sum of n over root levels: root bin rows per plane
+    int srb;               // sum of n^2 over root levels: RB's length per plane (0: nothing derived)
+    int nlev;
+    float ratio;           // int8: in_scale / out_scale
+    int requant;           // int8: 0 = copy values
+    unsigned char lev[SPPQ_MAX_LEVELS], root_of[SPPQ_MAX_LEVELS], k[SPPQ_MAX_LEVELS];
+    unsigned short out_off[SPPQ_MAX_LEVELS], row_off[SPPQ_MAX_LEVELS], rb_off[SPPQ_MAX_LEVELS];
+    // per root bin row / column j < sr: [start, end) along H and W
+    unsigned short rys[SPPQ_MAX_SUM_BINS], rye[SPPQ_MAX_SUM_BINS];
+    unsigned short rxs[SPPQ_MAX_SUM_BINS], rxe[SPPQ_MAX_SUM_BINS];
+    FastDiv div_w, div_sr;  // by W and by sr
+};
+
+enum class SppKernel { kStream, kSmall, kSegment };
+
+struct SppLaunch {
+    SppKernel kind;
+    int grid = 0, threads = 0, vec = 1;
+    size_t smem = 0;
+    SppParams seg;
+    SmallParams small;
+    StreamParams stream;
+};
+
+// Knobs for experiments only (read once from the environment): SPPQ_STREAM (0: never the stream
+// kernel, 2: wherever it fits, 1: the choice rule), SPPQ_STREAM_TILE (span bytes, default 4096), SPPQ_STREAM_BLOCKS (cap on the stream
+// grid: a test knob that gives every warp many spans), SPPQ_SMALL_PLANES (N*C up to which small
+// maps take the small kernel, default 4096), SPPQ_SMALL (0: no small kernel),
+// SPPQ_SMALL_WPP, SPPQ_THREADS_PER_SM (segment kernel).
+struct SppKnobs {
+    int stream_mode = 1;  // 0 never, 1 the choice rule of plan_spp, 2 every map it fits
+    long long stream_tile = 4096;
+    long long stream_blocks = 0;  // 0: no cap
+    long long small_planes = 4096;  // N*C up to this on H <= 16, W <= 64: the small kernel (latency-bound sizes)
+    bool small = true;
+    long long small_wpp = 4;
+    long long threads_per_sm = 2048;
+};
+SppKnobs spp_knobs();
+
+// Fills `out` for valid arguments (sppq_spp_validate first). SPPQ_OK or SPPQ_ERR_UNSUPPORTED / _SHAPE.
+int plan_spp(const SppArgs& a, const DeviceInfo& dev, const SppKnobs& knobs, SppLaunch* out);
+
+// The parts, exposed for tests and for the choice rule.
+bool plan_stream(const SppArgs& a, const DeviceInfo& dev, const SppKnobs& knobs, StreamParams* p, int* grid,
+    size_t* smem);
+void plan_small(const SppArgs& a, const DeviceInfo& dev, long long wpp, SmallParams* p, int* grid, int* threads,
+    size_t* smem);
+int plan_segment(const SppArgs& a, const DeviceInfo& dev, long long threads_per_sm, SppParams* p, int* vec,
+    int* grid, int* threads, size_t* smem);
+bool plan_axis(int a, const int* levels, int nlev, unsigned short* bnd, int* nseg, unsigned char* lo,
+    unsigned char* hi, int step = 0);
+
+}  // namespace sppq
+
+#endif  // SPPQUANT_SPP_PLAN_H
