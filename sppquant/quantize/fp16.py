@@ -199,6 +199,45 @@ def ort_fp16_fallbacks(model: onnx.ModelProto, options: OrtOptions = DEFAULT_ORT
                    if n.op_type != "Cast" and any(i in inserted for i in n.input))
 
 
+def has_coordinate_inputs(node: onnx.NodeProto) -> bool:
+    """A custom-op node with inputs that are not activations (RoI SPP's rois)."""
+    return bool(_coordinate_inputs(node))
+
+
+def plugins_in_fp32(model: onnx.ModelProto, select: Callable[[onnx.NodeProto], bool]) -> onnx.ModelProto:
+    """A copy where the selected plugin nodes read FP32 casts of their FP16 activations and write FP32 then cast.
+
+    Why: their standard-op rewrite does coordinate arithmetic in FP32, as the plugin does in
+    every precision; max pooling of FP16 values in FP32 returns one of them, so the FP16
+    output is what an FP16-I/O plugin computes.
+    """
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    types, names = tensor_types(out), Names(out.graph)
+    nodes: list[onnx.NodeProto] = []
+    for node in out.graph.node:
+        if not select(node):
+            nodes.append(node)
+            continue
+        spec = find_op(node)
+        for i in spec.float_inputs if spec is not None else ():
+            if types.get(node.input[i]) == TensorProto.FLOAT16:
+                cast = names.new(f"{node.input[i]}_fp32")
+                nodes.append(helper.make_node("Cast", [node.input[i]], [cast], name=names.new(f"{cast}_cast"),
+                                              to=TensorProto.FLOAT))
+                node.input[i] = cast
+        post = []
+        for i, name in enumerate(node.output):
+            if types.get(name) == TensorProto.FLOAT16:
+                node.output[i] = names.new(f"{name}_fp32")
+                post.append(helper.make_node("Cast", [node.output[i]], [name], name=names.new(f"{name}_cast"),
+                                             to=TensorProto.FLOAT16))
+        nodes += [node, *post]
+    del out.graph.node[:]
+    out.graph.node.extend(nodes)
+    return out
+
+
 def ort_fp16_model(model: onnx.ModelProto, options: OrtOptions = DEFAULT_ORT
                    ) -> tuple[onnx.ModelProto, list[str], list[str]]:
     """The FP16 model ONNX Runtime runs (SPP rewritten), the op types kept FP32 in it, and extra moves.
@@ -208,10 +247,16 @@ def ort_fp16_model(model: onnx.ModelProto, options: OrtOptions = DEFAULT_ORT
     on its own: InsertCastTransformer also runs FP16-capable nodes in FP32 when all their
     inputs come straight from an FP32 value (a "precision-free" move, e.g. the Sub/Where
     after the SPP rewrite's ReduceMax: max of FP16 values is exact in FP16 anyway). Those
-    are returned as the third item so the report can name them too.
+    are returned as the third item so the report can name them too. Plugins with coordinate
+    inputs (RoI SPP) are converted as plugin nodes and rewritten afterwards, in FP32
+    (`plugins_in_fp32`).
     """
-    rewritten = rewrite_for_onnxruntime(model)
-    keep = sorted(ort_fp16_fallbacks(convert_to_fp16(rewritten), options))
-    final = convert_to_fp16(rewritten, keep_fp32=keep)
+    rewritten = rewrite_for_onnxruntime(model, select=lambda n: not has_coordinate_inputs(n))
+
+    def runnable(m: onnx.ModelProto) -> onnx.ModelProto:
+        return rewrite_for_onnxruntime(plugins_in_fp32(m, has_coordinate_inputs))
+
+    keep = sorted(ort_fp16_fallbacks(runnable(convert_to_fp16(rewritten)), options))
+    final = runnable(convert_to_fp16(rewritten, keep_fp32=keep))
     moved = sorted(ort_fp16_fallbacks(final, options))
     return final, keep, moved
