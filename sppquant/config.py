@@ -120,6 +120,8 @@ class DetectionConfig:
     iou_threshold: float = 0.5
     score_threshold: float = 0.05
     max_detections: int = 100
+    max_regions: int = 300  # proposals per image at most (the first ones; sizes the TensorRT profile)
+    agreement_score: float = 0.5  # box F1 vs FP32 counts detections scoring at least this (kept boxes)
     decoder: str = "builtin"  # or module:function (proposals, outputs, canvas) -> Detections
 
 
@@ -355,11 +357,12 @@ def _validate_ranges(cfg: Config, ctx: _Ctx) -> None:
 
 def _validate_detection(cfg: Config, ctx: _Ctx) -> None:
     det = cfg.detection
-    for name in ("iou_threshold", "score_threshold"):
+    for name in ("iou_threshold", "score_threshold", "agreement_score"):
         if not 0.0 <= getattr(det, name) <= 1.0:
             ctx.fail(f"detection.{name}", f"expected a number in [0, 1], got {getattr(det, name)}")
-    if det.max_detections <= 0:
-        ctx.fail("detection.max_detections", f"expected a positive integer, got {det.max_detections}")
+    for name in ("max_detections", "max_regions"):
+        if getattr(det, name) <= 0:
+            ctx.fail(f"detection.{name}", f"expected a positive integer, got {getattr(det, name)}")
     for name in ("proposals", "decoder"):
         value = getattr(det, name)
         if value not in (None, "builtin") and (value.count(":") != 1 or not all(value.split(":"))):

@@ -37,16 +37,20 @@ def import_hook(spec: str, key: str, source: str) -> Callable[..., Any]:
     return fn
 
 
-def proposal_feeds(propose: Callable[[np.ndarray], np.ndarray], rois_input: str) -> FeedBuilder:
+def proposal_feeds(propose: Callable[[np.ndarray], np.ndarray], rois_input: str,
+                   max_regions: int = 300) -> FeedBuilder:
     """A feed builder: every image's proposals as ``(R, 5)`` rows ``[batch index, x1, y1, x2, y2]``.
 
-    An image without proposals gets one whole-canvas region, so R >= 1 for every batch.
+    Proposals come from the preprocessed tensor itself, so they are already in network
+    pixels of the letterboxed canvas: the image's geometry maps them, like the network's
+    boxes, back to source pixels. At most ``max_regions`` per image (the first, i.e. best
+    ranked); an image without proposals gets one whole-canvas region, so R >= 1.
     """
 
     def build(x: np.ndarray, geometry: Sequence[Geometry]) -> Mapping[str, np.ndarray]:
         rows = []
         for i, img in enumerate(x):
-            boxes = np.asarray(propose(img), np.float32).reshape(-1, 4)
+            boxes = np.asarray(propose(img), np.float32).reshape(-1, 4)[:max_regions]
             if len(boxes) == 0:
                 boxes = np.array([[0, 0, img.shape[2], img.shape[1]]], np.float32)
             rows.append(np.concatenate([np.full((len(boxes), 1), i, np.float32), boxes], axis=1))
@@ -58,7 +62,8 @@ def proposal_feeds(propose: Callable[[np.ndarray], np.ndarray], rois_input: str)
 def detection_settings(cfg: Config) -> DetectionSettings:
     det, source = cfg.detection, str(cfg.source or "config")
     decoder = None if det.decoder == "builtin" else import_hook(det.decoder, "detection.decoder", source)
-    return DetectionSettings(det.rois_input, det.iou_threshold, det.score_threshold, det.max_detections, decoder)
+    return DetectionSettings(det.rois_input, det.iou_threshold, det.score_threshold, det.max_detections, decoder,
+                             agreement_score=det.agreement_score)
 
 
 def extra_feeds(cfg: Config, input_names: Sequence[str]) -> FeedBuilder | None:
@@ -69,7 +74,7 @@ def extra_feeds(cfg: Config, input_names: Sequence[str]) -> FeedBuilder | None:
         raise ConfigError(f"{cfg.source or 'config'}: detection.rois_input: the model has no input {det.rois_input!r} "
                           f"(inputs: {', '.join(input_names)})")
     return proposal_feeds(import_hook(det.proposals, "detection.proposals", str(cfg.source or "config")),
-                          det.rois_input)
+                          det.rois_input, det.max_regions)
 
 
 def _check_boxes(gt: Mapping[str, Any], path: Path) -> None:

@@ -37,6 +37,7 @@ class DetectionSettings:
     decoder: Decoder | None = None  # None: the built-in Fast R-CNN decoder
     ground_truth: Mapping[str, Any] | None = None  # COCO dict (images' ids = ImageSet labels)
     agreement_iou: float = 0.5
+    agreement_score: float = 0.5  # F1 vs FP32 counts the boxes a user keeps, not the 0.05-score tail
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,11 @@ def box_f1(ref: Detections, out: Detections, iou: float = 0.5) -> tuple[int, int
     return matches, len(ref), len(out)
 
 
+def _confident(d: Detections, floor: float) -> Detections:
+    keep = np.asarray(d.scores) >= floor
+    return Detections(d.boxes[keep], d.scores[keep], d.labels[keep])
+
+
 def coco_evaluate(gt: Mapping[str, Any], results: list[dict[str, Any]]) -> dict[str, Any]:
     """pycocotools bbox evaluation: mAP@[.5:.95], mAP@.5, per-class AP and the IoU-0.5 PR curve."""
     from pycocotools.coco import COCO  # noqa: PLC0415 - optional until a detection report runs
@@ -137,7 +143,8 @@ class DetectionMetrics:
         out_d = decode_images(out, geo, self.settings)
         for t, r, o in zip(targets, ref_d, out_d):
             self.detections[t.image_id] = o
-            m, nr, no = box_f1(r, o, self.settings.agreement_iou)
+            m, nr, no = box_f1(_confident(r, self.settings.agreement_score),
+                               _confident(o, self.settings.agreement_score), self.settings.agreement_iou)
             self.matches, self.ref_boxes, self.out_boxes = self.matches + m, self.ref_boxes + nr, self.out_boxes + no
 
     def merge(self, other: DetectionMetrics) -> DetectionMetrics:
@@ -221,4 +228,4 @@ class DetectionTask:
 
     def columns(self, labelled: bool) -> list[Column]:
         cols = [Column("map", "mAP@[.5:.95]", "pct", True), Column("map50", "mAP@.5", "pct", True)] if labelled else []
-        return cols + [Column("agreement_f1", "box F1 vs FP32 @.5", "pct"), Column("detections", "boxes", "g")]
+        return cols + [Column("agreement_f1", "box F1 vs FP32 (IoU .5)", "pct"), Column("detections", "boxes", "g")]
