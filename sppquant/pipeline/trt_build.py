@@ -56,6 +56,7 @@ from sppquant.calibration.provenance import sha256_file
 from sppquant.config import Config
 from sppquant.errors import TableError, UserError
 from sppquant.pipeline import trt_settings as S
+from sppquant.pipeline.context import open_model
 from sppquant.pipeline.trt_cache import TableCache
 from sppquant.pipeline.trt_feed import BatchFeeder
 
@@ -167,12 +168,13 @@ def build_one(sess: TrtSession, cfg: Config, flags: Sequence[str], what: str, *,
               dummy_ranges: bool = False, timing: TimingCache | None = None) -> Built:
     """Parse, profile, flag and build one engine; with ``calibration``, TensorRT calibrates or reuses a table."""
     trt = sess.trt
-    network, _parser, inputs = parse_network(trt, sess.builder, sess.logger, cfg.model.path, [cfg.model.input_name])
+    network, _parser, inputs = parse_network(trt, sess.builder, sess.logger, cfg.model.path,
+                                             [cfg.model.input_name, *S.region_inputs(cfg)])
     inp = inputs[cfg.model.input_name]
     shapes = S.profile_shapes(cfg, tuple(inp.shape))
     config = sess.builder.create_builder_config()
     apply_flags(trt, config, flags, S.workspace_bytes(cfg))
-    add_profiles(sess.builder, config, {inp.name: shapes})
+    add_profiles(sess.builder, config, {inp.name: shapes, **S.extra_profiles(cfg)})
     if timing is not None:
         timing.attach(config)
     built = Built(b"", 0.0, shapes, inp.name)
@@ -193,7 +195,8 @@ def build_one(sess: TrtSession, cfg: Config, flags: Sequence[str], what: str, *,
 def _attach_calibrator(sess: TrtSession, cfg: Config, network: Any, config: Any, inp: Any, calibration: Calibration,
                        built: Built) -> CalibratorMixin:
     shape = S.calibration_shape(cfg, tuple(inp.shape))
-    add_profiles(sess.builder, config, {inp.name: ProfileShapes(shape, shape, shape)}, calibration=True)
+    add_profiles(sess.builder, config, {inp.name: ProfileShapes(shape, shape, shape),
+                                        **S.extra_profiles(cfg, calibration=True)}, calibration=True)
     built.calibration_shape = shape
     cache = calibration.cache
     if calibration.reuse:
@@ -202,7 +205,9 @@ def _attach_calibrator(sess: TrtSession, cfg: Config, network: Any, config: Any,
             built.derived, built.missing = derive_missing(network_layers(sess.trt, network), table.scales, [inp.name])
             cache.extra_scales = built.derived
             report_missing(built.missing, str(cache.path))
-    feeder = BatchFeeder(cfg, shape, calibration.memory or default_memory(), progress=calibration.progress)
+    regions = {n: shape[0] * per_image for n, per_image in S.region_inputs(cfg).items()}
+    feeder = BatchFeeder(cfg, shape, calibration.memory or default_memory(), progress=calibration.progress,
+                         extra_feeds=open_model(cfg).extra_feeds if regions else None, regions=regions)
     calibrator = make_calibrator(sess.trt, calibration.base_name, feeder, cache)
     config.int8_calibrator = calibrator
     return calibrator
