@@ -18,7 +18,7 @@ import numpy as np
 
 from sppquant.config import Config
 from sppquant.data import FeedBuilder, ImageSet
-from sppquant.errors import ConfigError, DataError
+from sppquant.errors import ConfigError, DataError, ModelError
 from sppquant.preprocess import Geometry
 from sppquant.tasks.detection import DetectionSettings
 
@@ -63,7 +63,7 @@ def detection_settings(cfg: Config) -> DetectionSettings:
     det, source = cfg.detection, str(cfg.source or "config")
     decoder = None if det.decoder == "builtin" else import_hook(det.decoder, "detection.decoder", source)
     return DetectionSettings(det.rois_input, det.iou_threshold, det.score_threshold, det.max_detections, decoder,
-                             agreement_score=det.agreement_score)
+                             None if decoder is None else det.decoder, agreement_score=det.agreement_score)
 
 
 def extra_feeds(cfg: Config, input_names: Sequence[str]) -> FeedBuilder | None:
@@ -85,7 +85,13 @@ def _check_boxes(gt: Mapping[str, Any], path: Path) -> None:
             raise DataError(f"{path}: annotation {a.get('id')} has unknown category id {a.get('category_id')!r}")
         if a.get("image_id") not in sizes:
             raise DataError(f"{path}: annotation {a.get('id')} refers to unknown image id {a.get('image_id')!r}")
-        x, y, w, h = (float(v) for v in a["bbox"])
+        try:
+            x, y, w, h = (float(v) for v in a["bbox"])
+        except (KeyError, TypeError, ValueError):
+            raise DataError(f"{path}: annotation {a.get('id')} bbox {a.get('bbox')!r} is not [x, y, w, h] "
+                            "numbers") from None
+        if not all(np.isfinite((x, y, w, h))):
+            raise DataError(f"{path}: annotation {a.get('id')} bbox {a['bbox']} is not finite")
         if w < 0 or h < 0:
             raise DataError(f"{path}: annotation {a.get('id')} has x2 < x1 or y2 < y1 (bbox {a['bbox']})")
         iw, ih = sizes[a["image_id"]]
@@ -115,3 +121,24 @@ def load_ground_truth(path: Path, images: ImageSet) -> tuple[dict[str, Any], Ima
         log.warning("%d image(s) in %s have no COCO entry and are not evaluated", len(ids) - len(keep), root)
     labelled = replace(images, paths=tuple(images.paths[i] for i in keep), labels=tuple(int(ids[i]) for i in keep))
     return gt, labelled
+
+
+def probe_decoder(cfg: Config, model: Any, path: Path, task: Any, images: ImageSet) -> None:
+    """One image through the FP32 model and the decoder, before any calibration or report work.
+
+    Why: a decoder that does not fit the model's outputs (a user's hook above all) must
+    fail as one line before anything is written, not halfway through the report.
+    """
+    from sppquant.data import iter_batches  # noqa: PLC0415
+    from sppquant.pipeline.context import ort_runner  # noqa: PLC0415
+
+    one = replace(images, paths=images.paths[:1], labels=None if images.labels is None else images.labels[:1])
+    feeds = extra_feeds(cfg, [i.name for i in model.graph.input])
+    with ort_runner(cfg, model) as runner:
+        for batch in iter_batches(one, cfg.preprocess, cfg.input.sizes[:1], 1, bad_files="error", workers=1,
+                                  progress=False, extra_feeds=feeds):
+            out = runner.run(batch.feeds(0, cfg.model.input_name), list(runner.model_outputs))
+            try:
+                task.decode({**out, **batch.extra[0]}, batch.geometry[0])
+            except ModelError as exc:
+                raise ModelError(f"{path}: {exc}") from None

@@ -80,15 +80,17 @@ def detection_ground_truth(cfg: Config, ctx: ModelContext, images: ImageSet,
     """Detection: ``report.annotations`` (COCO) checked against the images, which it labels with image ids."""
     if ctx.task.name != "detection":
         return ctx, images
+    from sppquant.pipeline.detection import load_ground_truth, probe_decoder  # noqa: PLC0415
+
     images = replace(images, labels=None)
     notes[:] = [n for n in notes if "only agreement with FP32" not in n]  # class labels do not apply
+    task = ctx.task
     if cfg.report.annotations is None:
         notes.append("report.annotations is not set: only box agreement with FP32 (no mAP) is reported")
-        return ctx, images
-    from sppquant.pipeline.detection import load_ground_truth  # noqa: PLC0415
-
-    gt, images = load_ground_truth(cfg.report.annotations, images)
-    task = ctx.task.configure(replace(ctx.task.settings, ground_truth=gt))
+    else:
+        gt, images = load_ground_truth(cfg.report.annotations, images)
+        task = task.configure(replace(task.settings, ground_truth=gt))
+    probe_decoder(cfg, ctx.model, ctx.path, task, images)
     return replace(ctx, task=task), images
 
 

@@ -35,6 +35,7 @@ class DetectionSettings:
     score_threshold: float = 0.05
     max_detections: int = 100
     decoder: Decoder | None = None  # None: the built-in Fast R-CNN decoder
+    decoder_name: str | None = None  # the hook's module:function, for messages
     ground_truth: Mapping[str, Any] | None = None  # COCO dict (images' ids = ImageSet labels)
     agreement_iou: float = 0.5
     agreement_score: float = 0.5  # F1 vs FP32 counts the boxes a user keeps, not the 0.05-score tail
@@ -54,7 +55,27 @@ def _split_outputs(outputs: Mapping[str, np.ndarray], rois_input: str) -> tuple[
     if len(named) == 2:
         return named[0], named[1]
     arrays = sorted((v for k, v in outputs.items() if k != rois_input), key=lambda a: a.shape[-1])
+    if len(arrays) != 2:
+        raise ModelError(f"the built-in detection decoder needs two outputs (class logits, box deltas), got "
+                         f"{len(arrays)} (set detection.decoder: module:function)")
     return arrays[0], arrays[1]
+
+
+def _run_hook(settings: DetectionSettings, proposals: np.ndarray, outputs: Mapping[str, np.ndarray],
+              canvas: tuple[int, int]) -> Detections:
+    """The user's decoder, its result checked: (D, 4) boxes, (D,) scores and labels (ModelError otherwise)."""
+    name = settings.decoder_name or "detection.decoder"
+    try:
+        got = settings.decoder(proposals, outputs, canvas)
+        boxes, scores, labels = (np.asarray(getattr(got, k)) for k in ("boxes", "scores", "labels"))
+    except Exception as exc:  # a user's hook: any failure is "outputs do not fit the decoder"
+        raise ModelError(f"detection.decoder {name} failed on outputs "
+                         f"{ {k: list(v.shape) for k, v in outputs.items()} }: {type(exc).__name__}: {exc}") from None
+    d = len(scores)
+    if boxes.reshape(-1).size != 4 * d or len(labels) != d or scores.ndim != 1:
+        raise ModelError(f"detection.decoder {name} returned boxes {list(boxes.shape)}, scores {list(scores.shape)}, "
+                         f"labels {list(labels.shape)}; expected (D, 4), (D,), (D,)")
+    return Detections(boxes.reshape(d, 4).astype(np.float32), scores.astype(np.float32), labels.astype(np.int64))
 
 
 def decode_images(outputs: Mapping[str, np.ndarray], geometry: Sequence[Geometry],
@@ -67,9 +88,13 @@ def decode_images(outputs: Mapping[str, np.ndarray], geometry: Sequence[Geometry
         rows = np.flatnonzero(rois[:, 0] == b)
         per = {k: v[rows] for k, v in rest.items()}
         if settings.decoder is not None:
-            dets = settings.decoder(rois[rows, 1:], per, geo.canvas)
+            dets = _run_hook(settings, rois[rows, 1:], per, geo.canvas)
         else:
             logits, deltas = _split_outputs(per, settings.rois_input)
+            if logits.ndim != 2 or deltas.shape != (len(rows), 4 * logits.shape[1]):
+                raise ModelError(f"the built-in detection decoder needs class logits (R, K+1) and box deltas "
+                                 f"(R, 4(K+1)) for R={len(rows)} regions, got {list(logits.shape)} and "
+                                 f"{list(deltas.shape)} (set detection.decoder: module:function)")
             dets = detect(rois[rows, 1:], logits, deltas, geo.canvas, settings.iou_threshold,
                           settings.score_threshold, settings.max_detections)
         boxes = to_source(dets.boxes, geo.scale_x, geo.scale_y, geo.offset[1], geo.offset[0], geo.source)
