@@ -369,6 +369,9 @@ def _validate_detection(cfg: Config, ctx: _Ctx) -> None:
             ctx.fail(f"detection.{name}", f"expected module:function, got {value!r}")
     if det.proposals == "builtin":
         ctx.fail("detection.proposals", "expected module:function (there is no built-in proposal method)")
+    if cfg.task == "detection" and len(cfg.input.sizes) > 1:
+        ctx.fail("input.sizes", f"task 'detection' evaluates one input size (COCO scores each image once), "
+                                f"got {len(cfg.input.sizes)}: {[list(s) for s in cfg.input.sizes]}")
     if cfg.task == "detection" and det.proposals is None:
         ctx.fail("detection.proposals", "task 'detection' needs a proposal hook, e.g. sppquant.demo.proposals:propose")
 

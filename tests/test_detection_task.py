@@ -362,7 +362,7 @@ def test_predict_json_and_draw(tmp_path: Path, capsys: pytest.CaptureFixture) ->
 def test_demo_report_small_and_fast(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "rep"
     assert main(["report", "--config", str(DEMO), "--output-dir", str(out), "--algorithms", "minmax,percentile",
-                 "--json", "-q", *FAST]) == 0
+                 "--json", "-q", "--set", "report.batch_size=4", *FAST]) == 0
     capsys.readouterr()
     rep = json.loads((out / "report.json").read_text())
     p = rep["precisions"]
@@ -377,3 +377,12 @@ def test_demo_report_small_and_fast(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "rois" not in (out / "calibration_minmax.cache").read_text()
     md = (out / "report.md").read_text()
     assert "mAP@.5" in md and "pr_curves.png" in md and "labels is 'none'" not in md
+    # two shards (local executor): the same mAP, F1 and per-class AP as the one-pass run
+    out2 = tmp_path / "rep2"
+    assert main(["report", "--config", str(DEMO), "--output-dir", str(out2), "--algorithms", "minmax", "-q",
+                 "--table", f"minmax={out / 'calibration_minmax.cache'}", "--set", "executor.workers=2",
+                 "--set", "report.batch_size=4", *FAST]) == 0
+    p2 = json.loads((out2 / "report.json").read_text())["precisions"]
+    for key in ("fp32", "int8"):
+        for metric in ("map", "map50", "agreement_f1", "per_class_ap", "detections"):
+            assert p2[key][metric] == p[key][metric], (key, metric)

@@ -152,7 +152,7 @@ def build_report(
     variants = tensorrt_variants(cfg, algos, qdq) if chosen == "tensorrt" else ort_variants(cfg, ctx, qdq)
     try:
         if ex.workers > 1:
-            job = EvaluationJob(cfg, images, chosen, tuple(algos), out_dir)
+            job = EvaluationJob(cfg, images, chosen, tuple(algos), out_dir, task=ctx.task)
             ev = evaluate_sharded(job, ex, progress)
         else:
             ev = evaluate(cfg, ctx, variants.runners, images, images.labels is not None, progress)

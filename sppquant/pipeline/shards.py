@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from functools import reduce
 from pathlib import Path
+from typing import Any
 
 import onnx
 
@@ -114,6 +115,7 @@ class EvaluationJob:
     algorithms: tuple[str, ...]
     qdq_dir: Path  # where the report wrote model_int8_<algo>.qdq.onnx
     progress: bool = False
+    task: Any = None  # the parent's configured task (detection: with its ground truth); None: from the config
 
 
 def evaluation_shard(job: EvaluationJob) -> Evaluation:
@@ -121,6 +123,7 @@ def evaluation_shard(job: EvaluationJob) -> Evaluation:
     from sppquant.pipeline.report_variants import ort_variants, tensorrt_variants  # noqa: PLC0415 - heavy
 
     ctx = open_model(job.cfg)
+    ctx = replace(ctx, task=job.task) if job.task is not None else ctx
     qdq = {a: (onnx.load(str(job.qdq_dir / f"model_int8_{a}.qdq.onnx")), None) for a in job.algorithms}
     if job.backend == "tensorrt":
         variants = tensorrt_variants(job.cfg, list(job.algorithms), qdq)

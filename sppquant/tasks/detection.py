@@ -158,9 +158,11 @@ class DetectionMetrics:
     matches: int = 0
     ref_boxes: int = 0
     out_boxes: int = 0
+    _result: dict[str, Any] | None = field(default=None, repr=False, compare=False)  # COCOeval runs once
 
     def update(self, ref: Mapping[str, np.ndarray], out: Mapping[str, np.ndarray],
                targets: Sequence[Any] | None) -> None:
+        self._result = None
         if not targets or not isinstance(targets[0], DetectionTarget):
             raise ModelError("task 'detection' needs detection targets (report.annotations and the detection section)")
         geo = [t.geometry for t in targets]
@@ -184,6 +186,12 @@ class DetectionMetrics:
                 if int(lab) < len(label_to_category)]
 
     def result(self) -> dict[str, Any]:
+        """Counts, F1 vs FP32 and (with ground truth) COCO mAP; computed once per state (reports ask thrice)."""
+        if self._result is None:
+            self._result = self._compute()
+        return dict(self._result)
+
+    def _compute(self) -> dict[str, Any]:
         denom = self.ref_boxes + self.out_boxes
         res: dict[str, Any] = {"images": len(self.detections),
                                "detections": sum(len(d) for d in self.detections.values()),
