@@ -22,6 +22,11 @@ from sppquant.errors import UserError
 
 log = logging.getLogger("sppquant")
 
+# The one table rule of build, export-qdq, report and tune (pipeline.tables.resolve_table).
+TABLE_RULE = ("default: the config's valid table (calibration.output or <stem>.<algorithm><suffix>); if none exists "
+              "it is calibrated now and written there; a stale one is refused (see --force)")
+FORCE_HELP = "recalibrate a stale calibration table and replace it, instead of refusing"
+
 
 def add_common(p: argparse.ArgumentParser, config: bool = True, json_help: str | None = None,
                config_required: bool = True) -> None:
@@ -137,7 +142,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     algorithms = [a.strip() for a in args.algorithms.split(",") if a.strip()] if args.algorithms else None
     tables = _report_tables(args.table, algorithms or list(cfg.report.algorithms))
     result = build_report(cfg, output_dir=args.output_dir, backend=args.backend, algorithms=algorithms,
-                          table=tables, progress=_progress(args), executor=args.executor)
+                          table=tables, progress=_progress(args), executor=args.executor, force=args.force)
     if args.json:
         _emit_json({"markdown": str(result.markdown_path), "json": str(result.json_path),
                     "plots": [str(p) for p in result.plots], "seconds": round(result.seconds, 3),
@@ -183,7 +188,7 @@ def _cmd_export_qdq(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     result = export_qdq(cfg, args.output, table_path=args.table, high_precision=args.high_precision,
-                        algorithm=args.algorithm, plan=args.plan)
+                        algorithm=args.algorithm, plan=args.plan, force=args.force, progress=_progress(args))
     info = result.info
     if args.json:
         _emit_json({"output": str(result.path), "table": str(result.table_path),
@@ -201,7 +206,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     from sppquant.pipeline.tune import tune
 
     plan = tune(_config(args), args.max_drop, args.output, metric=args.metric, algorithm=args.algorithm,
-                progress=_progress(args))
+                force=args.force, progress=_progress(args))
     if args.json:
         _emit_json(asdict(plan))
     else:
@@ -336,8 +341,7 @@ def _add_engine_and_table_commands(sub: argparse._SubParsersAction, algorithms: 
     add_common(p, json_help="one JSON object: the engines built")
     p.add_argument("--precision", help=f"comma-separated subset of {','.join(precisions)} (default: build.precisions)")
     p.add_argument("--output-dir", help="engine folder (default: build.output_dir)")
-    p.add_argument("--force", action="store_true",
-                   help="build INT8 despite a stale table: TensorRT recalibrates and overwrites it")
+    p.add_argument("--force", action="store_true", help=FORCE_HELP)
     p.add_argument("--int8-dummy-scales", action="store_true",
                    help="INT8 engine with dummy ranges, for timing only (named *-dummy-scales)")
     p.set_defaults(func=_cmd_build)
@@ -387,8 +391,8 @@ def _add_model_commands(sub: argparse._SubParsersAction, algorithms: tuple[str, 
     p.add_argument("--algorithms", help=f"comma list of {','.join(algorithms)}: one INT8 column each "
                                         "(default: report.algorithms)")
     p.add_argument("--table", action="append", default=[], metavar="[ALGO=]PATH",
-                   help="a table used as given: ALGO=PATH per algorithm (repeatable), or PATH for the first; default: "
-                        "calibration.output or its per-algorithm variant if valid, else calibrate into the report folder")
+                   help=f"a table used as given: ALGO=PATH per algorithm (repeatable), or PATH for the first; {TABLE_RULE}")
+    p.add_argument("--force", action="store_true", help=FORCE_HELP)
     p.add_argument("--executor", choices=["local", "ray"], help="where shards run (default: executor.kind; "
                    "ray needs pip install 'sppquant[ray]')")
     p.set_defaults(func=_cmd_report)
@@ -399,15 +403,16 @@ def _add_model_commands(sub: argparse._SubParsersAction, algorithms: tuple[str, 
     p.add_argument("--metric", help="metric to hold (default: the task's primary one, e.g. top1)")
     p.add_argument("--algorithm", choices=algorithms, default="auto", help="table algorithm (default auto)")
     p.add_argument("--output", default="precision_plan.json", help="plan file (a PNG curve is written beside it)")
+    p.add_argument("--force", action="store_true", help=FORCE_HELP)
     p.set_defaults(func=_cmd_tune)
 
     p = sub.add_parser("export-qdq", help="write the explicit-quantization (Q/DQ) ONNX model for TensorRT 10/11")
     add_common(p, json_help="one JSON object: output, table, counts, warnings")
     p.add_argument("--output", required=True, help="Q/DQ ONNX model path")
-    p.add_argument("--algorithm", choices=algorithms, help="whose table to use: calibration.output or its "
-                   "per-algorithm variant <stem>.<algorithm><suffix>, whichever is valid (default: calibration.algorithm)")
-    p.add_argument("--table", help="calibration table (default: calibration.output, which must be valid); a cache "
-                                   "TensorRT wrote is accepted (internal names ignored, 0/inf entries missing)")
+    p.add_argument("--algorithm", choices=algorithms, help="whose table to use (default: calibration.algorithm)")
+    p.add_argument("--table", help="calibration table used as given; a cache TensorRT wrote is accepted (internal "
+                                   f"names ignored, 0/inf entries missing); {TABLE_RULE}")
+    p.add_argument("--force", action="store_true", help=FORCE_HELP)
     p.add_argument("--high-precision", choices=["fp16", "fp32"], default="fp16",
                    help="precision of everything not quantized (TensorRT 11 is strongly typed; default fp16)")
     p.add_argument("--plan", help="precision plan from sppquant tune: its tensors get no Q/DQ")

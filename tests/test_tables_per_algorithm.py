@@ -1,5 +1,5 @@
 """Tables per algorithm: calibrate --algorithm writes a per-algorithm variant; export-qdq --algorithm and
-report --table ALGO=PATH choose among them; no valid table refuses export-qdq with the command to run."""
+report --table ALGO=PATH choose among them. The one rule for a missing or stale table: tests/test_table_rule.py."""
 
 from __future__ import annotations
 
@@ -26,17 +26,18 @@ def test_calibrate_algorithm_writes_the_variant_and_keeps_the_main_table(tiny_pr
     assert find_valid_table(cfg, "entropy2")[0] == cfg.calibration.output
 
 
-def test_export_qdq_algorithm_uses_its_table_or_refuses_with_the_command(tiny_project: Path, capsys) -> None:
+def test_export_qdq_algorithm_uses_its_table_or_calibrates_it(tiny_project: Path, capsys) -> None:
+    cfg = load_config(tiny_project)
     out = tiny_project.parent / "q.onnx"
     argv = ["export-qdq", "--config", str(tiny_project), "--output", str(out), "--algorithm", "minmax", "--json", "-q"]
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert "no valid minmax calibration table" in err and "--algorithm minmax --output" in err and "\n" not in err
-    assert not out.exists()
-    assert main(["calibrate", "--config", str(tiny_project), "-q", "--algorithm", "minmax"]) == 0
-    capsys.readouterr()
-    assert main(argv) == 0
-    assert json.loads(capsys.readouterr().out)["table"].endswith("tiny.minmax.cache")
+    assert not table_for(cfg, "minmax").exists()
+    assert main(argv) == 0  # no minmax table: calibrated now, where calibrate --algorithm minmax writes it
+    assert json.loads(capsys.readouterr().out)["table"] == str(table_for(cfg, "minmax"))
+    assert read_table(table_for(cfg, "minmax")).algorithm == "MinMaxCalibration"
+    assert not cfg.calibration.output.exists()  # the configured algorithm's table is not touched
+    sha = table_for(cfg, "minmax").read_bytes()
+    assert main(argv) == 0  # valid now: reused, not recalibrated
+    assert table_for(cfg, "minmax").read_bytes() == sha and "minmax.cache" in capsys.readouterr().out
 
 
 def test_report_table_per_algorithm(tiny_project: Path, capsys) -> None:

@@ -217,16 +217,16 @@ def test_table_decision(tiny_project: Path, caplog: pytest.LogCaptureFixture) ->
     cfg = load_config(tiny_project)
     cache = lambda algo="entropy2": TableCache(cfg, cfg.calibration.output, algo, "EntropyCalibration2", "10.16.1")  # noqa: E731
     assert table_decision(cache(), "entropy2", force=False) == "calibrate"  # no table yet: TensorRT calibrates
-    with pytest.raises(UserError, match="percentile"):
-        table_decision(cache("percentile"), "percentile", force=False)
+    for algo in ("percentile", "mse", "auto"):  # TensorRT has no calibrator: sppquant calibrates first
+        assert table_decision(cache(algo), algo, force=False) == "sppquant"
     calibrate(cfg, backend="onnxruntime", progress=False)
     assert table_decision(cache(), "entropy2", force=False) == "reuse"
     write_tiny_spp_model(cfg.model.path, seed=3)
-    with pytest.raises(TableError, match="stale calibration table: model changed"):
+    with pytest.raises(TableError, match="stale entropy2 calibration table: model changed"):
         table_decision(cache(), "entropy2", force=False)
     with caplog.at_level(logging.WARNING):
         assert table_decision(cache(), "entropy2", force=True) == "calibrate"
-    assert "--force: overriding the stale-table refusal" in caplog.text and "model changed" in caplog.text
+    assert "--force: recalibrating the stale entropy2 table" in caplog.text and "model changed" in caplog.text
 
 
 def test_stale_table_is_refused_before_any_build(tiny_project: Path, trt: ModuleType) -> None:
@@ -516,3 +516,15 @@ def test_runner_sets_shapes_before_sizing_outputs_and_syncs_before_returning(trt
     runner.close()
     assert fakes.mem.live == 0 and runner.context is None and runner.engine is None and fakes.events[-1] == ("sync",)
     runner.close()  # idempotent
+
+
+def test_build_calibrates_an_algorithm_tensorrt_has_no_calibrator_for_with_onnxruntime_first(
+        tiny_project: Path, trt: ModuleType) -> None:
+    """The one table rule: no percentile table -> sppquant calibrates it (TensorRT cannot), then builds."""
+    cfg = load_config(tiny_project, ["calibration.algorithm=percentile"])
+    assert not cfg.calibration.output.exists()
+    with pytest.raises(BackendUnavailable):  # the stubs cannot build; the table comes first
+        build_engines(cfg, "int8", cfg.calibration.output.parent / "engines")
+    from sppquant.pipeline.tables import check_table  # noqa: PLC0415
+
+    assert check_table(cfg.calibration.output, cfg, "percentile").valid

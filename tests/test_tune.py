@@ -31,7 +31,7 @@ def test_tune_keeps_sensitive_tensors_until_the_budget_holds(tmp_path: Path, cru
     assert chosen >= plan.fp32  # the budget (no drop) holds on the tune half at the chosen k
     assert read_plan(tmp_path / "plan.json") == plan and (tmp_path / "plan.png").read_bytes()[:4] == b"\x89PNG"
     assert main(["export-qdq", "--config", str(cfg.source or tmp_path / "c.yaml"), "--output", str(tmp_path / "q.onnx"),
-                 "--table", str(tmp_path / "calibration_crush.cache"), "--plan", str(tmp_path / "plan.json")]) == 0
+                 "--table", plan.table, "--plan", str(tmp_path / "plan.json")]) == 0
 
 
 def test_tune_says_clearly_when_the_budget_cannot_be_met(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -12,7 +12,7 @@ from sppquant.config import Config
 from sppquant.errors import TableError, UserError
 from sppquant.ops import upgrade_opset
 from sppquant.pipeline.context import open_model, ort_runner
-from sppquant.pipeline.tables import check_table, find_valid_table, table_for
+from sppquant.pipeline.tables import resolve_table
 from sppquant.quantize.qdq import (
     HIGH_PRECISIONS,
     MIN_OPSET,
@@ -34,32 +34,14 @@ class ExportResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def _resolve_table(cfg: Config, table_path: str | Path | None, warnings: list[str], algorithm: str | None = None) -> Path:
-    """The config's valid table for ``algorithm`` (calibration.output or its per-algorithm variant), or the
-    given one (provenance problems are warnings). No valid table: refused with the command that makes one."""
-    algorithm = algorithm or cfg.calibration.algorithm
-    if table_path is None:
-        found, reasons = find_valid_table(cfg, algorithm)
-        if found is None:
-            target = table_for(cfg, algorithm)
-            raise TableError(f"no valid {algorithm} calibration table for {cfg.source or 'the config'}: "
-                             f"{'; '.join(reasons)} (run: sppquant calibrate --config {cfg.source or 'CONFIG'} "
-                             f"--algorithm {algorithm} --output {target}; or pass --table to use one anyway)")
-        return found
-    status = check_table(table_path, cfg, algorithm)
-    if not status.valid:
-        warnings.append(f"{table_path}: {status.explain()}")
-        log.warning("using %s as given: %s", table_path, status.explain())
-    return Path(table_path)
-
-
 def export_qdq(cfg: Config, output: str | Path, table_path: str | Path | None = None,
                high_precision: str = "fp16", algorithm: str | None = None,
-               plan: str | Path | None = None) -> ExportResult:
+               plan: str | Path | None = None, force: bool = False, progress: bool = True) -> ExportResult:
     """Write the Q/DQ model for ``cfg``'s model and table (``high_precision``: the rest in fp16 or fp32).
 
-    Without ``table_path`` the config's ``calibration.output`` is used and must be valid for
-    the config; an explicit table is used as given (e.g. a cache TensorRT wrote). Table
+    The table follows the one rule of `tables.resolve_table`: ``table_path`` as given (e.g. a
+    cache TensorRT wrote); else the config's valid table; else calibrated now; a stale one is
+    refused unless ``force``. Table
     entries the model does not have (TensorRT-internal tensors) are ignored with one
     warning, zero/inf entries count as missing; a table lacking a tensor the placement
     quantizes is refused with the list.
@@ -70,8 +52,10 @@ def export_qdq(cfg: Config, output: str | Path, table_path: str | Path | None = 
     if output.resolve() == Path(cfg.model.path).resolve():
         raise UserError(f"--output {output} is the FP32 model itself (model.path); write the Q/DQ model elsewhere")
     model = upgrade_opset(open_model(cfg).model, MIN_OPSET, "per-axis Q/DQ", str(cfg.model.path))
-    warnings: list[str] = []
-    table_path = _resolve_table(cfg, table_path, warnings, algorithm)
+    choice = resolve_table(cfg, algorithm or cfg.calibration.algorithm, Path(table_path) if table_path else None,
+                           force, progress)
+    table_path = choice.path
+    warnings = [f"{table_path}: {'; '.join(choice.reasons)}"] if choice.source == "given" and choice.reasons else []
     table = read_table(table_path, drop_zero_inf=True)  # TensorRT-written caches hold 0 / inf entries
     extra = sorted(set(table.scales) - model_tensor_names(model))
     keep: list[str] = []

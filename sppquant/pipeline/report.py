@@ -126,11 +126,13 @@ def build_report(
     layer_images: int | None = None,
     progress: bool = True,
     executor: str | None = None,
+    force: bool = False,
 ) -> ReportResult:
     """Evaluate FP32/FP16/INT8 and write report.md, report.json and plots into ``output_dir``.
 
     ``executor`` (default ``executor.kind``): where evaluation shards and per-layer tensor groups run;
-    the metrics do not depend on it (latency is per-worker wall time).
+    the metrics do not depend on it (latency is per-worker wall time). Tables follow
+    `tables.resolve_table` (``force``: recalibrate stale ones).
     """
     start = time.perf_counter()
     if executor is not None:  # also for the calibrations a report may run
@@ -144,7 +146,7 @@ def build_report(
     ctx, images = detection_ground_truth(cfg, ctx, images, notes)
     classes = check_labels_first(ctx, images, cfg.report.images)
     names = activation_names(ctx.model)
-    tables = resolve_tables(cfg, algos, out_dir, _given(table), progress)
+    tables = resolve_tables(cfg, algos, _given(table), force, progress)  # the one table rule
     for choice in tables.values():
         check_table_matches(choice.table, names, str(choice.path), str(cfg.model.path))
     qdq = int8_models(ctx, tables, out_dir)

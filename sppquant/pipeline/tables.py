@@ -146,15 +146,16 @@ class TableChoice:
     algorithm: str
     path: Path
     table: CalibrationTable
-    source: str  # "config", "report folder (reused)", "calibrated", "given"
+    source: str  # "config" (valid table reused), "calibrated" (now), "given" (--table)
     reasons: list[str] = field(default_factory=list)
     tie_scales: bool | None = None
 
 
-def resolve_tables(cfg: Config, algorithms: list[str], out_dir: Path, given: Path | dict[str, Path] | None = None,
-                   progress: bool = True) -> dict[str, TableChoice]:
+def resolve_tables(cfg: Config, algorithms: list[str], given: Path | dict[str, Path] | None = None,
+                   force: bool = False, progress: bool = True) -> dict[str, TableChoice]:
     """`resolve_table` for each algorithm (``given``: a path for the first, or a path per algorithm); the
-    algorithms that need a fresh table share one pass of the FP32 model over the calibration images."""
+    algorithms that need a fresh table share one pass of the FP32 model over the calibration images.
+    Stale tables are refused for every algorithm before any calibration work starts."""
     from sppquant.pipeline.calibrate import collect_activations  # noqa: PLC0415 - calibrate uses this module
     from sppquant.pipeline.context import open_model  # noqa: PLC0415
 
@@ -166,31 +167,70 @@ def resolve_tables(cfg: Config, algorithms: list[str], out_dir: Path, given: Pat
         return shared[0]
 
     per_algo = given if isinstance(given, dict) else ({algorithms[0]: given} if given and algorithms else {})
-    return {a: resolve_table(cfg, a, out_dir, per_algo.get(a), progress, collected) for a in algorithms}
+    for a in algorithms:  # all refusals first: nothing is calibrated for a run that will stop anyway
+        if per_algo.get(a) is None and not force:
+            lookup_table(cfg, a).refuse_if_stale(cfg)
+    return {a: resolve_table(cfg, a, per_algo.get(a), force, progress, collected) for a in algorithms}
 
 
-def resolve_table(cfg: Config, algorithm: str, out_dir: Path, given: Path | None = None,
+@dataclass(frozen=True)
+class TableLookup:
+    """Where ``algorithm``'s table for a config stands: a valid one, a stale one at ``target``, or none."""
+
+    algorithm: str
+    valid: Path | None  # a table valid for the config (calibration.output or the per-algorithm file)
+    target: Path  # where `sppquant calibrate --algorithm A` writes this algorithm's table
+    stale: bool  # ``target`` exists but no longer matches the config
+    reasons: list[str]
+
+    def stale_error(self, cfg: Config) -> TableError:
+        src = cfg.source or "CONFIG"
+        return TableError(f"{self.target}: stale {self.algorithm} calibration table: {'; '.join(self.reasons)} "
+                          f"(rerun: sppquant calibrate --config {src} --algorithm {self.algorithm}; or pass --force "
+                          "to recalibrate and replace it)")
+
+    def refuse_if_stale(self, cfg: Config) -> None:
+        if self.valid is None and self.stale:
+            raise self.stale_error(cfg)
+
+
+def lookup_table(cfg: Config, algorithm: str) -> TableLookup:
+    found, reasons = find_valid_table(cfg, algorithm)
+    target = table_for(cfg, algorithm)
+    if found is not None:
+        return TableLookup(algorithm, found, target, False, [])
+    status = check_table(target, cfg, algorithm)
+    return TableLookup(algorithm, None, target, target.exists(), status.reasons if target.exists() else reasons)
+
+
+def resolve_table(cfg: Config, algorithm: str, given: Path | None = None, force: bool = False,
                   progress: bool = True, collected: Any = None) -> TableChoice:
-    """A given table as given; else the config's if valid; else one from an earlier run in ``out_dir``;
-    else a fresh calibration into ``out_dir`` (ONNX Runtime: every algorithm, every size)."""
+    """The one table rule of every command that needs a table (build, export-qdq, report, tune).
+
+    1. ``given`` (``--table``) is used as given; provenance differences are warnings.
+    2. A table valid for the config (``calibration.output`` or the per-algorithm file) is reused.
+    3. None exists: calibrated now with ONNX Runtime into the file ``sppquant calibrate --algorithm A``
+       writes (table + provenance), so later commands reuse it.
+    4. One exists but is stale: refused with its reasons; ``force`` recalibrates and replaces it.
+    """
     if given is not None:
-        table = read_table(given)
+        table = read_table(given, drop_zero_inf=True)  # a cache TensorRT wrote holds 0 / inf entries
         status = check_table(given, cfg, algorithm)
         if not status.valid:
             log.warning("table %s: %s (used as given)", given, status.explain())
         return TableChoice(algorithm, given, table, "given", [] if status.valid else status.reasons)
-    found, reasons = find_valid_table(cfg, algorithm)
-    if found is not None:
-        return TableChoice(algorithm, found, read_table(found), "config", tie_scales=cfg.calibration.tie_scales)
-    own = out_dir / f"calibration_{algorithm}.cache"
-    if check_table(own, cfg, algorithm).valid:
-        log.info("%s table: reusing %s from an earlier run", algorithm, own)
-        return TableChoice(algorithm, own, read_table(own), "report folder (reused)", reasons,
-                           cfg.calibration.tie_scales)
+    look = lookup_table(cfg, algorithm)
+    if look.valid is not None:
+        return TableChoice(algorithm, look.valid, read_table(look.valid), "config",
+                           tie_scales=cfg.calibration.tie_scales)
+    if look.stale and not force:
+        raise look.stale_error(cfg)
     from sppquant.pipeline.calibrate import calibrate  # noqa: PLC0415 - calibrate uses this module
 
-    log.info("%s table: config table %s not usable (%s); calibrating into %s", algorithm, cfg.calibration.output,
-             "; ".join(reasons), own)
-    result = calibrate(cfg, output=own, algorithm=algorithm, backend="onnxruntime", progress=progress,
+    if look.stale:
+        log.warning("--force: recalibrating the stale %s table %s (%s)", algorithm, look.target, "; ".join(look.reasons))
+    else:
+        log.info("%s table: none valid (%s); calibrating into %s", algorithm, "; ".join(look.reasons), look.target)
+    result = calibrate(cfg, output=look.target, algorithm=algorithm, backend="onnxruntime", progress=progress,
                        collected=collected() if collected is not None else None)
-    return TableChoice(algorithm, own, result.table, "calibrated", reasons, cfg.calibration.tie_scales)
+    return TableChoice(algorithm, look.target, result.table, "calibrated", look.reasons, cfg.calibration.tie_scales)

@@ -4,9 +4,11 @@
 `sppquant calibrate --backend tensorrt` calls it with a calibrator and discards the engine.
 
 Order of work, and why:
-1. Decide about the calibration table BEFORE building anything: a stale table is
-   refused with `check_table`'s reasons (``--force`` overrides: TensorRT then
-   recalibrates from the images and overwrites the stale table; the log says so).
+1. Decide about the calibration table BEFORE building anything, by the one table rule
+   (`tables.resolve_table`): a valid table is reused; a stale one is refused with its
+   reasons (``--force``: recalibrated and replaced); a missing one is calibrated, by
+   TensorRT during the build, or by sppquant with ONNX Runtime first for algorithms
+   TensorRT has no calibrator for.
 2. Load the SPP plugin library, so the parser finds ``sppquant::SpatialPyramidPooling``.
 3. Per precision: parse, set the optimization profile, flags, workspace limit and the
    shared timing cache (one file, reused across builds and runs), then build.
@@ -52,11 +54,12 @@ from sppquant.backends.tensorrt.builder import (
 from sppquant.backends.tensorrt.calibrator import CalibratorMixin, make_calibrator
 from sppquant.backends.tensorrt.memory import DeviceMemory, default_memory
 from sppquant.backends.tensorrt.ranges import derive_missing, network_layers, report_missing
+from sppquant.calibration.algorithms import get_algorithm
 from sppquant.calibration.provenance import sha256_file
 from sppquant.config import Config
-from sppquant.errors import TableError, UserError
 from sppquant.pipeline import trt_settings as S
 from sppquant.pipeline.context import open_model
+from sppquant.pipeline.tables import TableLookup
 from sppquant.pipeline.trt_cache import TableCache
 from sppquant.pipeline.trt_feed import BatchFeeder
 
@@ -97,10 +100,13 @@ class EngineRecord:
 
 
 def table_decision(cache: TableCache, algorithm: str, force: bool) -> str:
-    """``"reuse"`` or ``"calibrate"``; TableError for a stale table without ``force``.
+    """The one table rule (`tables.resolve_table`) for an INT8 build, decided before any work.
 
-    Percentile tables cannot be produced by TensorRT (it has no percentile calibrator),
-    so they must come from ``sppquant calibrate --backend onnxruntime``.
+    ``"reuse"``: a valid table is served. ``"calibrate"``: none (or a stale one with ``force``) and
+    TensorRT has a calibrator for ``algorithm``: it calibrates during the build and writes the table.
+    ``"sppquant"``: the same, for an algorithm TensorRT has no calibrator for (percentile, mse, auto,
+    ...): sppquant calibrates it with ONNX Runtime before the build. A stale table without ``force``:
+    TableError with its reasons.
     """
     path = cache.path
     if path.exists():
@@ -108,14 +114,9 @@ def table_decision(cache: TableCache, algorithm: str, force: bool) -> str:
         if status.valid:
             return "reuse"
         if not force:
-            raise TableError(f"{path}: stale calibration table: {status.explain()}; rerun sppquant calibrate, "
-                             "or pass --force to let TensorRT recalibrate and overwrite it")
-        log.warning("--force: overriding the stale-table refusal for %s (%s); TensorRT recalibrates from the "
-                    "calibration images and overwrites it", path, status.explain())
-    if algorithm == "percentile":
-        raise UserError(f"{path}: no valid percentile table; TensorRT has no percentile calibrator: run "
-                        "sppquant calibrate --backend onnxruntime --algorithm percentile first")
-    return "calibrate"
+            raise TableLookup(algorithm, None, path, True, status.reasons).stale_error(cache.cfg)
+        log.warning("--force: recalibrating the stale %s table %s (%s)", algorithm, path, status.explain())
+    return "calibrate" if get_algorithm(algorithm).trt_calibrator is not None else "sppquant"
 
 
 # --------------------------------------------------------------------------- the one build
@@ -236,6 +237,13 @@ def build_engines(
     decision = None
     if any(p.precision == "int8" and not p.dummy_scales for p in plans):
         decision = table_decision(cache, algorithm, force)  # before any work
+    if decision == "sppquant":
+        from sppquant.pipeline.calibrate import calibrate  # noqa: PLC0415 - calibrate routes to this module
+
+        log.info("TensorRT has no %s calibrator: calibrating %s with ONNX Runtime first", algorithm, cache.path)
+        calibrate(cfg, output=cache.path, algorithm=algorithm, backend="onnxruntime", progress=progress)
+        cache.invalidate()
+        decision = "reuse"
     sess = TrtSession.open(cfg)
     timing = TimingCache(S.timing_cache_path(cfg, out))
     gpu, model_sha = gpu_name(), sha256_file(cfg.model.path)

@@ -103,7 +103,7 @@ def _merged(per_size: dict) -> dict:
 
 
 def tune(cfg: Config, max_drop: float, output: str | Path, metric: str | None = None, algorithm: str = "auto",
-         progress: bool = True) -> PrecisionPlan:
+         progress: bool = True, force: bool = False) -> PrecisionPlan:
     """Find and write the precision plan (``output``, plus ``<output>.png``); see the module docstring."""
     output = check_writable(output, "precision plan")
     if not 0 <= max_drop < 1:
@@ -116,7 +116,7 @@ def tune(cfg: Config, max_drop: float, output: str | Path, metric: str | None = 
     if metric == "agreement" and ctx.task.name != "classification":
         metric = "sqnr_db"
     tune_set, holdout = _split(images)
-    choice = resolve_tables(cfg, [algorithm], output.parent, progress=progress)[algorithm]
+    choice = resolve_tables(cfg, [algorithm], force=force, progress=progress)[algorithm]
     qdq = build_qdq_model(ctx.model, choice.table)
     layers = analyse_layers(cfg, ctx, choice.table, qdq, tune_set, cfg.report.layer_images, progress)
     ranked = [r.name for r in layers.rows if r.quantized]  # most sensitive first

@@ -97,9 +97,8 @@ def _summary(report: Report) -> list[str]:
     return out
 
 
-_SOURCES = {"config": "the config's table (valid per its provenance)",
-            "calibrated": "calibrated now into the report folder",
-            "report folder (reused)": "reused from an earlier report run (still valid)",
+_SOURCES = {"config": "the config's table (valid per its provenance), reused",
+            "calibrated": "none was valid: calibrated now and written there for later commands",
             "given": "given with --table"}
 
 
