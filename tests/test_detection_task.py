@@ -386,3 +386,15 @@ def test_demo_report_small_and_fast(tmp_path: Path, capsys: pytest.CaptureFixtur
     for key in ("fp32", "int8"):
         for metric in ("map", "map50", "agreement_f1", "per_class_ap", "detections"):
             assert p2[key][metric] == p[key][metric], (key, metric)
+
+
+def test_tune_scores_detection_by_map50(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """tune reads the COCO ground truth: its metric is mAP@.5 on each half, not agreement."""
+    config, _ = _project(tmp_path, n=8)
+    plan = tmp_path / "plan.json"
+    rc = main(["tune", "--config", str(config), "--max-drop", "0.5", "--algorithm", "minmax", "--output", str(plan),
+               "-q", "--set", "report.layer_images=2"])
+    assert rc == 0, capsys.readouterr().err
+    got = json.loads(plan.read_text())
+    assert got["metric"] == "map50" and got["tune_images"] == got["holdout_images"] == 4
+    assert 0 < got["fp32"] <= 1 and 0 < got["holdout_fp32"] <= 1 and got["met"]
