@@ -398,3 +398,19 @@ def test_tune_scores_detection_by_map50(tmp_path: Path, capsys: pytest.CaptureFi
     got = json.loads(plan.read_text())
     assert got["metric"] == "map50" and got["tune_images"] == got["holdout_images"] == 4
     assert 0 < got["fp32"] <= 1 and 0 < got["holdout_fp32"] <= 1 and got["met"]
+
+
+def test_proposal_hook_answers_are_checked() -> None:
+    from sppquant.errors import ConfigError
+    from sppquant.pipeline.detection import proposal_feeds
+
+    x = np.zeros((2, 3, 8, 8), np.float32)
+    geo = [Geometry((8, 8), (8, 8), (8, 8), (0, 0))] * 2
+    rois = proposal_feeds(lambda im: [[1, 1, 4, 4], [0, 0, 2, 2], [2, 2, 6, 6]], "rois", max_regions=2)(x, geo)["rois"]
+    np.testing.assert_array_equal(rois, [[0, 1, 1, 4, 4], [0, 0, 0, 2, 2], [1, 1, 1, 4, 4], [1, 0, 0, 2, 2]])
+    whole = proposal_feeds(lambda im: [], "rois")(x, geo)["rois"]  # none: one whole-canvas region per image
+    np.testing.assert_array_equal(whole, [[0, 0, 0, 8, 8], [1, 0, 0, 8, 8]])
+    with pytest.raises(ConfigError, match=r"detection.proposals m:f returned \[2, 5\]"):
+        proposal_feeds(lambda im: np.zeros((2, 5)), "rois", name="m:f")(x, geo)
+    with pytest.raises(ConfigError, match="non-finite"):
+        proposal_feeds(lambda im: [[0, 0, np.nan, 1]], "rois", name="m:f")(x, geo)

@@ -37,8 +37,20 @@ def import_hook(spec: str, key: str, source: str) -> Callable[..., Any]:
     return fn
 
 
+def _checked_boxes(got: Any, name: str) -> np.ndarray:
+    """A proposal hook's answer as (K, 4) finite float32; ConfigError naming the hook otherwise."""
+    boxes = np.asarray(got, np.float32) if got is not None else np.zeros((0, 4), np.float32)
+    if boxes.size == 0:
+        return np.zeros((0, 4), np.float32)
+    if boxes.ndim != 2 or boxes.shape[1] != 4 or not np.all(np.isfinite(boxes)):
+        raise ConfigError(f"detection.proposals {name} returned {list(boxes.shape)} "
+                          f"{'non-finite ' if boxes.size and not np.all(np.isfinite(boxes)) else ''}boxes; "
+                          "expected (K, 4) finite [x1, y1, x2, y2] in network pixels")
+    return boxes
+
+
 def proposal_feeds(propose: Callable[[np.ndarray], np.ndarray], rois_input: str,
-                   max_regions: int = 300) -> FeedBuilder:
+                   max_regions: int = 300, name: str = "hook") -> FeedBuilder:
     """A feed builder: every image's proposals as ``(R, 5)`` rows ``[batch index, x1, y1, x2, y2]``.
 
     Proposals come from the preprocessed tensor itself, so they are already in network
@@ -50,7 +62,7 @@ def proposal_feeds(propose: Callable[[np.ndarray], np.ndarray], rois_input: str,
     def build(x: np.ndarray, geometry: Sequence[Geometry]) -> Mapping[str, np.ndarray]:
         rows = []
         for i, img in enumerate(x):
-            boxes = np.asarray(propose(img), np.float32).reshape(-1, 4)[:max_regions]
+            boxes = _checked_boxes(propose(img), name)[:max_regions]
             if len(boxes) == 0:
                 boxes = np.array([[0, 0, img.shape[2], img.shape[1]]], np.float32)
             rows.append(np.concatenate([np.full((len(boxes), 1), i, np.float32), boxes], axis=1))
@@ -74,7 +86,7 @@ def extra_feeds(cfg: Config, input_names: Sequence[str]) -> FeedBuilder | None:
         raise ConfigError(f"{cfg.source or 'config'}: detection.rois_input: the model has no input {det.rois_input!r} "
                           f"(inputs: {', '.join(input_names)})")
     return proposal_feeds(import_hook(det.proposals, "detection.proposals", str(cfg.source or "config")),
-                          det.rois_input, det.max_regions)
+                          det.rois_input, det.max_regions, det.proposals)
 
 
 def _check_boxes(gt: Mapping[str, Any], path: Path) -> None:
