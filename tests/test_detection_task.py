@@ -361,8 +361,9 @@ def test_predict_json_and_draw(tmp_path: Path, capsys: pytest.CaptureFixture) ->
 
 def test_demo_report_small_and_fast(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "rep"
+    fast = [*FAST, "--set", f"calibration.output={tmp_path / 'cal' / 'det.cache'}"]  # tables where calibrate puts them
     assert main(["report", "--config", str(DEMO), "--output-dir", str(out), "--algorithms", "minmax,percentile",
-                 "--json", "-q", "--set", "report.batch_size=4", *FAST]) == 0
+                 "--json", "-q", "--set", "report.batch_size=4", *fast]) == 0
     capsys.readouterr()
     rep = json.loads((out / "report.json").read_text())
     p = rep["precisions"]
@@ -374,14 +375,14 @@ def test_demo_report_small_and_fast(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert {v["algorithm"] for v in int8} == {"minmax", "percentile"}
     assert p["fp32"]["agreement_f1"] == 1.0 and len(p["fp32"]["per_class_ap"]) == 10
     assert {"pr_curves.png", "samples.png"} <= set(rep["plots"])
-    assert "rois" not in (out / "calibration_minmax.cache").read_text()
+    table = Path(rep["tables"]["minmax"]["path"])
+    assert table.parent == tmp_path / "cal" and "rois" not in table.read_text() and "relu4" in table.read_text()
     md = (out / "report.md").read_text()
     assert "mAP@.5" in md and "pr_curves.png" in md and "labels is 'none'" not in md
     # two shards (local executor): the same mAP, F1 and per-class AP as the one-pass run
     out2 = tmp_path / "rep2"
     assert main(["report", "--config", str(DEMO), "--output-dir", str(out2), "--algorithms", "minmax", "-q",
-                 "--table", f"minmax={out / 'calibration_minmax.cache'}", "--set", "executor.workers=2",
-                 "--set", "report.batch_size=4", *FAST]) == 0
+                 "--table", f"minmax={table}", "--set", "executor.workers=2", "--set", "report.batch_size=4", *fast]) == 0
     p2 = json.loads((out2 / "report.json").read_text())["precisions"]
     for key in ("fp32", "int8"):
         for metric in ("map", "map50", "agreement_f1", "per_class_ap", "detections"):
