@@ -182,9 +182,23 @@ def _task_plots(report: Report) -> list[str]:
     return ["## Task plots", ""] + [f"![{Path(n).stem.replace('_', ' ')}]({n})\n" for n in names] if names else []
 
 
+def _per_class_ap(report: Report) -> list[str]:
+    """Detection: AP@[.5:.95] per class (rows) and precision (columns); "-" where a class has no object."""
+    per = {p.label: p.metrics["per_class_ap"] for p in report.precisions.values() if "per_class_ap" in p.metrics}
+    if not per:
+        return []
+    classes = list(next(iter(per.values())))
+    out = ["## Per-class AP@[.5:.95] (COCO)", "", "| class | " + " | ".join(per) + " |",
+           "|---|" + "---|" * len(per)]
+    for c in classes:
+        cells = [("-" if ap.get(c) is None else f"{100 * ap[c]:.1f}") for ap in per.values()]
+        out.append(f"| {c} | " + " | ".join(cells) + " |")
+    return out + [""]
+
+
 def render_markdown(report: Report) -> str:
-    out = _header(report) + _summary(report) + _tables(report) + _int8(report) + _fp16(report) + _layers(report)
-    out += _task_plots(report)
+    out = _header(report) + _summary(report) + _per_class_ap(report) + _tables(report) + _int8(report)
+    out += _fp16(report) + _layers(report) + _task_plots(report)
     out.append(f"_sppquant {report.sppquant_version}, {report.created}, {report.seconds:.1f} s._")
     return "\n".join(out) + "\n"
 
