@@ -395,12 +395,14 @@ def test_tune_scores_detection_by_map50(tmp_path: Path, capsys: pytest.CaptureFi
     """tune reads the COCO ground truth: its metric is mAP@.5 on each half, not agreement."""
     config, _ = _project(tmp_path, n=8)
     plan = tmp_path / "plan.json"
-    rc = main(["tune", "--config", str(config), "--max-drop", "0.5", "--algorithm", "minmax", "--output", str(plan),
+    rc = main(["tune", "--config", str(config), "--max-drop", "0", "--algorithm", "percentile_99_9", "--output", str(plan),
                "-q", "--set", "report.layer_images=2"])
-    assert rc == 0, capsys.readouterr().err
+    assert rc in (0, 3), capsys.readouterr().err  # 3: budget not met on the held-out half (4 images)
     got = json.loads(plan.read_text())
     assert got["metric"] == "map50" and got["tune_images"] == got["holdout_images"] == 4
-    assert 0 < got["fp32"] <= 1 and 0 < got["holdout_fp32"] <= 1 and got["met"]
+    assert 0 < got["fp32"] <= 1 and 0 < got["holdout_fp32"] <= 1
+    # no drop allowed: the search kept tensors in FP16 around the RoI SPP plugin (its rewrite computes in FP32)
+    assert max(k for k, _ in got["curve"]) > 0 and got["curve"][-1][1] >= got["fp32"]
 
 
 def test_proposal_hook_answers_are_checked() -> None:
