@@ -379,6 +379,7 @@ def test_demo_report_small_and_fast(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert table.parent == tmp_path / "cal" and "rois" not in table.read_text() and "relu4" in table.read_text()
     md = (out / "report.md").read_text()
     assert "mAP@.5" in md and "pr_curves.png" in md and "labels is 'none'" not in md
+    assert "labels: COCO annotations" in md and "(10 classes)" in md
     row = next(line for line in md.splitlines() if line.startswith("| zero |"))  # per-class AP table
     assert row.split("|")[2].strip() in ("-", f"{100 * p['fp32']['per_class_ap']['zero']:.1f}")
     # two shards (local executor): the same mAP, F1 and per-class AP as the one-pass run

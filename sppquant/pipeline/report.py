@@ -205,8 +205,12 @@ def _db_text(v: float) -> str:
 def _assemble(cfg, ctx, chosen, algos, tables, variants: Variants, ev, layers, images, notes, classes,
               backend_info, device) -> Report:
     labelled = images.labels is not None
-    dataset = DatasetInfo(str(cfg.report.images), labelled, cfg.report.labels if labelled else "none", len(images),
-                          ev.images, [{"path": p, "reason": r} for p, r in ev.bad.items], classes)
+    kind, n_classes = (cfg.report.labels if labelled else "none"), classes
+    gt = getattr(getattr(ctx.task, "settings", None), "ground_truth", None)
+    if gt is not None:  # detection: COCO annotations label the images; classes are its categories
+        kind, n_classes = f"COCO annotations {cfg.report.annotations}", len(gt["categories"])
+    dataset = DatasetInfo(str(cfg.report.images), labelled, kind, len(images),
+                          ev.images, [{"path": p, "reason": r} for p, r in ev.bad.items], n_classes)
     table_info = {a: TableInfo(str(c.path), c.source, c.table.header, len(c.table.scales), c.reasons, c.tie_scales)
                   for a, c in tables.items()}
     return Report(
