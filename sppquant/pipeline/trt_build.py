@@ -269,11 +269,12 @@ def build_engines(
 def _record(cfg: Config, plan: S.BuildPlan, built: Built, cache: TableCache, sess: TrtSession, gpu: str,
             model_sha: str) -> EngineRecord:
     source = built.source
+    profile = {built.input_name: built.shapes.as_dict(), **{n: p.as_dict() for n, p in S.extra_profiles(cfg).items()}}
     return EngineRecord(
         engine=str(plan.engine_path), precision=plan.precision, tensorrt_version=sess.version, gpu_name=gpu,
         table_path=str(cache.path) if source else None,
         table_sha256=sha256_file(cache.path) if source and cache.path.exists() else None,
-        table_source=source, profile={built.input_name: built.shapes.as_dict()},
+        table_source=source, profile=profile,
         calibration_shape=list(built.calibration_shape) if built.calibration_shape else None,
         build_seconds=round(built.seconds, 3), int8_dummy_scales=plan.dummy_scales,
         int8_allow_fp16=cfg.build.int8_allow_fp16, workspace_mb=cfg.build.workspace_mb,
