@@ -16,7 +16,7 @@ from pathlib import Path
 
 from sppquant import __version__
 from sppquant.backends import BACKEND_CHOICES, PRECISIONS
-from sppquant.calibration.algorithms import ALGORITHMS
+from sppquant.calibration.algorithms import ALGORITHMS, DEFAULT_ALGORITHM
 from sppquant.config import Config, load_config
 from sppquant.errors import UserError
 
@@ -123,7 +123,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
     from sppquant.pipeline.trt_build import build_engines
 
     cfg = _config(args)
-    results = build_engines(cfg, args.precision, args.output_dir, args.force, args.int8_dummy_scales)
+    results = build_engines(cfg, args.precision, args.output_dir, args.force, args.int8_dummy_scales, plan=args.plan)
     if args.json:
         _emit_json({"engines": [{"engine": str(r.engine), "precision": r.precision,
                                  "tensorrt_version": r.tensorrt_version, "build_seconds": round(r.build_seconds, 3),
@@ -142,7 +142,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
     algorithms = [a.strip() for a in args.algorithms.split(",") if a.strip()] if args.algorithms else None
     tables = _report_tables(args.table, algorithms or list(cfg.report.algorithms))
     result = build_report(cfg, output_dir=args.output_dir, backend=args.backend, algorithms=algorithms,
-                          table=tables, progress=_progress(args), executor=args.executor, force=args.force)
+                          table=tables, progress=_progress(args), executor=args.executor, force=args.force,
+                          plan=args.plan)
     if args.json:
         _emit_json({"markdown": str(result.markdown_path), "json": str(result.json_path),
                     "plots": [str(p) for p in result.plots], "seconds": round(result.seconds, 3),
@@ -322,8 +323,9 @@ def _add_calibration_commands(sub: argparse._SubParsersAction, algorithms: tuple
     p.add_argument("--images", metavar="DIR", help="calibration images (overrides calibration.images)")
     p.add_argument("--output", help="table path (default: calibration.output; with another --algorithm than the "
                                    "config's: <stem>.<algorithm><suffix> next to it)")
-    p.add_argument("--algorithm", choices=algorithms, help="default: calibration.algorithm; "
-                   + "; ".join(f"{a.name}: {a.help}" for a in ALGORITHMS.values()))
+    p.add_argument("--algorithm", choices=algorithms, help=f"default: calibration.algorithm ({DEFAULT_ALGORITHM} "
+                   "when the config sets none); "
+                   + "; ".join(f"{a.name}: {a.help}" for a in ALGORITHMS.values()).replace("%", "%%"))
     p.add_argument("--backend", choices=backends, help="default: the config's backend")
     p.add_argument("--trt-version", metavar="X.Y.Z",
                    help="TensorRT version written in the table header (= --set calibration.trt_version=X.Y.Z); "
@@ -344,6 +346,8 @@ def _add_engine_and_table_commands(sub: argparse._SubParsersAction, algorithms: 
     p.add_argument("--force", action="store_true", help=FORCE_HELP)
     p.add_argument("--int8-dummy-scales", action="store_true",
                    help="INT8 engine with dummy ranges, for timing only (named *-dummy-scales)")
+    p.add_argument("--plan", help="precision plan from sppquant tune: INT8 uses its table without its tensors, and "
+                                  "the layers around them get FP16 precision constraints (PREFER_PRECISION_CONSTRAINTS)")
     p.set_defaults(func=_cmd_build)
 
     p = sub.add_parser("build-plugin", help="build the TensorRT plugin library (CUDA, needs nvcc, CMake, TensorRT "
@@ -395,6 +399,8 @@ def _add_model_commands(sub: argparse._SubParsersAction, algorithms: tuple[str, 
     p.add_argument("--force", action="store_true", help=FORCE_HELP)
     p.add_argument("--executor", choices=["local", "ray"], help="where shards run (default: executor.kind; "
                    "ray needs pip install 'sppquant[ray]')")
+    p.add_argument("--plan", help="precision plan from sppquant tune: adds a MIXED column (its table, no Q/DQ on its "
+                                  "kept tensors), metrics and agreement like the other columns")
     p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("tune", help="the largest INT8 set within an accuracy budget: a precision plan")

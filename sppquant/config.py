@@ -21,7 +21,7 @@ import yaml
 
 from sppquant.backends import BACKEND_CHOICES, PRECISIONS
 from sppquant.backends.onnxruntime import OrtOptions
-from sppquant.calibration.algorithms import ALGORITHMS, Param, algorithm_param_keys
+from sppquant.calibration.algorithms import ALGORITHMS, DEFAULT_ALGORITHM, Param, algorithm_param_keys
 from sppquant.errors import ConfigError
 from sppquant.preprocess import COLORS, INTERPOLATIONS, PAD_POSITIONS, RESIZES, PreprocessConfig
 from sppquant.tasks import TASK_CHOICES
@@ -70,7 +70,7 @@ class CalibrationConfig:
     last_batch: Literal["keep", "drop"] = "keep"
     bad_files: Literal["skip", "error"] = "skip"
     workers: int = 2
-    algorithm: str = field(default="entropy2", metadata=ALGORITHM)
+    algorithm: str = field(default=DEFAULT_ALGORITHM, metadata=ALGORITHM)
     tie_scales: bool = True
     output: Path = field(default=Path("calibration.cache"), metadata=PATH)
     trt_version: str = "10.16.1"
@@ -104,7 +104,7 @@ class ReportConfig:
     output_dir: Path = field(default=Path("report"), metadata=PATH)
     max_images: int | None = None
     batch_size: int = 32
-    algorithms: tuple[str, ...] = field(default=("entropy2",), metadata=ALGORITHM)
+    algorithms: tuple[str, ...] = field(default=(DEFAULT_ALGORITHM,), metadata=ALGORITHM)
     layer_images: int = 64  # images (x every size) the per-layer sensitivity pass uses
     bad_files: Literal["skip", "error"] = "skip"
     classes: tuple[str, ...] | None = None  # class names in output order; default: sorted folder names

@@ -67,3 +67,10 @@ def tiny_project(tmp_path: Path, image_folder: Path) -> Path:
         "report: {images: imgs, labels: folders, output_dir: out/report}\n"
         "backend: onnxruntime\n")
     return cfg
+
+
+def with_algorithm(cfg, algorithm: str):
+    """The config with calibration.algorithm set: tests of one rule name it instead of relying on the default."""
+    import dataclasses
+
+    return dataclasses.replace(cfg, calibration=dataclasses.replace(cfg.calibration, algorithm=algorithm))

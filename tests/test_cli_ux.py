@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 from pathlib import Path
@@ -131,3 +132,17 @@ def test_report_and_export_json(plain_project: Path, capsys) -> None:
                  "--set", "report.labels=none"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert Path(data["markdown"]).is_file() and "fp32" in data["precisions"]
+
+
+def test_every_subcommand_help_renders_and_names_the_default_algorithm(capsys: pytest.CaptureFixture) -> None:
+    """argparse formats help with %: a '%' in a registered algorithm's help once crashed `calibrate --help`."""
+    from sppquant.calibration.algorithms import DEFAULT_ALGORITHM
+    from sppquant.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for name in sub.choices:
+        with pytest.raises(SystemExit) as exc:
+            main([name, "--help"])
+        assert exc.value.code == 0, name
+        if name == "calibrate":
+            assert f"({DEFAULT_ALGORITHM} when the config sets none)" in " ".join(capsys.readouterr().out.split())

@@ -87,3 +87,60 @@ def test_report_and_calibrate_warn_loudly_when_int8_loses_accuracy(tmp_path: Pat
         collector, _ = collect_activations(cfg, open_model(cfg), progress=False)
         warn_heavy_clipping(collector, crushed, "entropy2")
     assert "clips more than" in caplog.text and "--algorithm auto" in caplog.text
+
+
+def test_pick_rules_runs_distinct_scales_once_and_prunes_rules_far_off_locally() -> None:
+    """y = x * 1 (tensor "a") + 3: a's quantization error is the output's error, computed here by hand."""
+    import contextlib
+
+    from onnx import TensorProto, helper, numpy_helper
+
+    from sppquant.backends.onnxruntime import OrtRunner
+    from sppquant.calibration.table import scale_from_amax
+    from sppquant.pipeline.auto import PRUNE_DB, pick_rules
+    from sppquant.quantize.qdq import fake_quantize
+    from sppquant.tasks.metrics import sqnr_db
+
+    one, three = numpy_helper.from_array(np.ones(1, np.float32), "one"), numpy_helper.from_array(
+        np.full(1, 3.0, np.float32), "three")
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "one"], ["a"]), helper.make_node("Add", ["a", "three"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [8, 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [8, 64])], [one, three])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    rng = np.random.default_rng(0)
+    feeds = [{"x": rng.uniform(-1, 1, (8, 64)).astype(np.float32)} for _ in range(3)]
+    per_rule = {"r1": {"a": 1.0, "y": 4.0}, "r2": {"a": 1.0, "y": 4.0}, "r3": {"a": 0.01, "y": 4.0},
+                "r4": {"a": 2.0, "y": 4.0}, "r5": {"a": 1.01, "y": 4.0}}
+    runs = []
+
+    class Counting(OrtRunner):
+        def run(self, f, outputs=None):
+            runs.append(sorted(k for k in f if k != "x"))
+            return super().run(f, outputs)
+
+    @contextlib.contextmanager
+    def open_runner(m):
+        yield Counting(m)
+
+    hists = {n: Histogram() for n in ("a", "y")}
+    for f in feeds:
+        hists["a"].update(f["x"])
+        hists["y"].update(f["x"] + 3)
+    choice = pick_rules(model, per_rule, ("r1", "r2", "r3", "r4", "r5"), lambda: feeds, ["y"], open_runner, False,
+                        hists)
+    assert choice.rules["a"] == "r1" and choice.amax["a"] == 1.0
+    assert set(choice.pruned["a"]) == {"r3"} and choice.pruned["a"]["r3"] > PRUNE_DB  # clips ~everything
+    assert "a" in choice.scores and set(choice.scores["a"]) == {"r1", "r2", "r4", "r5"}
+    assert choice.scores["a"]["r2"] == choice.scores["a"]["r1"]  # same scale: one run, shared score
+    assert choice.scores["a"]["r5"] == choice.scores["a"]["r1"]  # within SCALE_REL_TOL: shares r1's run too
+    x = np.concatenate([f["x"] for f in feeds])
+    for rule in ("r1", "r4"):
+        want = sqnr_db(x + 3, fake_quantize(x, scale_from_amax(per_rule[rule]["a"])) + 3)
+        assert choice.scores["a"][rule] == pytest.approx(want, abs=1e-3)
+    flagged = [r for r in runs if r]
+    assert len(flagged) == 2 * len(feeds)  # r1 and r4 on "a" only: r2 shared r1's run, r3 was pruned
+    assert "y" not in choice.scores  # every rule agrees on y: not contested
+    runs.clear()
+    tied = pick_rules(model, per_rule, ("r1", "r4"), lambda: feeds, ["y"], open_runner, False, tied={"a"})
+    assert tied.scores == {} and not [r for r in runs if r]  # a tied tensor's amax is its source's: no contest

@@ -184,6 +184,29 @@ def test_fp16_base_keeps_io_and_puts_everything_else_in_fp16() -> None:
         build_qdq_model(model, table, high_precision="bf16")
 
 
+def test_fp16_base_keeps_a_weight_channel_whose_scale_is_below_fp16s_normal_range() -> None:
+    """A channel of tiny weights (scale ~5.5e-6 < 2**-14, FP16-subnormal; on a real recognizer such a channel
+    broke ONNX Runtime's FP16 Conv: 25.7 -> 6.8 dB). The FP16 export raises such scales to 2**-14, so every
+    dequantized weight is 0 or a normal FP16 number; the channel stays close to the FP32 export."""
+    rng = np.random.default_rng(5)
+    w = rng.uniform(-0.5, 0.5, (4, 3, 1, 1)).astype(np.float32)
+    w[2] = rng.uniform(-7e-4, 7e-4, (3, 1, 1))  # max|w| / 127 ~ 5.5e-6
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["image", "w"], ["y"], name="conv")], "tiny_channel",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [None, 3, 24, 28])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 4, 24, 28])],
+        [numpy_helper.from_array(w, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    table = {"image": float(np.abs(X).max()) / 127}
+    y32 = run(build_qdq_model(model, table, high_precision="fp32")[0])
+    q16, _ = build_qdq_model(model, table, high_precision="fp16")
+    scales = [numpy_helper.to_array(inits(q16)[n.input[1]]) for n in q16.graph.node if n.op_type == "DequantizeLinear"]
+    assert min(float(s.min()) for s in scales) >= float(np.finfo(np.float16).tiny)
+    y16 = run(q16)
+    assert sqnr_db(y32[:, 2], y16[:, 2]) > 20  # the tiny channel: coarser, still close
+    assert sqnr_db(y32, y16) > 35
+
+
 # --------------------------------------------------------------------------- residual Add, ConvTranspose, Resize
 
 

@@ -79,14 +79,17 @@ def test_fp16_model_runs_and_is_close_to_fp32() -> None:
 # --------------------------------------------------------------------------- report
 
 
-def make_project(root: Path, folders: bool = True, bad_image: bool = False, **report: object) -> Path:
+def make_project(root: Path, folders: bool = True, bad_image: bool = False, algorithm: str | None = None,
+                 **report: object) -> Path:
+    """A synthetic project; ``algorithm`` sets calibration.algorithm (None: the default rule)."""
     onnx.save(synthetic_model(), root / "m.onnx")
     write_images(root / "calib", 16, folders=False, seed=3)
     write_images(root / "eval", 18, folders=folders, seed=4)
     if bad_image:
         (root / "eval" / ("1" if folders else "") / "broken.png").write_bytes(b"not a png")
     cfg = {"model": {"path": "m.onnx"}, "input": {"sizes": [[20, 20], [28, 28]]},
-           "calibration": {"images": "calib", "output": "out/t.cache", "batch_size": 8},
+           "calibration": {"images": "calib", "output": "out/t.cache", "batch_size": 8,
+                           **({"algorithm": algorithm} if algorithm else {})},
            "report": {"images": "eval", "output_dir": "out/report", "batch_size": 8, **report}}
     (root / "c.yaml").write_text(yaml.safe_dump(cfg))
     return root / "c.yaml"
@@ -95,7 +98,7 @@ def make_project(root: Path, folders: bool = True, bad_image: bool = False, **re
 @pytest.fixture(scope="module")
 def report_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     root = tmp_path_factory.mktemp("report")
-    cfg_path = make_project(root, bad_image=True)
+    cfg_path = make_project(root, bad_image=True, algorithm="entropy2")
     assert main(["calibrate", "--config", str(cfg_path), "--backend", "onnxruntime"]) == 0  # a valid config table
     assert main(["report", "--config", str(cfg_path), "--algorithms", "entropy2,minmax"]) == 0
     out = root / "out" / "report"
@@ -190,7 +193,7 @@ def test_report_tensorrt_path_uses_the_engine_runner(tmp_path: Path, monkeypatch
     from sppquant.errors import UserError
     from sppquant.pipeline.trt_settings import plan_builds
 
-    cfg = load_config(make_project(tmp_path))
+    cfg = load_config(make_project(tmp_path, algorithm="entropy2"))
     FakeEngineRunner.model_path = cfg.model.path
     monkeypatch.setattr(E, "resolve_backend", lambda requested: "tensorrt")
     monkeypatch.setattr(E, "_tensorrt_runner_class", lambda: FakeEngineRunner)

@@ -23,7 +23,8 @@ def test_calibrate_algorithm_writes_the_variant_and_keeps_the_main_table(tiny_pr
     assert Path(out["table"]) == table_for(cfg, "minmax") == cfg.calibration.output.with_name("tiny.minmax.cache")
     assert cfg.calibration.output.read_bytes() == main_bytes
     assert find_valid_table(cfg, "minmax")[0] == table_for(cfg, "minmax")
-    assert find_valid_table(cfg, "entropy2")[0] == cfg.calibration.output
+    assert find_valid_table(cfg, "percentile")[0] == cfg.calibration.output  # the default rule's table
+    assert find_valid_table(cfg, "entropy2")[0] is None
 
 
 def test_export_qdq_algorithm_uses_its_table_or_calibrates_it(tiny_project: Path, capsys) -> None:
@@ -53,7 +54,7 @@ def test_report_table_per_algorithm(tiny_project: Path, capsys) -> None:
 
 
 @pytest.mark.parametrize(("tables", "message"), [
-    (["percentile=x.cache"], "'percentile' is not among the report's algorithms"),
+    (["mse=x.cache"], "'mse' is not among the report's algorithms"),
     (["a.cache", "b.cache"], "expected ALGO=PATH when several tables are given"),
 ])
 def test_report_table_errors(tiny_project: Path, capsys, tables: list[str], message: str) -> None:

@@ -27,7 +27,7 @@ from sppquant.pipeline import trt_settings as S
 from sppquant.pipeline.calibrate import calibrate
 from sppquant.pipeline.trt_build import build_engines, table_decision
 from sppquant.pipeline.trt_cache import TableCache
-from tests.conftest import write_tiny_spp_model
+from tests.conftest import with_algorithm, write_tiny_spp_model
 from tests.trt_stubs import STUBBED_SYMBOLS, StubsUnavailable, undefined_trt_symbols
 from tests.trt_stubs.fixtures import NEEDS_NATIVE, trt, trt_bindings
 
@@ -39,11 +39,11 @@ PKG = Path(trt_pkg.__file__).parent
 USED_MEMBERS = {
     "Builder": ["create_network", "create_builder_config", "create_optimization_profile", "build_serialized_network"],
     "IBuilderConfig": ["set_flag", "set_memory_pool_limit", "add_optimization_profile", "set_calibration_profile",
-                       "int8_calibrator", "create_timing_cache", "set_timing_cache"],
+                       "int8_calibrator", "create_timing_cache", "set_timing_cache", "get_flag"],
     "IOptimizationProfile": ["set_shape"],
     "OnnxParser": ["parse_from_file", "parse", "num_errors", "get_error"],
     "INetworkDefinition": ["num_inputs", "get_input", "num_layers", "get_layer"],
-    "ILayer": ["name", "type", "num_inputs", "num_outputs", "get_input", "get_output"],
+    "ILayer": ["name", "type", "num_inputs", "num_outputs", "get_input", "get_output", "precision", "set_output_type"],
     "ITensor": ["name", "shape", "dtype", "dynamic_range"],
     "ITimingCache": ["serialize"],
     "Runtime": ["deserialize_cuda_engine"],
@@ -214,10 +214,10 @@ def test_missing_ranges_come_from_producers_that_cannot_widen() -> None:
 
 
 def test_table_decision(tiny_project: Path, caplog: pytest.LogCaptureFixture) -> None:
-    cfg = load_config(tiny_project)
+    cfg = with_algorithm(load_config(tiny_project), "entropy2")
     cache = lambda algo="entropy2": TableCache(cfg, cfg.calibration.output, algo, "EntropyCalibration2", "10.16.1")  # noqa: E731
     assert table_decision(cache(), "entropy2", force=False) == "calibrate"  # no table yet: TensorRT calibrates
-    for algo in ("percentile", "mse", "auto"):  # TensorRT has no calibrator: sppquant calibrates first
+    for algo in ("percentile", "mse", "auto", "percentile_99_9"):  # no TensorRT calibrator: sppquant calibrates first
         assert table_decision(cache(algo), algo, force=False) == "sppquant"
     calibrate(cfg, backend="onnxruntime", progress=False)
     assert table_decision(cache(), "entropy2", force=False) == "reuse"

@@ -28,7 +28,7 @@ from sppquant.pipeline.tables import check_table
 from sppquant.pipeline.trt_cache import TableCache
 from sppquant.pipeline.trt_feed import BatchFeeder
 from sppquant.preprocess import load_image, preprocess_image
-from tests.conftest import write_tiny_spp_model
+from tests.conftest import with_algorithm, write_tiny_spp_model
 from tests.trt_stubs.fixtures import trt, trt_bindings
 
 FIXTURES = (trt, trt_bindings)  # pytest fixtures, used by name
@@ -69,7 +69,7 @@ def test_subclasses_the_real_base_classes(tiny_project: Path, trt: ModuleType, a
 
 def test_batches_are_the_pipeline_output_in_fixed_buffers(tiny_project: Path, trt: ModuleType,
                                                            caplog: pytest.LogCaptureFixture) -> None:
-    cfg = load_config(tiny_project)  # 8 images, batch 3, sizes [[16, 16], [24, 20]]
+    cfg = with_algorithm(load_config(tiny_project), "entropy2")  # 8 images, batch 3, sizes [[16, 16], [24, 20]]
     cal, feeder, cache, mem = parts(cfg, trt)
     images = calibration_set(cfg.calibration)
     expected = [preprocess_image(load_image(p), cfg.preprocess, (16, 16)).tensor for p in images.paths]
@@ -92,7 +92,7 @@ def test_batches_are_the_pipeline_output_in_fixed_buffers(tiny_project: Path, tr
 
 
 def test_callback_exception_is_kept_and_reraised_with_its_traceback(tiny_project: Path, trt: ModuleType) -> None:
-    cal, *_ = parts(load_config(tiny_project), trt)
+    cal, *_ = parts(with_algorithm(load_config(tiny_project), "entropy2"), trt)
     assert cal.get_batch(["image", "mask"]) is None  # TensorRT sees "no more data", not an exception
     assert cal.get_batch(["image"]) is None  # stops feeding after a failure
     with pytest.raises(KeyError, match="mask") as info:
@@ -105,7 +105,7 @@ def test_callback_exception_is_kept_and_reraised_with_its_traceback(tiny_project
 
 def test_valid_table_is_served_with_the_running_version_and_no_batches(
         tiny_project: Path, trt: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
-    cfg = load_config(tiny_project)
+    cfg = with_algorithm(load_config(tiny_project), "entropy2")
     path = ort_table(cfg, monkeypatch)
     assert read_table(path).version == 100800
     cal, feeder, cache, mem = parts(cfg, trt)
@@ -121,7 +121,7 @@ def test_valid_table_is_served_with_the_running_version_and_no_batches(
 
 def test_percentile_table_is_served_through_the_entropy_calibrator(
         tiny_project: Path, trt: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
-    cfg = load_config(tiny_project)
+    cfg = with_algorithm(load_config(tiny_project), "entropy2")
     ort_table(cfg, monkeypatch, "percentile")
     cal, *_ = parts(cfg, trt, "percentile")
     assert isinstance(cal, trt.IInt8EntropyCalibrator2)
@@ -130,7 +130,7 @@ def test_percentile_table_is_served_through_the_entropy_calibrator(
 
 def test_stale_or_missing_table_is_not_served_and_the_reason_is_logged(
         tiny_project: Path, trt: ModuleType, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    cfg = load_config(tiny_project)
+    cfg = with_algorithm(load_config(tiny_project), "entropy2")
     cal, *_ = parts(cfg, trt)
     with caplog.at_level(logging.INFO):
         assert cal.read_calibration_cache() is None
@@ -147,7 +147,7 @@ def test_stale_or_missing_table_is_not_served_and_the_reason_is_logged(
 
 
 def test_write_stores_table_and_provenance_atomically(tiny_project: Path, trt: ModuleType) -> None:
-    cfg = load_config(tiny_project)
+    cfg = with_algorithm(load_config(tiny_project), "entropy2")
     cal, feeder, cache, _ = parts(cfg, trt, reuse=False)
     while cal.get_batch(["image"]) is not None:
         pass
@@ -172,7 +172,7 @@ def test_write_stores_table_and_provenance_atomically(tiny_project: Path, trt: M
 
 
 def test_context_manager_frees_device_memory(tiny_project: Path, trt: ModuleType) -> None:
-    cal, _, _, mem = parts(load_config(tiny_project), trt)
+    cal, _, _, mem = parts(with_algorithm(load_config(tiny_project), "entropy2"), trt)
     with cal:
         assert cal.get_batch(["image"]) is not None and mem.live == 1
     assert mem.live == 0
@@ -182,7 +182,7 @@ def test_no_table_is_written_when_calibration_stopped_on_an_error(tiny_project: 
                                                                   caplog: pytest.LogCaptureFixture) -> None:
     """get_batch answers None after a failure; TensorRT takes that for the end of the data and still
     hands over a cache computed from the batches before it: it must not become a 'valid' table."""
-    cfg = load_config(tiny_project)
+    cfg = with_algorithm(load_config(tiny_project), "entropy2")
     cal, feeder, cache, _ = parts(cfg, trt, reuse=False)
     assert cal.get_batch(["image"]) is not None  # one good batch
 

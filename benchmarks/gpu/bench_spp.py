@@ -44,7 +44,7 @@ LEGACY = [((32, 512, 64, 64), (1, 2, 4)), ((32, 512, 64, 64), (6, 3, 2, 1)), ((7
 SWEEP_N, SWEEP_C, SWEEP_HW = (1, 8, 64, 128), (256, 512, 1024, 2048), (7, 13, 20, 40, 64)
 ODD = [(8, 384, 37, 53), (32, 96, 37, 53), (4, 1000, 15, 9), (128, 768, 11, 11), (64, 200, 33, 33)]
 LEVEL_SETS = [(1, 2, 4), (6, 3, 2, 1), (4, 2, 1), (8, 4, 2, 1), (5, 3, 1)]
-KERNELS = {0: "stream", 1: "small", 2: "segment", -1: "?"}
+KERNELS = {0: "stream", 1: "small", 2: "segment", 3: "lane", -1: "?"}
 
 
 def torch_spp(x: torch.Tensor, levels: tuple[int, ...]) -> torch.Tensor:
@@ -165,13 +165,14 @@ def run_legacy(lib, copy_gbs: float, span: int, ours_only: bool) -> list[dict]:
     return rows
 
 
-def sweep_shapes() -> list[tuple[int, int, int, int]]:
-    return [(n, c, hw, hw) for n in SWEEP_N for c in SWEEP_C for hw in SWEEP_HW] + ODD
+def sweep_shapes(max_hw: int = 0) -> list[tuple[int, int, int, int]]:
+    shapes = [(n, c, hw, hw) for n in SWEEP_N for c in SWEEP_C for hw in SWEEP_HW] + ODD
+    return [s for s in shapes if not max_hw or s[2] * s[3] <= max_hw]
 
 
-def run_sweep(lib, copy_gbs: float, span: int, budget_s: float, ours_only: bool) -> list[dict]:
+def run_sweep(lib, copy_gbs: float, span: int, budget_s: float, ours_only: bool, max_hw: int = 0) -> list[dict]:
     rows, t0 = [], time.time()
-    for shape in sweep_shapes():
+    for shape in sweep_shapes(max_hw):
         if time.time() - t0 > budget_s:
             print(f"sweep stopped at the time budget ({budget_s:.0f} s) before {shape}", flush=True)
             break
@@ -188,12 +189,13 @@ def run_sweep(lib, copy_gbs: float, span: int, budget_s: float, ours_only: bool)
 
 def compile_priority() -> list[tuple[tuple[int, int, int, int], tuple[int, ...]]]:
     """Rows where compiled PyTorch was strongest or the map is small, then one per H=W at N=128."""
-    first = [((64, 2048, 7, 7), (4, 2, 1)), ((128, 256, 13, 13), (6, 3, 2, 1)), ((16, 1024, 40, 40), (1, 2, 4)),
-             ((32, 512, 64, 64), (8, 4, 2, 1))]
+    first = [((64, 2048, 7, 7), (4, 2, 1)), ((128, 2048, 7, 7), (6, 3, 2, 1)), ((64, 2048, 7, 7), (6, 3, 2, 1)),
+             ((128, 1024, 7, 7), (8, 4, 2, 1)), ((64, 1024, 7, 7), (5, 3, 1)), ((128, 256, 13, 13), (6, 3, 2, 1)),
+             ((16, 1024, 40, 40), (1, 2, 4)), ((32, 512, 64, 64), (8, 4, 2, 1))]
     more = [((128, 2048, hw, hw), lv) for hw in (7, 13, 20) for lv in ((4, 2, 1), (6, 3, 2, 1))]
     more += [((8, 512, hw, hw), (5, 3, 1)) for hw in (7, 13, 20, 40, 64)]
     more += [((128, 1024, hw, hw), (8, 4, 2, 1)) for hw in (40, 64)] + [((1, 256, 13, 13), (1, 2, 4))]
-    return first + more
+    return list(dict.fromkeys(first + more))
 
 
 def run_compile(lib, copy_gbs: float, span: int, budget_s: float) -> list[dict]:
@@ -258,6 +260,7 @@ def main() -> int:
     ap.add_argument("--sweep-budget", type=float, default=1e9, help="seconds; the sweep stops after this")
     ap.add_argument("--compile-budget", type=float, default=0.0, help="seconds of torch.compile rows (0: none)")
     ap.add_argument("--ours-only", action="store_true", help="no floor / PyTorch (variant runs)")
+    ap.add_argument("--max-hw", type=int, default=0, help="sweep only maps with H*W <= this (0: all)")
     ap.add_argument("--overhead", action="store_true", help="launch overhead of the smallest case")
     ap.add_argument("--json")
     args = ap.parse_args()
@@ -287,7 +290,7 @@ def main() -> int:
             ("floor/ours", "ratio", ".2f"), ("compiled (us)", "compiled_us", ".2f"), ("path", "compiled_path", "s"),
             ("compiled/ours", "vs_compiled", ".2f"), ("compile s", "compile_s", ".1f")])
     if args.sweep:
-        rows = run_sweep(lib, copy_gbs, span, args.sweep_budget, args.ours_only)
+        rows = run_sweep(lib, copy_gbs, span, args.sweep_budget, args.ours_only, args.max_hw)
         result["sweep"] = rows
         if not args.ours_only:
             summarize_sweep(rows, l2)

@@ -8,7 +8,8 @@ What it proves on a CUDA machine (no TensorRT native libraries needed):
 - one device buffer is allocated once and reused (pointer identity, allocation count);
 - end of data returns None; ``close`` frees the buffer.
 
-Run through benchmarks/gpu/check_trt_calibrator.sh; prints one JSON summary line.
+Run through benchmarks/gpu/check_trt_calibrator.sh (``--memory pycuda``, the default, or
+``--memory cuda-python``: the same checks on `CudaPythonMemory`); prints one JSON summary line.
 """
 
 from __future__ import annotations
@@ -26,19 +27,36 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from sppquant.backends.tensorrt.cache import TableCache  # noqa: E402
-from sppquant.backends.tensorrt.feed import BatchFeeder  # noqa: E402
-
-from sppquant.backends.tensorrt import settings as S  # noqa: E402
 from sppquant.backends.tensorrt.calibrator import make_calibrator  # noqa: E402
-from sppquant.backends.tensorrt.memory import PycudaMemory  # noqa: E402
+from sppquant.backends.tensorrt.memory import CudaPythonMemory, PycudaMemory  # noqa: E402
 from sppquant.config import config_from_dict  # noqa: E402
+from sppquant.pipeline import trt_settings as S  # noqa: E402
+from sppquant.pipeline.trt_cache import TableCache  # noqa: E402
+from sppquant.pipeline.trt_feed import BatchFeeder  # noqa: E402
 from sppquant.preprocess import load_image, preprocess_image  # noqa: E402
 from tests.conftest import write_tiny_spp_model  # noqa: E402
 from tests.trt_stubs import aliased, load_bindings  # noqa: E402
 
 
+def gpu_name(kind: str) -> str:
+    if kind == "pycuda":
+        import pycuda.driver as cuda  # noqa: PLC0415
+
+        return cuda.Device(0).name()
+    from sppquant.backends.tensorrt.memory import _import_cudart  # noqa: PLC0415
+
+    rt = _import_cudart()
+    err, props = rt.cudaGetDeviceProperties(0)
+    return props.name.decode() if isinstance(props.name, bytes) else str(props.name)
+
+
 def main() -> int:
+    kind = "pycuda"
+    if "--memory" in sys.argv:
+        kind = sys.argv[sys.argv.index("--memory") + 1]
+    if kind not in ("pycuda", "cuda-python"):
+        print(f"--memory {kind}: expected pycuda or cuda-python", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     work = Path(tempfile.mkdtemp(prefix="trtcal-"))
     rng = np.random.default_rng(7)
@@ -51,12 +69,10 @@ def main() -> int:
                             "preprocess": {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]},
                             "calibration": {"images": "imgs", "batch_size": 8, "output": "t.cache"}}, base=work)
     trt = load_bindings(Path(os.environ.get("SPPQUANT_TRT_STUBS", work / "stubs")))
-    summary: dict = {"tensorrt_bindings": trt.__version__}
+    summary: dict = {"tensorrt_bindings": trt.__version__, "memory": kind}
     with aliased(trt):
-        memory = PycudaMemory()
-        import pycuda.driver as cuda
-
-        summary["gpu"] = cuda.Device(0).name()
+        memory = PycudaMemory() if kind == "pycuda" else CudaPythonMemory()
+        summary["gpu"] = gpu_name(kind)
         shape = S.calibration_shape(cfg)
         feeder = BatchFeeder(cfg, shape, memory, progress=False)
         cache = TableCache(cfg, cfg.calibration.output, "entropy2", "EntropyCalibration2", "10.16.1", reuse=False)
@@ -84,7 +100,7 @@ def main() -> int:
     print(json.dumps(summary))
     out = os.environ.get("OUT")
     if out:
-        Path(out, "check_trt_calibrator.json").write_text(json.dumps(summary, indent=2) + "\n")
+        Path(out, f"check_trt_calibrator_{kind}.json").write_text(json.dumps(summary, indent=2) + "\n")
     return 0 if ok else 1
 
 

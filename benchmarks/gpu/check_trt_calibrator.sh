@@ -7,4 +7,4 @@ cd "$(dirname "$0")/../.."
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .device-kit/*.whl
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader || true
-python3 benchmarks/gpu/check_trt_calibrator.py
+python3 benchmarks/gpu/check_trt_calibrator.py "$@"

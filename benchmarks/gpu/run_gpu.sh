@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build, check and time the sppquant CUDA ops (SPP + RoI SPP) and plugins on a GPU machine.
 #
-#   benchmarks/gpu/run_gpu.sh [STAGE...]     (default: check sanitize bench ncu sweep; in that order)
+#   benchmarks/gpu/run_gpu.sh [STAGE...]     (default: check sanitize bench ncu sweep; stages run in the
+#                                             order below: check sanitize firsthour bench lane ncu sweep)
 #   STAGE: check     kernels vs the NumPy references (1000 random cases per dtype and op, 2 poison
 #                    patterns each; SPP once with the choice rule, once with the stream kernel on
 #                    every map) + knob variants (multi-span stream warps, v4 kernels only, RoI
@@ -10,11 +11,16 @@
 #                    a stream plan with many spans per warp)
 #          bench     RoI SPP vs torchvision (+compile), fixed SPP shapes vs floor / torch, stream A/B
 #          sweep     SPP sweep: ours + floor on every row; torch.compile on a priority subset
+#          lane      A/B on tiny maps (H*W <= 256): sweep rows, ours only, lane kernel off / forced
+#          firsthour issue 17 on the GPU: `sppquant build-plugin` from the wheel in .device-kit, the
+#                    calibrator's device memory through pycuda and through cuda-python
+#                    (.device-kit: stage.sh wheels + sppquant-*.whl + cuda_python/cuda_bindings wheels)
 #          ncu       Nsight Compute on chosen kernels
 # Needs nvcc, cmake, python3 with torch/torchvision/numpy, and TensorRT headers for the plugins
 # (SPPQUANT_TRT_INCLUDE, else cuda/build/trt-include, carried by the caller). Logs: $OUT/logs.tgz
 # (+ summary.md); a short table is printed last. Env: CASES (default 1000), SWEEP_BUDGET,
-# COMPILE_BUDGET (seconds).
+# COMPILE_BUDGET (seconds), BENCH_VARIANTS (0: no knob variants in `bench`), BENCH_ROI / BENCH_SPP (0: no RoI / SPP bench), LANE_VARIANTS / ROI_VARIANTS
+# (the runs of `lane`).
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 OUT=${OUT:-/tmp/sppq_out}
@@ -59,7 +65,7 @@ args=(-S "$ROOT/cuda" -B "$BUILD" -DCMAKE_CUDA_ARCHITECTURES="$ARCH" -DSPPQ_PTXA
 [[ -n "$TRT_INC" ]] && args+=(-DTENSORRT_INCLUDE_DIR="$TRT_INC" -DSPPQ_BUILD_HARNESS=ON)
 { cmake "${args[@]}" && cmake --build "$BUILD" -j"$(nproc)"; } > "$LOGS/build.log" 2>&1 || { tail -30 "$LOGS/build.log"; status=1; exit 1; }
 grep -iE "spill stores|warning" "$LOGS/build.log" | grep -v " 0 bytes spill" | sort | uniq -c | head -5
-grep -A2 -E "Compiling entry function.*(stream_kernel|roi_spp_kernel)" "$LOGS/build.log" | grep -E "registers|spill" | sort | uniq -c | head -8
+grep -A2 -E "Compiling entry function.*(stream_kernel|lane_kernel|roi_spp_kernel)" "$LOGS/build.log" | grep -E "registers|spill" | sort | uniq -c | head -8
 
 run_check() {  # name, command...: logs to $LOGS/name.log, RESULT line to the summary
   local name=$1; shift
@@ -76,6 +82,11 @@ if has check; then
   SPPQ_STREAM=2 run_check spp_check_stream $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" --cases "$CASES" --seed 4 &
   SPPQ_STREAM=2 SPPQ_STREAM_TILE=512 SPPQ_STREAM_BLOCKS=3 run_check spp_check_multispan $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" --cases 150 --seed 1 &
   SPPQ_STREAM=0 run_check spp_check_v4 $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" --cases 100 --seed 2 &
+  SPPQ_LANE=2 run_check spp_check_lane $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" --cases "$CASES" --seed 5 &
+  SPPQ_LANE=2 SPPQ_STREAM_BLOCKS=1 SPPQ_LANE_TILE=65536 run_check spp_check_lane_multispan $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" --cases 300 --seed 6 &
+  SPPQ_LANE=2 SPPQ_LANE_STAGES=2 SPPQ_STREAM_BLOCKS=1 SPPQ_LANE_TILE=65536 run_check spp_check_lane2_multispan $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" --cases 300 --seed 8 &
+  SPPQ_LANE=2 SPPQ_LANE_STAGES=2 run_check spp_check_lane2 $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" --cases 300 --seed 9 &
+  SPPQ_ROI_FASTDIV=0 run_check roi_check_intdiv $PY "$ROOT/benchmarks/gpu/check_roi_spp_kernels.py" "$KLIB" --cases 200 --seed 7 &
   SPPQ_ROI_CC=1 SPPQ_ROI_DERIVE=0 run_check roi_check_cc1_noderive $PY "$ROOT/benchmarks/gpu/check_roi_spp_kernels.py" "$KLIB" --cases 100 --seed 3 &
   if [[ -x "$BUILD/sppq_plugin_harness" ]]; then
     run_check spp_harness "$BUILD/sppq_plugin_harness" --require-gpu &
@@ -95,28 +106,61 @@ if has sanitize && command -v compute-sanitizer > /dev/null && [[ -x "$BUILD/spp
     done
     SPPQ_STREAM=2 SPPQ_STREAM_TILE=512 SPPQ_STREAM_BLOCKS=2 run_check "${tool}_spp_multispan" compute-sanitizer --tool "$tool" \
       --error-exitcode 9 "$BUILD/sppq_plugin_harness" --require-gpu &
+    SPPQ_LANE=2 SPPQ_STREAM_BLOCKS=1 SPPQ_LANE_TILE=65536 run_check "${tool}_spp_lane" compute-sanitizer --tool "$tool" \
+      --error-exitcode 9 "$BUILD/sppq_plugin_harness" --require-gpu &
+    SPPQ_LANE=2 SPPQ_LANE_STAGES=2 SPPQ_STREAM_BLOCKS=1 SPPQ_LANE_TILE=65536 run_check "${tool}_spp_lane2" compute-sanitizer \
+      --tool "$tool" --error-exitcode 9 "$BUILD/sppq_plugin_harness" --require-gpu &
     wait
   done
 fi
 
+if has firsthour; then
+  step "issue 17: build-plugin from the wheel, calibrator memory through pycuda and cuda-python"
+  timeout "$(left)" bash "$ROOT/benchmarks/gpu/check_first_hour.sh" "$TRT_INC" > "$LOGS/firsthour.log" 2>&1 || touch "$LOGS/FAILED_firsthour"
+  { echo; echo "## issue 17 (check_first_hour.sh)"; grep -E "^RESULT" "$LOGS/firsthour.log"; } >> "$SUMMARY"
+fi
+
 if has bench; then
   step "SPP fixed shapes"
-  timeout "$(left)" $PY "$ROOT/benchmarks/gpu/bench_spp.py" "$KLIB" --legacy --overhead --json "$LOGS/bench_spp_legacy.json" > "$LOGS/bench_spp_legacy.log" 2>&1 || status=1
-  { echo; echo "## SPP fixed shapes"; grep -E "^\||launch overhead" "$LOGS/bench_spp_legacy.log"; } >> "$SUMMARY"
-  SPPQ_STREAM=2 timeout "$(left)" $PY "$ROOT/benchmarks/gpu/bench_spp.py" "$KLIB" --legacy --ours-only > "$LOGS/bench_spp_stream.log" 2>&1
-  { echo "stream kernel wherever it fits (SPPQ_STREAM=2), same run:"; grep -E "^\| [0-9]" "$LOGS/bench_spp_stream.log"; } >> "$SUMMARY"
+  if [[ ${BENCH_SPP:-1} != 0 ]]; then
+    timeout "$(left)" $PY "$ROOT/benchmarks/gpu/bench_spp.py" "$KLIB" --legacy --overhead --json "$LOGS/bench_spp_legacy.json" > "$LOGS/bench_spp_legacy.log" 2>&1 || status=1
+    { echo; echo "## SPP fixed shapes"; grep -E "^\||launch overhead" "$LOGS/bench_spp_legacy.log"; } >> "$SUMMARY"
+  fi
+  if [[ ${BENCH_VARIANTS:-1} != 0 ]]; then
+    SPPQ_STREAM=2 timeout "$(left)" $PY "$ROOT/benchmarks/gpu/bench_spp.py" "$KLIB" --legacy --ours-only > "$LOGS/bench_spp_stream.log" 2>&1
+    { echo "stream kernel wherever it fits (SPPQ_STREAM=2), same run:"; grep -E "^\| [0-9]" "$LOGS/bench_spp_stream.log"; } >> "$SUMMARY"
+  fi
   step "RoI SPP benchmark"
-  timeout "$(left)" $PY "$ROOT/benchmarks/gpu/bench_roi_spp.py" "$KLIB" --json "$LOGS/bench_roi.json" > "$LOGS/bench_roi.log" 2>&1 || status=1
-  { echo; echo "## RoI SPP"; grep -E "^\||equal" "$LOGS/bench_roi.log"; } >> "$SUMMARY"
-  SPPQ_ROI_DERIVE=0 timeout "$(left)" $PY "$ROOT/benchmarks/gpu/bench_roi_spp.py" "$KLIB" --ours-only > "$LOGS/bench_roi_noderive.log" 2>&1
-  { echo "RoI variant SPPQ_ROI_DERIVE=0 (every level read from the window):"; grep -E "^\| (sppnet|frcnn|odd)" "$LOGS/bench_roi_noderive.log"; } >> "$SUMMARY"
+  if [[ ${BENCH_ROI:-1} != 0 ]]; then  # (an `a && b || status=1` here marked a skipped RoI bench as a failure)
+    timeout "$(left)" $PY "$ROOT/benchmarks/gpu/bench_roi_spp.py" "$KLIB" --json "$LOGS/bench_roi.json" > "$LOGS/bench_roi.log" 2>&1 || status=1
+    { echo; echo "## RoI SPP"; grep -E "^\||equal" "$LOGS/bench_roi.log"; } >> "$SUMMARY"
+  fi
+  if [[ ${BENCH_VARIANTS:-1} != 0 ]]; then
+    SPPQ_ROI_DERIVE=0 timeout "$(left)" $PY "$ROOT/benchmarks/gpu/bench_roi_spp.py" "$KLIB" --ours-only > "$LOGS/bench_roi_noderive.log" 2>&1
+    { echo "RoI variant SPPQ_ROI_DERIVE=0 (every level read from the window):"; grep -E "^\| (sppnet|frcnn|odd)" "$LOGS/bench_roi_noderive.log"; } >> "$SUMMARY"
+  fi
+fi
+
+if has lane; then
+  step "lane kernel A/B on tiny maps (ours only); RoI variants"
+  # LANE_VARIANTS: space-separated runs, each a comma-separated list of VAR=VALUE knobs
+  for v in ${LANE_VARIANTS:-SPPQ_LANE=0 SPPQ_LANE=2}; do
+    tag=$(echo "$v" | tr ',=' '__')
+    env $(echo "$v" | tr ',' ' ') timeout "$(left)" $PY "$ROOT/benchmarks/gpu/bench_spp.py" "$KLIB" --sweep --max-hw 256 --ours-only \
+      --json "$LOGS/bench_lane_$tag.json" > "$LOGS/bench_lane_$tag.log" 2>&1 || status=1
+    cp "$LOGS/bench_lane_$tag.json" "$OUT/" 2>/dev/null
+  done
+  for v in ${ROI_VARIANTS-SPPQ_ROI_CC=0 SPPQ_ROI_CC=8 SPPQ_ROI_CC=16 SPPQ_ROI_CC=64 SPPQ_ROI_FASTDIV=0}; do
+    env "$v" timeout "$(left)" $PY "$ROOT/benchmarks/gpu/bench_roi_spp.py" "$KLIB" --ours-only > "$LOGS/bench_roi_$v.log" 2>&1
+    { echo "RoI variant $v:"; grep -E "^\| (sppnet|frcnn|odd)" "$LOGS/bench_roi_$v.log"; } >> "$SUMMARY"
+  done
 fi
 
 if has ncu && command -v ncu > /dev/null; then
   step "ncu"
-  NCU_CASES=${NCU_CASES:-"spp:64,2048,7,7:4-2-1:fp32 spp:128,256,13,13:6-3-2-1:int8 spp:32,512,64,64:8-4-2-1:int8 spp:16,1024,40,40:1-2-4:fp16 roi:sppnet:fp32 roi:frcnn:int8"}
+  NCU_CASES=${NCU_CASES:-"spp:64,2048,7,7:4-2-1:fp32 spp:128,2048,7,7:6-3-2-1:int8 spp:128,2048,7,7:6-3-2-1:fp16 spp:128,256,13,13:6-3-2-1:int8 roi:sppnet:fp32 roi:sppnet:int8 roi:frcnn:fp16"}
   # shellcheck disable=SC2086
-  (cd "$ROOT/benchmarks/gpu" && timeout "$(left)" ncu --clock-control none -k regex:"stream_kernel|roi_spp_kernel|forward_kernel|small_kernel" \
+  (cd "$ROOT/benchmarks/gpu" && timeout "$(left)" ncu --clock-control none -k regex:"stream_kernel|lane_kernel|roi_spp_kernel|forward_kernel|small_kernel" \
      --launch-skip 0 --section SpeedOfLight --section Occupancy --section WarpStateStats --section LaunchStats \
      --section MemoryWorkloadAnalysis $PY profile_spp.py "$KLIB" $NCU_CASES) > "$LOGS/ncu.log" 2>&1
   { echo; echo "## ncu"; grep -E "_kernel<|Duration|DRAM Throughput|Memory Throughput|Compute \(SM\) Throughput|L1/TEX Hit|L2 Hit|Achieved Occupancy|Theoretical Occupancy|Registers Per|Block Limit (Shared|Reg)|Warp Cycles Per Issued|Grid Size|Block Size" \
@@ -127,5 +171,6 @@ if has sweep; then
   step "SPP sweep"
   timeout "$(left)" $PY "$ROOT/benchmarks/gpu/bench_spp.py" "$KLIB" --sweep --sweep-budget "${SWEEP_BUDGET:-$(( $(left) - 40 - ${COMPILE_BUDGET:-60} ))}" \
     --compile-budget "${COMPILE_BUDGET:-60}" --json "$LOGS/bench_spp_sweep.json" > "$LOGS/bench_spp_sweep.log" 2>&1 || status=1
+  cp "$LOGS/bench_spp_sweep.json" "$OUT/" 2>/dev/null
   { echo; echo "## SPP sweep"; sed -n '/torch.compile rows/,$p' "$LOGS/bench_spp_sweep.log" | grep -vE "^$"; } >> "$SUMMARY"
 fi

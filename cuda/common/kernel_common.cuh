@@ -138,6 +138,21 @@ template <int N> __device__ __forceinline__ void cp_async_wait() {
 #endif
 }
 
+// n / d for a divisor fixed per block when the quotient is < 2^22: a float reciprocal, then one
+// correction step (the product's error is below one for such quotients, so q is off by at most
+// one). Inline, ~7 instructions instead of the ~20 of a 32-bit integer division.
+struct DivS {
+    int d;
+    float inv;
+};
+__device__ __forceinline__ DivS make_divs(int d) { return DivS{d, 1.0f / static_cast<float>(d > 0 ? d : 1)}; }
+__device__ __forceinline__ int divs(int n, const DivS& s) {
+    int q = __float2int_rz(__int2float_rn(n) * s.inv);
+    const int r = n - q * s.d;
+    q += r < 0 ? -1 : (r >= s.d ? 1 : 0);
+    return q;
+}
+
 }  // namespace sppq
 
 #endif  // SPPQUANT_KERNEL_COMMON_CUH

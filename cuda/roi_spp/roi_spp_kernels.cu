@@ -93,7 +93,7 @@ constexpr int kRoiItems = 4;  // column items per thread at once: 2 rows each, 8
 // Pass 1: Cb[c][rr][x - wx0] = max over the rows of root bin row rr of column x. A thread takes
 // kRoiItems items (blockDim apart, so a warp's loads stay coalesced along x) and loads two rows
 // of each before reducing: the L2 round trips of the items overlap instead of queueing.
-template <typename T>
+template <typename T, bool FASTDIV>
 __device__ void column_pass(const T* __restrict__ plane0, T* cb, const RoiParams& p, const int (*tab)[SPPQ_MAX_SUM_BINS],
     int ncc, int wx0, int rwc) {
     using A = typename Acc<T, SPPQ_MAX>::type;
@@ -101,6 +101,8 @@ __device__ void column_pass(const T* __restrict__ plane0, T* cb, const RoiParams
     const int S = p.sr, W = p.W;
     const long long hw = static_cast<long long>(p.H) * W;
     const int items = ncc * S * rwc;
+    // quotients below ncc * S <= 2^14: the float-reciprocal division is exact
+    const DivS div_rwc = make_divs(rwc), div_s = make_divs(S);
     for (int base = threadIdx.x; base < items; base += kRoiItems * blockDim.x) {
         const T* src[kRoiItems];
         int rows[kRoiItems], dst[kRoiItems];
@@ -109,8 +111,8 @@ __device__ void column_pass(const T* __restrict__ plane0, T* cb, const RoiParams
 #pragma unroll
         for (int g = 0; g < kRoiItems; ++g) {
             const int it = base + g * blockDim.x;
-            const int q = it / rwc, xo = it - q * rwc;
-            const int c = q / S, rr = q - c * S;
+            const int q = FASTDIV ? divs(it, div_rwc) : it / rwc, xo = it - q * rwc;
+            const int c = FASTDIV ? divs(q, div_s) : q / S, rr = q - c * S;
             const int t = p.rrow[it < items ? rr : 0];
             const int y0 = tab[0][t];
             rows[g] = it < items ? tab[1][t] - y0 : 0;
@@ -183,7 +185,7 @@ __device__ void derived_pass(const T* rb, T* __restrict__ orow, const RoiParams&
     }
 }
 
-template <typename T>
+template <typename T, bool FASTDIV>
 __global__ void __launch_bounds__(kRoiBlock) roi_spp_kernel(const T* __restrict__ feat, const float* __restrict__ rois,
     T* __restrict__ out, const RoiParams p) {
     __shared__ int tab[4][SPPQ_MAX_SUM_BINS];  // per level bin: y start, y end, x start, x end (clipped)
@@ -203,7 +205,7 @@ __global__ void __launch_bounds__(kRoiBlock) roi_spp_kernel(const T* __restrict_
     T* rb = reinterpret_cast<T*>(smem + ((static_cast<size_t>(p.cc) * p.sr * p.wcap * sizeof(T) + 15) & ~size_t(15)));
     const int wx0 = clip(g.x0, p.W), rwc = clip(g.x0 + g.w, p.W) - wx0;
     const T* plane0 = feat + (static_cast<long long>(g.b) * p.C + c0) * p.H * p.W;
-    column_pass(plane0, cb, p, tab, ncc, wx0, rwc);
+    column_pass<T, FASTDIV>(plane0, cb, p, tab, ncc, wx0, rwc);
     __syncthreads();
     root_pass(cb, rb, orow, p, tab, c0, ncc, wx0);
     if (!p.srb) return;
@@ -213,7 +215,7 @@ __global__ void __launch_bounds__(kRoiBlock) roi_spp_kernel(const T* __restrict_
 
 template <typename T>
 int launch(const void* feat, const float* rois, void* out, const RoiLaunch& l, cudaStream_t s) {
-    auto kern = roi_spp_kernel<T>;
+    auto kern = l.p.fastdiv ? roi_spp_kernel<T, true> : roi_spp_kernel<T, false>;
     if (l.smem > 48 * 1024 - sizeof(int) * 4 * SPPQ_MAX_SUM_BINS)
         SPPQ_CUDA_RETURN(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(l.smem)));
     kern<<<l.grid, l.threads, l.smem, s>>>(static_cast<const T*>(feat), rois, static_cast<T*>(out), l.p);

@@ -42,6 +42,7 @@ RoiKnobs roi_knobs() {
         RoiKnobs s;
         s.cc = std::max(0LL, env_knob("SPPQ_ROI_CC", 0));
         s.derive = env_knob("SPPQ_ROI_DERIVE", 1) != 0;
+        s.fastdiv = env_knob("SPPQ_ROI_FASTDIV", 1) != 0;
         return s;
     }();
     return k;
@@ -70,9 +71,15 @@ int plan_roi_spp(const RoiArgs& a, const DeviceInfo& dev, const RoiKnobs& knobs,
     }
     fill_levels(a, knobs.derive, &p);
     long long cc = knobs.cc > 0 ? knobs.cc : static_cast<long long>(128 / es);
-    cc = std::min<long long>(cc, a.C);
+    cc = std::min<long long>(std::min<long long>(cc, a.C), 1024);  // pass-1 quotients < 2^22 (DivS)
+    p.fastdiv = knobs.fastdiv ? 1 : 0;
     p.cc = static_cast<int>(cc);
     while (p.cc > 1 && roi_smem_bytes(p, es) > 48 * 1024) p.cc = (p.cc + 1) / 2;
+    // few RoIs x channel groups: smaller groups until ~12 blocks per SM (v6 round, NOTES.md: odd
+    // 3x96x37x53 int8 with 513 RoIs ran 130 us in 513 blocks of 96 channels, 75 us at 16 channels)
+    const long long want = 12LL * std::max(1, dev.sms);
+    while (knobs.cc == 0 && p.cc > 16 && static_cast<long long>(a.R) * ((a.C + p.cc - 1) / p.cc) < want)
+        p.cc = (p.cc + 1) / 2;
     out->smem = roi_smem_bytes(p, es);
     if (out->smem > static_cast<size_t>(dev.smem_optin) - 2 * 1024) return SPPQ_ERR_UNSUPPORTED;
     p.nchunks = (a.C + p.cc - 1) / p.cc;

@@ -36,6 +36,7 @@ struct RoiParams {
     int requant;       // int8: 0 = copy values
     int nlev, sum_n, total_bins;
     int sr;            // root bin rows (sum of n over root levels)
+    int fastdiv;       // pass 1 divides by float reciprocal (1) or integer division (0)
     int srb;           // root bins per channel kept for derived levels (0: nothing derived)
     unsigned char lev[SPPQ_MAX_LEVELS], root_of[SPPQ_MAX_LEVELS], k[SPPQ_MAX_LEVELS];
     unsigned short out_off[SPPQ_MAX_LEVELS], row_off[SPPQ_MAX_LEVELS], rb_off[SPPQ_MAX_LEVELS];
@@ -50,10 +51,12 @@ struct RoiLaunch {
 };
 
 // Knobs for experiments only (read once from the environment): SPPQ_ROI_CC (channels per
-// block; default 32 fp32, 64 fp16, 128 int8), SPPQ_ROI_DERIVE (0: every level read from the window).
+// block; default 32 fp32, 64 fp16, 128 int8), SPPQ_ROI_DERIVE (0: every level read from the window),
+// SPPQ_ROI_FASTDIV (0: pass 1 with integer divisions, as before v6).
 struct RoiKnobs {
     long long cc = 0;
     bool derive = true;
+    bool fastdiv = true;
 };
 RoiKnobs roi_knobs();
 

@@ -1,8 +1,10 @@
 // sppquant: whole-map Spatial Pyramid Pooling forward kernels (semantics: spp_kernels.h).
 //
-// Three kernels, chosen per call by plan_spp() (spp_plan.cpp; one launch each, every input
+// Four kernels, chosen per call by plan_spp() (spp_plan.cpp; one launch each, every input
 // element read once for all levels, tables passed by value so launches are graph-capturable):
 //
+// lane (v6, max pooling on tiny maps of very many planes): one lane per plane, 32 planes per warp,
+//   warp-uniform loops and tables, coalesced stores (see spp_lane_kernel below).
 // stream (v5, max pooling): a persistent grid of independent warps. A warp's work is a sequence
 //   of spans: whole planes (small maps, ~4 KB of planes per span) or row chunks of one plane
 //   (large maps). The next span is copied into the warp's second shared-memory tile with
@@ -397,14 +399,11 @@ __device__ __forceinline__ Span make_span(const StreamParams& p, long long unit,
     return s;
 }
 
-// Starts copying the span into `buf`, rounded out to whole 16-byte words: words wholly inside
-// the tensor by cp.async (one commit group per span), the partial first / last word of the
-// tensor element by element. Returns where the span's first element will be in `buf`.
+// Starts copying `count` elements from element e0 into `buf`, rounded out to whole 16-byte words:
+// words wholly inside the tensor by cp.async (one commit group per call), the partial first /
+// last word of the tensor element by element. Returns where element e0 will be in `buf`.
 template <typename T>
-__device__ T* issue_span(const T* in, long long total, const Span& s, const StreamParams& p, unsigned char* buf,
-    int lane) {
-    const long long e0 = (s.plane0 * p.H + s.row0) * p.W;
-    const long long count = static_cast<long long>(s.np) * s.nrows * p.W;
+__device__ T* issue_elems(const T* in, long long total, long long e0, long long count, unsigned char* buf, int lane) {
     const uintptr_t gb = reinterpret_cast<uintptr_t>(in + e0), ge = reinterpret_cast<uintptr_t>(in + e0 + count);
     const uintptr_t tb = reinterpret_cast<uintptr_t>(in), te = reinterpret_cast<uintptr_t>(in + total);
     const uintptr_t w0 = gb & ~static_cast<uintptr_t>(15), w1 = (ge + 15) & ~static_cast<uintptr_t>(15);
@@ -422,6 +421,14 @@ __device__ T* issue_span(const T* in, long long total, const Span& s, const Stre
     }
     cp_async_commit();
     return reinterpret_cast<T*>(buf + (gb - w0));
+}
+
+template <typename T>
+__device__ T* issue_span(const T* in, long long total, const Span& s, const StreamParams& p, unsigned char* buf,
+    int lane) {
+    const long long e0 = (s.plane0 * p.H + s.row0) * p.W;
+    const long long count = static_cast<long long>(s.np) * s.nrows * p.W;
+    return issue_elems(in, total, e0, count, buf, lane);
 }
 
 __device__ __forceinline__ unsigned fdiv(unsigned n, const FastDiv& d) {
@@ -555,6 +562,202 @@ __global__ void __launch_bounds__(32 * kStreamWarps, kStreamBlocksPerSm) spp_str
     }
 }
 
+
+// ---- lane kernel (v6, max on tiny planes) ----------------------------------------------------------
+// Lane l of a warp owns plane l of a group of 32 contiguous planes, so all lanes run the same
+// loops over the same table entries (read from the parameter bank with a warp-uniform index)
+// and differ only in their plane's base address: no per-item division or 64-bit index math.
+// Per group: pass 1 R[y][j] = max over root x-bin j of row y (tile -> R); pass 2 root bins =
+// max over their rows of R (-> O); pass 3 derived levels = max over k x k root bins (O -> O);
+// then the warp copies each level's bins of its 32 planes to the output, which is contiguous
+// there (level-major, channel, bin), with consecutive lanes on consecutive elements.
+// R holds input-type elements, lane-interleaved (a warp's access is 32 consecutive elements); O
+// holds 4-byte slots with odd per-plane strides: either way the lanes of one access fall into
+// different banks.
+template <typename T> struct LaneT;
+template <> struct LaneT<float> {
+    using A = float;
+    using RS = float;  // R element: the input type (lane-interleaved, so 1- and 2-byte slots cannot conflict)
+    static __device__ __forceinline__ RS rs(A a) { return a; }
+    static __device__ __forceinline__ A unrs(RS v) { return v; }
+    static __device__ __forceinline__ A init() { return -INFINITY; }
+    static __device__ __forceinline__ A ld(const float* q) { return *q; }
+    static __device__ __forceinline__ A mx(A a, A b) { return fmax_nan(a, b); }
+    static __device__ __forceinline__ unsigned slot(A a) { return __float_as_uint(a); }
+    static __device__ __forceinline__ A unslot(unsigned v) { return __uint_as_float(v); }
+    template <class PP> static __device__ __forceinline__ float out(A a, const PP&) { return a; }
+};
+template <> struct LaneT<__half> {
+    using A = __half;
+    using RS = __half;
+    static __device__ __forceinline__ RS rs(A a) { return a; }
+    static __device__ __forceinline__ A unrs(RS v) { return v; }
+    static __device__ __forceinline__ A init() { return __ushort_as_half(0xFC00); }
+    static __device__ __forceinline__ A ld(const __half* q) { return *q; }
+    static __device__ __forceinline__ A mx(A a, A b) { return __hmax_nan(a, b); }
+    static __device__ __forceinline__ unsigned slot(A a) { return __half_as_ushort(a); }
+    static __device__ __forceinline__ A unslot(unsigned v) { return __ushort_as_half(static_cast<unsigned short>(v)); }
+    template <class PP> static __device__ __forceinline__ __half out(A a, const PP&) { return a; }
+};
+template <> struct LaneT<int8_t> {
+    using A = int;
+    using RS = int8_t;
+    static __device__ __forceinline__ RS rs(A a) { return static_cast<int8_t>(a); }
+    static __device__ __forceinline__ A unrs(RS v) { return v; }
+    static __device__ __forceinline__ A init() { return -128; }
+    static __device__ __forceinline__ A ld(const int8_t* q) { return *q; }
+    static __device__ __forceinline__ A mx(A a, A b) { return max(a, b); }
+    static __device__ __forceinline__ unsigned slot(A a) { return static_cast<unsigned>(a); }
+    static __device__ __forceinline__ A unslot(unsigned v) { return static_cast<int>(v); }
+    template <class PP> static __device__ __forceinline__ int8_t out(A a, const PP& p) {
+        return p.requant ? requant(static_cast<float>(a), p.ratio) : static_cast<int8_t>(a);
+    }
+};
+
+// Pass 1 for the calling lane's plane `pl` (R: this lane's first slot): the only tile reads.
+template <typename T>
+__device__ __forceinline__ void lane_rows(const T* pl, typename LaneT<T>::RS* R, const LaneParams& p) {
+    using L = LaneT<T>;
+    using A = typename L::A;
+    const int H = p.H, W = p.W, S = p.sr;
+    typename L::RS* r = R;
+    for (int y = 0; y < H; ++y, pl += W) {
+        for (int j = 0; j < S; ++j, r += 32) {
+            const int x1 = p.rxe[j];
+            A acc = L::init();
+#pragma unroll 4
+            for (int x = p.rxs[j]; x < x1; ++x) acc = L::mx(acc, L::ld(pl + x));
+            *r = L::rs(acc);
+        }
+    }
+}
+
+// Passes 2 and 3 for the calling lane's plane (R: this lane's first slot; O: the group's O).
+template <typename T>
+__device__ __forceinline__ void lane_bins(const typename LaneT<T>::RS* R, unsigned* O, const LaneParams& p, int lane) {
+    using L = LaneT<T>;
+    using A = typename L::A;
+    const int S = p.sr;
+    for (int l = 0; l < p.nlev; ++l) {
+        if (p.root_of[l] != l) continue;
+        const int n = p.lev[l], ro = p.row_off[l];
+        unsigned* o = O + p.obase[l] + lane * p.ostride[l];
+        for (int by = 0; by < n; ++by) {
+            const int y0 = p.rys[ro + by], y1 = p.rye[ro + by];
+            const typename L::RS* c0 = R + (y0 * S + ro) * 32;
+            for (int bx = 0; bx < n; ++bx, c0 += 32) {
+                A acc = L::init();
+                const typename L::RS* c = c0;
+#pragma unroll 4
+                for (int y = y0; y < y1; ++y, c += S * 32) acc = L::mx(acc, L::unrs(*c));
+                o[by * n + bx] = L::slot(acc);
+            }
+        }
+    }
+    for (int l = 0; l < p.nlev; ++l) {
+        const int rt = p.root_of[l];
+        if (rt == l) continue;
+        const int n = p.lev[l], kk = p.k_of[l], nr = p.lev[rt];
+        const unsigned* rb = O + p.obase[rt] + lane * p.ostride[rt];
+        unsigned* o = O + p.obase[l] + lane * p.ostride[l];
+        for (int by = 0; by < n; ++by) {
+            for (int bx = 0; bx < n; ++bx) {
+                const unsigned* q = rb + kk * by * nr + kk * bx;
+                A acc = L::init();
+                for (int u = 0; u < kk; ++u, q += nr)
+                    for (int v = 0; v < kk; ++v) acc = L::mx(acc, L::unslot(q[v]));
+                o[by * n + bx] = L::slot(acc);
+            }
+        }
+    }
+}
+
+// Every level's bins of the group's ng planes (from plane0) to the output, coalesced.
+template <typename T>
+__device__ __forceinline__ void lane_store(const unsigned* O, T* __restrict__ out, const LaneParams& p,
+    long long plane0, int ng, int lane) {
+    using L = LaneT<T>;
+    const long long img0 = plane0 / p.C;
+    const int c0 = static_cast<int>(plane0 - img0 * p.C);
+    const bool one_image = c0 + ng <= p.C;
+    const long long per_image = static_cast<long long>(p.C) * p.total_bins;
+    for (int l = 0; l < p.nlev; ++l) {
+        const int nn = p.lev[l] * p.lev[l], pad = p.ostride[l] - nn, cnt = ng * nn;
+        const unsigned* o = O + p.obase[l];
+        const long long lbase = static_cast<long long>(p.C) * p.out_off[l];
+        if (one_image) {
+            T* dst = out + img0 * per_image + lbase + static_cast<long long>(c0) * nn;
+#pragma unroll 2
+            for (int e = lane; e < cnt; e += 32) {
+                const int li = static_cast<int>(fdiv(static_cast<unsigned>(e), p.div_nn[l]));
+                dst[e] = L::out(L::unslot(o[e + li * pad]), p);
+            }
+        } else {  // the group crosses an image boundary
+            for (int e = lane; e < cnt; e += 32) {
+                const int li = static_cast<int>(fdiv(static_cast<unsigned>(e), p.div_nn[l]));
+                const int b = e - li * nn;
+                const long long pl = plane0 + li, img = pl / p.C, c = pl - img * p.C;
+                out[img * per_image + lbase + c * nn + b] = L::out(L::unslot(o[e + li * pad]), p);
+            }
+        }
+    }
+}
+
+// STAGES 2: the next span is copied into the second tile while this one is reduced; STAGES 1:
+// one tile, refilled as soon as pass 1 of the span's last group has read it (passes 2-3 and the
+// stores overlap the copy), for twice the warps per SM.
+template <typename T, int STAGES>
+__global__ void __launch_bounds__(32 * kLaneWarps, kLaneBlocksPerSm) spp_lane_kernel(const T* __restrict__ in,
+    T* __restrict__ out, const LaneParams p) {
+    extern __shared__ __align__(16) unsigned char smem[];
+    const int lane = threadIdx.x & 31, wib = threadIdx.x >> 5;
+    unsigned char* wbase = smem + static_cast<size_t>(wib) * p.warp_bytes;
+    typename LaneT<T>::RS* R = reinterpret_cast<typename LaneT<T>::RS*>(wbase + p.r_off) + lane;
+    unsigned* O = reinterpret_cast<unsigned*>(wbase + p.o_off);
+    const long long nw = static_cast<long long>(gridDim.x) * kLaneWarps;
+    const long long total = p.nc * p.HW;
+    const int span = 32 * p.k;
+    long long unit = static_cast<long long>(blockIdx.x) * kLaneWarps + wib;
+    if (unit >= p.units) return;
+    int ib = 0;
+    auto planes_of = [&](long long u) { return static_cast<int>(min(static_cast<long long>(span), p.nc - u * span)); };
+    const T* tcur = issue_elems(in, total, unit * span * p.HW, static_cast<long long>(planes_of(unit)) * p.HW, wbase, lane);
+    for (;;) {
+        const long long nunit = unit + nw;
+        const bool more = nunit < p.units;
+        const T* tnext = nullptr;
+        if (STAGES == 2) {
+            if (more) {
+                tnext = issue_elems(in, total, nunit * span * p.HW, static_cast<long long>(planes_of(nunit)) * p.HW,
+                    wbase + (ib ^ 1) * p.tile_bytes, lane);
+            } else {
+                cp_async_commit();  // one group per iteration: wait<1> means "current span landed"
+            }
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
+        }
+        __syncwarp();
+        const long long plane0 = unit * span;
+        const int np = planes_of(unit);
+        for (int g = 0; g * 32 < np; ++g) {
+            const int ng = min(32, np - g * 32);
+            if (lane < ng) lane_rows(tcur + (g * 32 + lane) * p.HW, R, p);
+            if (STAGES == 1 && more && (g + 1) * 32 >= np) {  // the tile is free: refill it now
+                __syncwarp();
+                tnext = issue_elems(in, total, nunit * span * p.HW, static_cast<long long>(planes_of(nunit)) * p.HW,
+                    wbase, lane);
+            }
+            if (lane < ng) lane_bins<T>(R, O, p, lane);
+            __syncwarp();
+            lane_store(O, out, p, plane0 + g * 32, ng, lane);
+            __syncwarp();  // O is rewritten by the next group
+        }
+        if (!more) break;
+        unit = nunit; tcur = tnext; ib ^= 1;
+    }
+}
+
 // ---- launch -----------------------------------------------------------------------------------
 // Dynamic shared memory beyond 48 KB (with the kernel's static part) needs the opt-in.
 template <typename K>
@@ -595,6 +798,12 @@ int launch_pool(const void* in, void* out, const SppLaunch& l, cudaStream_t s) {
 
 template <typename T>
 int launch_dtype(const void* in, void* out, int pooling, const SppLaunch& l, cudaStream_t s) {
+    if (l.kind == SppKernel::kLane) {
+        auto kern = l.lane.stages == 1 ? spp_lane_kernel<T, 1> : spp_lane_kernel<T, 2>;
+        SPPQ_RETURN_IF_ERROR(set_smem(kern, l.smem));
+        kern<<<l.grid, l.threads, l.smem, s>>>(static_cast<const T*>(in), static_cast<T*>(out), l.lane);
+        return SPPQ_LAUNCH_STATUS();
+    }
     if (l.kind == SppKernel::kStream) {
         auto kern = spp_stream_kernel<T>;
         SPPQ_RETURN_IF_ERROR(set_smem(kern, l.smem, 4 * SPPQ_MAX_SUM_BINS * sizeof(unsigned short)));

@@ -37,7 +37,7 @@ SPPQ_API int sppq_spp_forward(const void* in, void* out, int dtype, int pooling,
     const int* levels, int num_levels, float in_scale, float out_scale, cudaStream_t stream);
 
 /* Which kernel sppq_spp_forward takes for these arguments on the current device: 0 stream,
- * 1 small, 2 segment (spp_plan.h); -1 for invalid arguments. For benchmarks and tests. */
+ * 1 small, 2 segment, 3 lane (spp_plan.h); -1 for invalid arguments. For benchmarks and tests. */
 SPPQ_API int sppq_spp_kernel_choice(int dtype, int pooling, int N, int C, int H, int W, const int* levels,
     int num_levels);
 

@@ -96,6 +96,11 @@ SppKnobs spp_knobs() {
         s.small_wpp = env_knob("SPPQ_SMALL_WPP", 4);
         const long long t = env_knob("SPPQ_THREADS_PER_SM", 2048);
         s.threads_per_sm = t > 0 ? t : 2048;
+        s.lane_mode = static_cast<int>(std::min(2LL, std::max(0LL, env_knob("SPPQ_LANE", 1))));
+        s.lane_tile = std::max(64LL, env_knob("SPPQ_LANE_TILE", 4096));
+        s.lane_warp_bytes = std::max(1024LL, env_knob("SPPQ_LANE_WARP_BYTES", 32 * 1024));
+        s.lane_stages = env_knob("SPPQ_LANE_STAGES", 1) == 2 ? 2 : 1;
+        s.lane_planes = std::max(1LL, env_knob("SPPQ_LANE_PLANES", 32768));
         return s;
     }();
     return k;
@@ -148,6 +153,99 @@ bool plan_stream(const SppArgs& a, const DeviceInfo& dev, const SppKnobs& knobs,
     const long long per_sm = std::max<long long>(1, std::min<long long>(kStreamBlocksPerSm,
         static_cast<long long>(dev.smem_per_sm) / static_cast<long long>(*smem + 2048)));  // + static tables, reserved
     long long blocks = std::min(per_sm * sms, (p->units + kStreamWarps - 1) / kStreamWarps);
+    if (knobs.stream_blocks > 0) blocks = std::min(blocks, knobs.stream_blocks);
+    *grid = static_cast<int>(std::max(1LL, blocks));
+    return true;
+}
+
+int lane_conflict_ways(int hw, int esize) {
+    int worst = 1;
+    for (int off = 0; off < 4; ++off) {  // byte offset of the element read (and of the tile start)
+        long long words[32];
+        for (int l = 0; l < 32; ++l) words[l] = (static_cast<long long>(l) * hw * esize + off) / 4;
+        for (int b = 0; b < 32; ++b) {
+            long long seen[32];
+            int n = 0;
+            for (int l = 0; l < 32; ++l) {
+                if (words[l] % 32 != b) continue;
+                bool dup = false;
+                for (int i = 0; i < n; ++i) dup = dup || seen[i] == words[l];
+                if (!dup) seen[n++] = words[l];
+            }
+            worst = std::max(worst, n);
+        }
+    }
+    return worst;
+}
+
+// Lane kernel: spans of 32 * k whole planes (k from the target span bytes, fewer when warps
+// would idle); per warp two span tiles, R (pass-1 column maxima of 32 planes, 4-byte slots,
+// lane-interleaved) and O (every level's bins of 32 planes, odd slot strides).
+bool plan_lane(const SppArgs& a, const DeviceInfo& dev, const SppKnobs& knobs, LaneParams* p, int* grid,
+    size_t* smem) {
+    std::memset(p, 0, sizeof(*p));
+    if (a.pooling != SPPQ_MAX || static_cast<long long>(a.H) * a.W > kLaneMaxHW || a.H > 255 || a.W > 255) return false;
+    const size_t es = esize_of(a.dtype);
+    p->nc = static_cast<long long>(a.N) * a.C;
+    p->C = a.C; p->H = a.H; p->W = a.W; p->HW = a.H * a.W;
+    int8_ratio(a, &p->ratio, &p->requant);
+    const LevelPlan lp = plan_levels(a.levels, a.num_levels, /*derive=*/true);
+    p->nlev = lp.nlev;
+    p->total_bins = lp.total_bins;
+    p->sr = lp.sum_root_n;
+    int obase = 0;
+    for (int l = 0; l < lp.nlev; ++l) {
+        const int n = lp.lev[l], nn = n * n;
+        p->lev[l] = lp.lev[l];
+        p->root_of[l] = lp.root_of[l];
+        p->k_of[l] = lp.k[l];
+        p->out_off[l] = lp.out_off[l];
+        p->row_off[l] = lp.row_off[l];
+        p->ostride[l] = static_cast<unsigned short>(nn | 1);
+        p->obase[l] = static_cast<unsigned short>(obase);
+        p->div_nn[l] = make_fastdiv(static_cast<unsigned>(nn));
+        obase += 32 * (nn | 1);
+        if (lp.root_of[l] != l) continue;
+        for (int i = 0; i < n; ++i) {
+            const int j = lp.row_off[l] + i;
+            p->rys[j] = static_cast<unsigned char>(bin_start(i, a.H, n));
+            p->rye[j] = static_cast<unsigned char>(bin_end(i, a.H, n));
+            p->rxs[j] = static_cast<unsigned char>(bin_start(i, a.W, n));
+            p->rxe[j] = static_cast<unsigned char>(bin_end(i, a.W, n));
+        }
+    }
+    if (obase > 0xffff) return false;
+    const long long plane_bytes = static_cast<long long>(p->HW) * static_cast<long long>(es);
+    const long long groups = (p->nc + 31) / 32;
+    const size_t r_bytes = static_cast<size_t>(a.H) * p->sr * 32 * es;
+    const size_t o_bytes = static_cast<size_t>(obase) * 4;
+    const int stages = knobs.lane_stages == 1 ? 1 : 2;
+    auto warp_bytes = [&](long long k) {
+        return stages * align16(static_cast<size_t>(32 * k * plane_bytes) + 32) + align16(r_bytes) + o_bytes;
+    };
+    const size_t budget = static_cast<size_t>(std::min(dev.smem_optin, 200 * 1024)) / kLaneWarps;
+    if (warp_bytes(1) > budget) return false;
+    const long long sms = std::max(1, dev.sms);
+    auto per_sm = [&](size_t wb) {
+        return std::max<long long>(1, std::min<long long>(kLaneBlocksPerSm,
+            static_cast<long long>(dev.smem_per_sm) / static_cast<long long>(wb * kLaneWarps + 1024)));
+    };
+    auto resident_warps = [&](size_t wb) {
+        const long long b = per_sm(wb) * sms;
+        return (knobs.stream_blocks > 0 ? std::min(b, knobs.stream_blocks) : b) * kLaneWarps;
+    };
+    long long k = std::max<long long>(1, knobs.lane_tile / std::max<long long>(1, 32 * plane_bytes));
+    // at least ~2 spans per resident warp when the input allows
+    while (k > 1 && (warp_bytes(k) > budget || groups / k < 2 * resident_warps(warp_bytes(k)))) --k;
+    p->k = static_cast<int>(k);
+    p->stages = stages;
+    p->units = (groups + k - 1) / k;
+    p->tile_bytes = static_cast<int>(align16(static_cast<size_t>(32 * k * plane_bytes) + 32));
+    p->r_off = stages * p->tile_bytes;
+    p->o_off = p->r_off + static_cast<int>(align16(r_bytes));
+    p->warp_bytes = static_cast<int>(warp_bytes(k));
+    *smem = static_cast<size_t>(p->warp_bytes) * kLaneWarps;
+    long long blocks = std::min(per_sm(p->warp_bytes) * sms, (p->units + kLaneWarps - 1) / kLaneWarps);
     if (knobs.stream_blocks > 0) blocks = std::min(blocks, knobs.stream_blocks);
     *grid = static_cast<int>(std::max(1LL, blocks));
     return true;
@@ -310,17 +408,46 @@ int plan_segment(const SppArgs& a, const DeviceInfo& dev, long long threads_per_
     return SPPQ_OK;
 }
 
-// The choice rule, from same-run timings on an H200 (benchmarks/gpu/NOTES.md, v5 round):
-//   max pooling on small maps (H <= 16, W <= 64) of many planes (N*C > 4096): stream kernel,
+// Lane kernel part of the choice rule (v6 round, benchmarks/gpu/NOTES.md): the lane kernel with one
+// span tile per warp (SPPQ_LANE_STAGES=1, the default) forced on the 510 tiny-map sweep rows against
+// the v5 rule's kernels (stream / small) on the same kind of H200. It needs many planes (a warp
+// reduces 32 planes at once, serially): from N*C = 32768 on it won 1.15-3.5x on every 7x7 row and
+// every fp16 / int8 row of 11x11 and 13x13 (1.05-2.7x); below it lost (0.13-0.8x at N*C <= 8192,
+// 0.82-1.09x at 16384). fp32 on 11x11 / 13x13 lost on most level sets (0.68-1.08x; a 32-plane
+// fp32 tile of 13x13 is 21.6 KB, so few warps fit): the stream kernel keeps those.
+bool lane_rule(const SppArgs& a, const SppKnobs& knobs, const LaneParams& lp) {
+    const int es = a.dtype == SPPQ_FLOAT32 ? 4 : (a.dtype == SPPQ_FLOAT16 ? 2 : 1);
+    const long long hw = static_cast<long long>(a.H) * a.W;
+    return (hw <= 64 || a.dtype != SPPQ_FLOAT32) && static_cast<long long>(a.N) * a.C >= knobs.lane_planes &&
+        lane_conflict_ways(static_cast<int>(hw), es) <= 2 && static_cast<long long>(lp.warp_bytes) <= knobs.lane_warp_bytes;
+}
+
+// The choice rule, from same-run timings on an H200 (benchmarks/gpu/NOTES.md, v5 and v6 rounds):
+//   max pooling on tiny maps of very many planes (lane_rule above: N*C >= 32768, H*W <= 64, or
+//     H*W <= 256 for fp16 / int8): lane kernel;
+//   max pooling on other small maps (H <= 16, W <= 64) of many planes (N*C > 4096): stream kernel,
 //     1.2-1.9x faster than the small kernel there (64x256x13x13, 128x256x13x13, 64x2048x7x7);
 //   small maps of few planes: small kernel (launch-latency bound; stream measured 1.1-1.6x slower);
 //   everything else, and avg pooling: the v4 kernels (small / segment). On larger maps the stream
 //     kernel measured 1.4-2.2x slower than the segment kernel (32x512x64x64, 16x1024x40x40,
 //     7x96x37x53): its shared-memory passes are instruction bound (ncu: 50-68% SM throughput,
-//     25-50% occupancy from shared memory, DRAM 4-24%). SPPQ_STREAM=2 forces it for any map.
+//     25-50% occupancy from shared memory, DRAM 4-24%). SPPQ_STREAM=2 / SPPQ_LANE=2 force a kernel.
 int plan_spp(const SppArgs& a, const DeviceInfo& dev, const SppKnobs& knobs, SppLaunch* out) {
     const bool small_map = knobs.small && a.H <= kSmallMaxH && a.W <= kSmallMaxW;
     const bool few_planes = static_cast<long long>(a.N) * a.C <= knobs.small_planes;
+    if (a.pooling == SPPQ_MAX && knobs.lane_mode > 0) {
+        int grid = 0;
+        size_t smem = 0;
+        if (plan_lane(a, dev, knobs, &out->lane, &grid, &smem)) {
+            if (knobs.lane_mode == 2 || lane_rule(a, knobs, out->lane)) {
+                out->kind = SppKernel::kLane;
+                out->grid = grid;
+                out->threads = 32 * kLaneWarps;
+                out->smem = smem;
+                return SPPQ_OK;
+            }
+        }
+    }
     const bool stream = knobs.stream_mode == 2 || (knobs.stream_mode == 1 && small_map && !few_planes);
     if (a.pooling == SPPQ_MAX && stream) {
         int grid = 0;

@@ -1,11 +1,17 @@
 // Launch planning for the whole-map SPP kernels: parameter blocks passed by value to the
 // kernels, and pure host functions that fill them (no CUDA calls here; the device facts come in
-// as a DeviceInfo). Three kernels, picked by plan_spp() (rule and evidence in spp_plan.cpp):
+// as a DeviceInfo). Four kernels, picked by plan_spp() (rule and evidence in spp_plan.cpp):
 //   stream   max pooling on small maps of many planes: warps stream spans of whole
 //            planes (small maps) or row chunks of one plane (large maps) into double-buffered
 //            shared memory with cp.async and reduce one span while the next is in flight:
 //            column maxima per root bin row (lanes along x), then bins along x; levels
 //            dividing a larger level are derived from its bins (LevelPlan).
+//   lane     max pooling on tiny planes (H*W <= 256) of very many planes (v6): one lane per
+//            plane, so every loop bound and table index is the same across the warp (no
+//            per-item division); a warp copies spans of 32*k whole planes into shared memory
+//            with cp.async (one tile, refilled once pass 1 has read it; SPPQ_LANE_STAGES=2:
+//            double-buffered); R in the input type, bins in 4-byte slots (conflict-free
+//            strides), leaving through coalesced stores.
 //   small    H <= 16 and W <= 64 otherwise (few planes, avg): warps per plane (v4).
 //   segment  everything else: column strips reduced into a segment grid (v3).
 #ifndef SPPQUANT_SPP_PLAN_H
@@ -105,7 +111,34 @@ struct StreamParams {
     FastDiv div_w, div_sr;  // by W and by sr
 };
 
-enum class SppKernel { kStream, kSmall, kSegment };
+// ---- lane kernel (v6) -------------------------------------------------------------------------
+constexpr int kLaneWarps = 4;        // warps per block; every warp works alone (no block barrier)
+constexpr int kLaneBlocksPerSm = 8;  // __launch_bounds__ minimum: <= 64 registers per thread
+constexpr int kLaneMaxHW = 256;      // plane elements (H, W <= 255 for the byte tables)
+
+struct LaneParams {
+    long long nc;          // planes
+    long long units;       // spans of 32 * k planes
+    int C, H, W, HW;
+    int k;                 // groups of 32 planes per span
+    int stages;            // span tiles per warp: 1 (refilled after pass 1) or 2 (copy during the whole span)
+    int tile_bytes;        // one span tile (span bytes + 32 for 16-byte word rounding)
+    int warp_bytes;        // shared memory per warp: `stages` tiles + R + O
+    int r_off, o_off;      // byte offsets of R (H x sr x 32 input elements) and O (sum of 32 x ostride 4-byte slots)
+    int sr;                // root bin columns (sum of n over root levels)
+    int nlev, total_bins;
+    float ratio;           // int8: in_scale / out_scale
+    int requant;           // int8: 0 = copy values
+    unsigned char lev[SPPQ_MAX_LEVELS], root_of[SPPQ_MAX_LEVELS], k_of[SPPQ_MAX_LEVELS];
+    unsigned short out_off[SPPQ_MAX_LEVELS], row_off[SPPQ_MAX_LEVELS];
+    unsigned short ostride[SPPQ_MAX_LEVELS];  // O slots per plane of each level: n^2 rounded up to odd
+    unsigned short obase[SPPQ_MAX_LEVELS];    // O slot offset of each level's region (32 planes)
+    FastDiv div_nn[SPPQ_MAX_LEVELS];
+    unsigned char rys[SPPQ_MAX_SUM_BINS], rye[SPPQ_MAX_SUM_BINS];  // per root bin row / column j < sr
+    unsigned char rxs[SPPQ_MAX_SUM_BINS], rxe[SPPQ_MAX_SUM_BINS];
+};
+
+enum class SppKernel { kStream, kSmall, kSegment, kLane };
 
 struct SppLaunch {
     SppKernel kind;
@@ -114,13 +147,16 @@ struct SppLaunch {
     SppParams seg;
     SmallParams small;
     StreamParams stream;
+    LaneParams lane;
 };
 
 // Knobs for experiments only (read once from the environment): SPPQ_STREAM (0: never the stream
 // kernel, 2: wherever it fits, 1: the choice rule), SPPQ_STREAM_TILE (span bytes, default 4096), SPPQ_STREAM_BLOCKS (cap on the stream
 // grid: a test knob that gives every warp many spans), SPPQ_SMALL_PLANES (N*C up to which small
 // maps take the small kernel, default 4096), SPPQ_SMALL (0: no small kernel),
-// SPPQ_SMALL_WPP, SPPQ_THREADS_PER_SM (segment kernel).
+// SPPQ_SMALL_WPP, SPPQ_THREADS_PER_SM (segment kernel), SPPQ_LANE (0 never, 1 rule, 2 wherever it
+// fits), SPPQ_LANE_TILE (span bytes, default 4096), SPPQ_LANE_WARP_BYTES (rule's shared-memory cap),
+// SPPQ_LANE_STAGES (span tiles per warp, 1 or 2), SPPQ_LANE_PLANES (rule's least N*C, default 32768).
 struct SppKnobs {
     int stream_mode = 1;  // 0 never, 1 the choice rule of plan_spp, 2 every map it fits
     long long stream_tile = 4096;
@@ -129,6 +165,11 @@ struct SppKnobs {
     bool small = true;
     long long small_wpp = 4;
     long long threads_per_sm = 2048;
+    int lane_mode = 1;               // 0 never, 1 the choice rule, 2 every map it fits
+    long long lane_tile = 4096;      // target span bytes (>= 32 planes)
+    long long lane_warp_bytes = 32 * 1024;  // choice rule: shared memory per warp at most this
+    int lane_stages = 1;             // span tiles per warp (1: measured faster, twice the warps per SM; or 2)
+    long long lane_planes = 32768;   // choice rule: N*C at least this
 };
 SppKnobs spp_knobs();
 
@@ -136,6 +177,12 @@ SppKnobs spp_knobs();
 int plan_spp(const SppArgs& a, const DeviceInfo& dev, const SppKnobs& knobs, SppLaunch* out);
 
 // The parts, exposed for tests and for the choice rule.
+bool plan_lane(const SppArgs& a, const DeviceInfo& dev, const SppKnobs& knobs, LaneParams* p, int* grid,
+    size_t* smem);
+// The lane kernel's part of the choice rule (measured; spp_plan.cpp).
+bool lane_rule(const SppArgs& a, const SppKnobs& knobs, const LaneParams& lp);
+// Worst shared-memory bank conflict of the lane kernel's tile reads (lane l reads plane l).
+int lane_conflict_ways(int hw, int esize);
 bool plan_stream(const SppArgs& a, const DeviceInfo& dev, const SppKnobs& knobs, StreamParams* p, int* grid,
     size_t* smem);
 void plan_small(const SppArgs& a, const DeviceInfo& dev, long long wpp, SmallParams* p, int* grid, int* threads,

@@ -166,11 +166,13 @@ def _calibrate_histograms(cfg: Config, table_path: Path, algorithm: str, progres
     params = cfg.calibration.algorithm_params(algorithm)
     rules: dict[str, str] = {}
     scores: dict[str, dict[str, float]] = {}
+    pruned: dict[str, dict[str, float]] = {}
     if get_algorithm(algorithm).candidates:  # per-tensor choice by measured effect on the output
         from sppquant.pipeline.auto import choose_rules  # noqa: PLC0415
 
         choice = choose_rules(cfg, ctx, collector, get_algorithm(algorithm).candidates, progress)
         amax, degenerate, rules, scores = dict(choice.amax), choice.degenerate, choice.rules, choice.scores
+        pruned = choice.pruned
     else:
         amax, degenerate = thresholds(collector.histograms, algorithm, params)
     if degenerate:
@@ -182,7 +184,8 @@ def _calibrate_histograms(cfg: Config, table_path: Path, algorithm: str, progres
     tensors = {name: {"amax": table.amax(name), "scale": table.scales[name], "tied_to": (ties or {}).get(name),
                       "histogram": collector.histograms[name].to_summary()} for name in table.scales}
     for name, rule in rules.items():  # auto: which rule won, and every rule's output SQNR (null: identical)
-        tensors[name].update(rule=rule, why={r: (v if np.isfinite(v) else None) for r, v in scores.get(name, {}).items()})
+        tensors[name].update(rule=rule, why={r: (v if np.isfinite(v) else None) for r, v in scores.get(name, {}).items()},
+                             pruned=pruned.get(name, {}))
     images = images_record(cfg, calibration_set(cfg.calibration), collector.images, bad)
     record = provenance_record(cfg, table, images, algorithm, "onnxruntime", version, tensors, ties, degenerate)
     record.executor = executor.record()

@@ -90,6 +90,7 @@ def _configure(cfg: Config, task: Task) -> Task:
     return task.configure(detection_settings(cfg)) if task.name == "detection" else task
 
 
-def ort_runner(cfg: Config, model: onnx.ModelProto, extra_outputs: Sequence[str] = ()) -> OrtRunner:
-    """An ONNX Runtime runner with the config's execution providers and threads."""
-    return OrtRunner(model, extra_outputs=extra_outputs, options=cfg.onnxruntime)
+def ort_runner(cfg: Config, model: onnx.ModelProto, extra_outputs: Sequence[str] = (),
+               spinning: bool = True) -> OrtRunner:
+    """An ONNX Runtime runner with the config's execution providers and threads (``spinning``: see make_session)."""
+    return OrtRunner(model, extra_outputs=extra_outputs, options=cfg.onnxruntime, spinning=spinning)

@@ -52,17 +52,20 @@ def export_qdq(cfg: Config, output: str | Path, table_path: str | Path | None = 
     if output.resolve() == Path(cfg.model.path).resolve():
         raise UserError(f"--output {output} is the FP32 model itself (model.path); write the Q/DQ model elsewhere")
     model = upgrade_opset(open_model(cfg).model, MIN_OPSET, "per-axis Q/DQ", str(cfg.model.path))
+    keep: list[str] = []
+    if plan is not None:  # the plan ranks ITS table's tensors: that table, unless one is given explicitly
+        from sppquant.pipeline.precision_plan import plan_table_path, read_plan  # noqa: PLC0415
+
+        read = read_plan(plan)
+        keep = read.kept_high_precision
+        if table_path is None and algorithm is None:
+            table_path, algorithm = plan_table_path(read, plan), read.algorithm
     choice = resolve_table(cfg, algorithm or cfg.calibration.algorithm, Path(table_path) if table_path else None,
                            force, progress)
     table_path = choice.path
     warnings = [f"{table_path}: {'; '.join(choice.reasons)}"] if choice.source == "given" and choice.reasons else []
     table = read_table(table_path, drop_zero_inf=True)  # TensorRT-written caches hold 0 / inf entries
     extra = sorted(set(table.scales) - model_tensor_names(model))
-    keep: list[str] = []
-    if plan is not None:
-        from sppquant.pipeline.tune import read_plan  # noqa: PLC0415
-
-        keep = read_plan(plan).kept_high_precision
     try:
         qdq, info = build_qdq_model(model, table, high_precision=high_precision, keep_high_precision=keep)
     except TableError as exc:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sppquant.atomic import atomic_write_text, check_writable
+from sppquant.calibration.algorithms import DEFAULT_ALGORITHM
 from sppquant.config import Config, apply_overrides, config_from_dict, load_config
 from sppquant.errors import ConfigError, UserError
 from sppquant.model import FLOAT_TYPES, input_shapes, load_model
@@ -99,7 +100,7 @@ def starter_yaml(facts: ModelFacts, model: Path, images: Path | None, config_pat
         f"  std: {std}  # CHECK: e.g. ImageNet [0.229, 0.224, 0.225]",
         "calibration:",
         "  images: " + (_rel(images, base) if images else "null  # CHECK: a folder of representative images"),
-        "  algorithm: entropy2",
+        f"  algorithm: {DEFAULT_ALGORITHM}  # entropy2 = TensorRT's own KL rule (clipped real models hard: README)",
         f"  output: {model.stem}.cache",
     ]
     if facts.custom_ops:

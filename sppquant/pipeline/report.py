@@ -18,10 +18,12 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from functools import reduce
 from pathlib import Path
+from typing import Any
 
 from sppquant import __version__
 from sppquant.atomic import atomic_write_text, check_writable
 from sppquant.calibration.algorithms import ALGORITHMS
+from sppquant.calibration.table import read_table
 from sppquant.config import Config
 from sppquant.data import ImageSet, labelled_set
 from sppquant.errors import DataError, UserError
@@ -29,6 +31,7 @@ from sppquant.labels import check_labels, model_output_width
 from sppquant.model import activation_names
 from sppquant.pipeline.context import ModelContext, open_model
 from sppquant.pipeline.executor import make_executor
+from sppquant.pipeline.precision_plan import PrecisionPlan, plan_table_path, read_plan
 from sppquant.pipeline.report_eval import evaluate, precision_results
 from sppquant.pipeline.report_layers import analyse_layers
 from sppquant.pipeline.report_variants import (
@@ -37,6 +40,7 @@ from sppquant.pipeline.report_variants import (
     choose_backend,
     int8_info,
     int8_models,
+    mixed_model,
     ort_variants,
     tensorrt_variants,
 )
@@ -127,8 +131,12 @@ def build_report(
     progress: bool = True,
     executor: str | None = None,
     force: bool = False,
+    plan: str | Path | None = None,
 ) -> ReportResult:
     """Evaluate FP32/FP16/INT8 and write report.md, report.json and plots into ``output_dir``.
+
+    ``plan``: a precision plan from `sppquant tune`; adds a "mixed" column (its table, no Q/DQ on its kept
+    tensors: what ``export-qdq --plan`` writes), evaluated like the others (ONNX Runtime backend).
 
     ``executor`` (default ``executor.kind``): where evaluation shards and per-layer tensor groups run;
     the metrics do not depend on it (latency is per-worker wall time). Tables follow
@@ -146,15 +154,16 @@ def build_report(
     ctx, images = detection_ground_truth(cfg, ctx, images, notes)
     classes = check_labels_first(ctx, images, cfg.report.images)
     names = activation_names(ctx.model)
+    mixed = _mixed(ctx, plan, names, chosen, out_dir, str(cfg.model.path)) if plan is not None else None
     tables = resolve_tables(cfg, algos, _given(table), force, progress)  # the one table rule
     for choice in tables.values():
         check_table_matches(choice.table, names, str(choice.path), str(cfg.model.path))
     qdq = int8_models(ctx, tables, out_dir)
     ex = make_executor(cfg, None, chosen)
-    variants = tensorrt_variants(cfg, algos, qdq) if chosen == "tensorrt" else ort_variants(cfg, ctx, qdq)
+    variants = tensorrt_variants(cfg, algos, qdq) if chosen == "tensorrt" else ort_variants(cfg, ctx, qdq, mixed)
     try:
         if ex.workers > 1:
-            job = EvaluationJob(cfg, images, chosen, tuple(algos), out_dir, task=ctx.task)
+            job = EvaluationJob(cfg, images, chosen, tuple(algos), out_dir, mixed=mixed is not None, task=ctx.task)
             ev = evaluate_sharded(job, ex, progress)
         else:
             ev = evaluate(cfg, ctx, variants.runners, images, images.labels is not None, progress)
@@ -170,6 +179,19 @@ def build_report(
                        backend_info, device)
     report.notes += int8_warnings(report, ctx.task.primary)
     return _write(report, layers, tables, out_dir, start, _task_plot_hook(ctx, ev, images, report))
+
+
+def _mixed(ctx: ModelContext, plan: str | Path, names: Sequence[str], backend: str, out_dir: Path,
+           model: str) -> tuple[Any, PrecisionPlan]:
+    """The plan's Q/DQ model (checked before any evaluation) for the "mixed" column."""
+    if backend == "tensorrt":
+        raise UserError("--plan: the mixed column runs on ONNX Runtime; with TensorRT, `sppquant build --plan` "
+                        "builds the mixed engine (it is then the int8 engine)")
+    read = read_plan(plan)
+    path = plan_table_path(read, plan)
+    table = read_table(path, drop_zero_inf=True)
+    check_table_matches(table, names, str(path), model)
+    return mixed_model(ctx, read, table, out_dir), read
 
 
 DROP_WARN = 0.01  # a primary-metric drop (fraction) past which INT8 is reported as a problem

@@ -21,10 +21,12 @@ from sppquant.atomic import atomic_write_bytes
 from sppquant.backends import resolve_backend, tensorrt_version
 from sppquant.backends.base import Runner
 from sppquant.backends.onnxruntime import integer_kernel_counts
+from sppquant.calibration.table import CalibrationTable
 from sppquant.config import Config
 from sppquant.errors import BackendUnavailable, UserError
 from sppquant.ops import upgrade_opset
 from sppquant.pipeline.context import ModelContext, ort_runner
+from sppquant.pipeline.precision_plan import PrecisionPlan
 from sppquant.pipeline.tables import TableChoice
 from sppquant.quantize.fp16 import ort_fp16_model
 from sppquant.quantize.qdq import MIN_OPSET, QdqInfo, build_qdq_model, check_qdq_model
@@ -80,7 +82,21 @@ def int8_models(ctx: ModelContext, tables: dict[str, TableChoice], out_dir: Path
     return qdq
 
 
-def ort_variants(cfg: Config, ctx: ModelContext, qdq: dict[str, tuple[Any, QdqInfo]]) -> Variants:
+MIXED_MODEL = "model_mixed.qdq.onnx"
+
+
+def mixed_model(ctx: ModelContext, plan: PrecisionPlan, table: CalibrationTable, out_dir: Path) -> onnx.ModelProto:
+    """The "mixed" column of ``report --plan``: the plan's table without Q/DQ on its kept tensors (the file
+    ``export-qdq --plan`` writes), checked and saved as ``model_mixed.qdq.onnx``."""
+    base = upgrade_opset(ctx.model, MIN_OPSET, "per-axis Q/DQ", str(ctx.path))
+    model_q, _ = build_qdq_model(base, table, keep_high_precision=plan.kept_high_precision)
+    check_qdq_model(model_q, "mixed-precision Q/DQ model (--plan)")
+    atomic_write_bytes(out_dir / MIXED_MODEL, model_q.SerializeToString())
+    return model_q
+
+
+def ort_variants(cfg: Config, ctx: ModelContext, qdq: dict[str, tuple[Any, QdqInfo]],
+                 mixed: tuple[onnx.ModelProto, PrecisionPlan] | None = None) -> Variants:
     fp16_model, kept, moved = ort_fp16_model(ctx.model, cfg.onnxruntime)
     runners: dict[str, Runner] = {"fp32": ort_runner(cfg, ctx.model), "fp16": ort_runner(cfg, fp16_model)}
     info: dict[str, dict[str, Any]] = {"fp32": {"precision": "fp32"}, "fp16": {"precision": "fp16"}}
@@ -88,6 +104,10 @@ def ort_variants(cfg: Config, ctx: ModelContext, qdq: dict[str, tuple[Any, QdqIn
         key = "int8" if i == 0 else f"int8_{algo}"
         runners[key] = ort_runner(cfg, model_q)
         info[key] = {"precision": "int8", "algorithm": algo, "model": f"model_int8_{algo}.qdq.onnx"}
+    if mixed is not None:
+        runners["mixed"] = ort_runner(cfg, mixed[0])
+        info["mixed"] = {"precision": "mixed", "algorithm": mixed[1].algorithm, "model": MIXED_MODEL,
+                         "kept_high_precision": len(mixed[1].kept_high_precision)}
     note = ("weights and activations in FP16; ops without an FP16 kernel in ONNX Runtime's CPU provider compute in "
             "FP32 between explicit Casts (their inputs/outputs stay FP16-rounded)")
     return Variants(runners, info, qdq, Fp16Info(kept, moved, note))

@@ -17,7 +17,8 @@ from typing import Any
 
 import onnx
 
-from sppquant.calibration.collect import ActivationCollector
+from sppquant.calibration.collect import ActivationCollector, ThreadedFeed, feed_threads
+from sppquant.calibration.derive import derivations
 from sppquant.config import Config
 from sppquant.data import BadFiles, ImageSet, iter_batches
 from sppquant.errors import DataError
@@ -56,14 +57,18 @@ def calibration_shard(job: CalibrationJob) -> CalibrationPart:
     cfg, cal = job.cfg, job.cfg.calibration
     ctx = open_model(cfg)
     names = activation_names(ctx.model)
-    runner = ort_runner(cfg, ctx.model, extra_outputs=names)
-    collector, bad = ActivationCollector(names), BadFiles()
+    # idle ORT threads sleep instead of spinning: binning threads run beside the session
+    runner = ort_runner(cfg, ctx.model, extra_outputs=names, spinning=False)
+    collector, bad = ActivationCollector(names, derivations(ctx.model, names)), BadFiles()
     deferred: tuple[int, ...] = ()
     outputs = [n for n in names if n not in set(runner.input_names)]
     sub = job.images
     last = "keep" if job.defer_partial else cal.last_batch
     try:
-        with runner:
+        # binning threads work on one batch while ONNX Runtime computes the next; several Ray workers
+        # may share a machine, so there only calibration.workers threads each
+        threads = cal.workers if cfg.executor.kind == "ray" else feed_threads(cal.workers, runner.threads)
+        with runner, ThreadedFeed(collector, threads) as feed:
             for batch in iter_batches(sub, cfg.preprocess, cfg.input.sizes, cal.batch_size, last, cal.bad_files,
                                       cal.workers, bad=bad, progress=job.progress, desc="calibrate",
                                       extra_feeds=ctx.extra_feeds):
@@ -72,9 +77,10 @@ def calibration_shard(job: CalibrationJob) -> CalibrationPart:
                     continue
                 for k in range(len(cfg.input.sizes)):
                     feeds = batch.feeds(k, cfg.model.input_name)
-                    collector.observe_all(feeds)
-                    collector.observe_all(runner.run(feeds, outputs))
+                    feed.submit({**feeds, **runner.run(feeds, outputs)})
                 collector.count_batch(batch.size)
+            feed.wait()
+            collector.finish()  # Pad/Concat/Reshape... outputs: merged from their inputs' histograms, exactly
     except DataError:
         if len(bad) != len(sub) or len(sub) == 0:  # a whole shard of bad files is not an error of the run
             raise
@@ -115,12 +121,14 @@ class EvaluationJob:
     algorithms: tuple[str, ...]
     qdq_dir: Path  # where the report wrote model_int8_<algo>.qdq.onnx
     progress: bool = False
+    mixed: bool = False  # `report --plan`: the mixed model is qdq_dir/model_mixed.qdq.onnx
     task: Any = None  # the parent's configured task (detection: with its ground truth); None: from the config
 
 
 def evaluation_shard(job: EvaluationJob) -> Evaluation:
     """Every precision on one shard, into the task's accumulators (latency: this worker's wall time)."""
-    from sppquant.pipeline.report_variants import ort_variants, tensorrt_variants  # noqa: PLC0415 - heavy
+    from sppquant.pipeline.precision_plan import PrecisionPlan  # noqa: PLC0415
+    from sppquant.pipeline.report_variants import MIXED_MODEL, ort_variants, tensorrt_variants  # noqa: PLC0415 - heavy
 
     ctx = open_model(job.cfg)
     ctx = replace(ctx, task=job.task) if job.task is not None else ctx
@@ -128,7 +136,11 @@ def evaluation_shard(job: EvaluationJob) -> Evaluation:
     if job.backend == "tensorrt":
         variants = tensorrt_variants(job.cfg, list(job.algorithms), qdq)
     else:
-        variants = ort_variants(job.cfg, ctx, qdq)
+        mixed = None
+        if job.mixed:  # the plan itself only labels the column: the coordinator's info wins
+            stub = PrecisionPlan("", "", "", "", 0.0, 0.0, [], [], 0, 0, 0, 0.0, 0.0, True)
+            mixed = (onnx.load(str(job.qdq_dir / MIXED_MODEL)), stub)
+        variants = ort_variants(job.cfg, ctx, qdq, mixed)
     try:
         return evaluate(job.cfg, ctx, variants.runners, job.images, job.images.labels is not None, job.progress)
     finally:

@@ -24,7 +24,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from types import ModuleType
@@ -53,12 +53,20 @@ from sppquant.backends.tensorrt.builder import (
 )
 from sppquant.backends.tensorrt.calibrator import CalibratorMixin, make_calibrator
 from sppquant.backends.tensorrt.memory import DeviceMemory, default_memory
-from sppquant.backends.tensorrt.ranges import derive_missing, network_layers, report_missing
+from sppquant.backends.tensorrt.ranges import (
+    constrain_layers,
+    derive_missing,
+    network_layers,
+    plan_exclusion,
+    report_missing,
+)
 from sppquant.calibration.algorithms import get_algorithm
 from sppquant.calibration.provenance import sha256_file
 from sppquant.config import Config
+from sppquant.errors import UserError
 from sppquant.pipeline import trt_settings as S
 from sppquant.pipeline.context import open_model
+from sppquant.pipeline.precision_plan import plan_table_path, read_plan
 from sppquant.pipeline.tables import TableLookup
 from sppquant.pipeline.trt_cache import TableCache
 from sppquant.pipeline.trt_feed import BatchFeeder
@@ -89,6 +97,11 @@ class EngineRecord:
     derived_ranges: int = 0
     unranged_tensors: list[str] = field(default_factory=list)
     engine_sha256: str = ""
+    # `build --plan`: the plan file, its tensors kept above INT8, the layers constrained, and the flag that did it
+    precision_plan: str | None = None
+    kept_high_precision: list[str] = field(default_factory=list)
+    constrained_layers: list[str] = field(default_factory=list)
+    precision_constraints: str | None = None
     sppquant_version: str = __version__
     created: str = ""
 
@@ -151,6 +164,7 @@ class Calibration:
     memory: DeviceMemory | None = None
     reuse: bool = True  # serve a valid table (and derive ranges for tensors it lacks)
     progress: bool = True
+    keep: frozenset[str] = frozenset()  # a precision plan's tensors: no range, constrained readers/producers
 
 
 @dataclass
@@ -163,6 +177,7 @@ class Built:
     derived: dict[str, float] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
     source: str | None = None  # "reused" or "calibrated" when a calibrator ran
+    constrained: list[str] = field(default_factory=list)  # layers given a precision constraint by a plan
 
 
 def build_one(sess: TrtSession, cfg: Config, flags: Sequence[str], what: str, *, calibration: Calibration | None = None,
@@ -203,15 +218,35 @@ def _attach_calibrator(sess: TrtSession, cfg: Config, network: Any, config: Any,
     if calibration.reuse:
         table = cache.usable_table()
         if table is not None:
-            built.derived, built.missing = derive_missing(network_layers(sess.trt, network), table.scales, [inp.name])
-            cache.extra_scales = built.derived
+            layers = network_layers(sess.trt, network)
+            excluded = plan_exclusion(layers, calibration.keep)
+            built.derived, built.missing = derive_missing(layers, table.scales, [inp.name], exclude=excluded)
+            cache.extra_scales, cache.exclude = built.derived, frozenset(excluded)
             report_missing(built.missing, str(cache.path))
+            if excluded:
+                built.constrained = apply_plan_constraints(sess.trt, network, config, excluded)
     regions = {n: shape[0] * per_image for n, per_image in S.region_inputs(cfg).items()}
     feeder = BatchFeeder(cfg, shape, calibration.memory or default_memory(), progress=calibration.progress,
                          extra_feeds=open_model(cfg).extra_feeds if regions else None, regions=regions)
     calibrator = make_calibrator(sess.trt, calibration.base_name, feeder, cache)
     config.int8_calibrator = calibrator
     return calibrator
+
+
+def apply_plan_constraints(trt: ModuleType, network: Any, config: Any, excluded: set[str]) -> list[str]:
+    """Layers reading or producing a plan's tensors compute in FP16 (FP32 without the FP16 flag).
+
+    PREFER_PRECISION_CONSTRAINTS, not OBEY: INT8 is already ruled out for these layers by the missing
+    ranges, so the constraint only picks the float precision; OBEY would fail the whole build where a
+    layer has no FP16 kernel (a plugin, an odd shape), PREFER falls back to FP32 with a TensorRT warning,
+    which only raises accuracy. Without either flag TensorRT may ignore the constraint for speed.
+    """
+    dtype = trt.float16 if config.get_flag(trt.BuilderFlag.FP16) else trt.float32
+    names = constrain_layers(trt, network, excluded, dtype)
+    config.set_flag(trt.BuilderFlag.PREFER_PRECISION_CONSTRAINTS)
+    log.info("precision plan: %d tensor(s) without an INT8 range, %d layer(s) constrained to %s", len(excluded),
+             len(names), "FP16" if dtype == trt.float16 else "FP32")
+    return names
 
 
 # --------------------------------------------------------------------------- the API
@@ -225,18 +260,30 @@ def build_engines(
     int8_dummy_scales: bool = False,
     memory: DeviceMemory | None = None,
     progress: bool = True,
+    plan: str | Path | None = None,
 ) -> list[EngineRecord]:
-    """Build one engine per precision; returns their records (also written as JSON)."""
+    """Build one engine per precision; returns their records (also written as JSON).
+
+    ``plan``: a precision plan from `sppquant tune`; INT8 builds then use the plan's table, served
+    without its tensors, with precision constraints on the layers around them (`apply_plan_constraints`).
+    """
     out = Path(output_dir) if output_dir is not None else cfg.build.output_dir
     plans = S.plan_builds(cfg, precisions or cfg.build.precisions, out, int8_dummy_scales)
     check_writable(plans[0].engine_path, "engine")
+    plan_path = Path(plan) if plan is not None else None
+    precision_plan = read_plan(plan_path) if plan_path is not None else None  # before TensorRT: bad file -> exit 2
     version = trt_version(import_tensorrt())
-    algorithm = cfg.calibration.algorithm
+    algorithm = precision_plan.algorithm if precision_plan else cfg.calibration.algorithm
     base_name, header = S.calibrator_base(algorithm)
-    cache = TableCache(cfg, cfg.calibration.output, algorithm, header, version)
+    table_path = plan_table_path(precision_plan, plan_path) if precision_plan else cfg.calibration.output
+    cache = TableCache(cfg, table_path, algorithm, header, version)
     decision = None
+    keep: frozenset[str] = frozenset(precision_plan.kept_high_precision) if precision_plan else frozenset()
     if any(p.precision == "int8" and not p.dummy_scales for p in plans):
         decision = table_decision(cache, algorithm, force)  # before any work
+        if precision_plan is not None and decision != "reuse":
+            raise UserError(f"--plan {plan_path}: its table {table_path} is missing or stale; the plan ranks that "
+                            f"table's tensors: rerun sppquant tune (or sppquant calibrate --algorithm {algorithm})")
     if decision == "sppquant":
         from sppquant.pipeline.calibrate import calibrate  # noqa: PLC0415 - calibrate routes to this module
 
@@ -251,7 +298,8 @@ def build_engines(
     for plan in plans:
         calibration = None
         if plan.precision == "int8" and not plan.dummy_scales:
-            calibration = Calibration(cache, base_name, memory, reuse=decision == "reuse", progress=progress)
+            calibration = Calibration(cache, base_name, memory, reuse=decision == "reuse", progress=progress,
+                                      keep=keep)
         built = build_one(sess, cfg, plan.flags, plan.precision, calibration=calibration,
                           dummy_ranges=plan.dummy_scales, timing=timing)
         if built.source is not None:
@@ -260,6 +308,10 @@ def build_engines(
         atomic_write_bytes(plan.engine_path, built.data)
         timing.save()
         record = _record(cfg, plan, built, cache, sess, gpu, model_sha)
+        if calibration is not None and keep:
+            record = replace(record, precision_plan=str(plan_path), kept_high_precision=sorted(keep),
+                             constrained_layers=built.constrained,
+                             precision_constraints="PREFER_PRECISION_CONSTRAINTS")
         record.write(plan.record_path)
         log.info("built %s (%s, %.1f s)", plan.engine_path, plan.precision, built.seconds)
         records.append(record)

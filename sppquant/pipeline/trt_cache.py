@@ -42,6 +42,7 @@ class TableCache:
         self.cfg, self.path, self.algorithm = cfg, Path(path), algorithm
         self.header_algo, self.trt_version, self.reuse = header_algo, trt_version, reuse
         self.extra_scales: dict[str, float] = {}  # builder-derived entries for tensors the table lacks
+        self.exclude: frozenset[str] = frozenset()  # a precision plan's tensors: served without a range
         self.served: CalibrationTable | None = None
         self.reads = self.writes = 0
         self._status: TableStatus | None = None
@@ -89,6 +90,8 @@ class TableCache:
         if self.extra_scales:
             table = replace(table, scales={**table.scales, **{k: v for k, v in self.extra_scales.items()
                                                               if k not in table.scales}})
+        if self.exclude:  # no range -> TensorRT runs every layer reading or producing them above INT8
+            table = replace(table, scales={k: v for k, v in table.scales.items() if k not in self.exclude})
         self.served = table
         log.info("reusing calibration table %s (%s, %d tensors, header %s)", self.path, self.algorithm,
                  len(table.scales), table.header)

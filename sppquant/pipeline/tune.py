@@ -22,19 +22,19 @@ constraints (see docs/tensorrt.md); a PNG plots the curve.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from sppquant.atomic import atomic_write_bytes, atomic_write_text, check_writable
+from sppquant.atomic import atomic_write_bytes, check_writable
 from sppquant.config import Config
 from sppquant.data import ImageSet
 from sppquant.errors import UserError
 from sppquant.pipeline.context import ModelContext, open_model, ort_runner
+from sppquant.pipeline.precision_plan import PLAN_FORMAT, PrecisionPlan, read_plan  # noqa: F401 - re-exported
 from sppquant.pipeline.report import detection_ground_truth, evaluation_set
 from sppquant.pipeline.report_eval import evaluate
 from sppquant.pipeline.report_layers import analyse_layers
@@ -42,42 +42,6 @@ from sppquant.pipeline.tables import resolve_tables
 from sppquant.quantize.qdq import build_qdq_model
 
 log = logging.getLogger(__name__)
-
-PLAN_FORMAT = "sppquant.precision-plan/1"
-
-
-@dataclass
-class PrecisionPlan:
-    model: str
-    table: str
-    algorithm: str
-    metric: str
-    max_drop: float
-    fp32: float  # the metric in FP32 on the tune split
-    kept_high_precision: list[str]
-    curve: list[list[float]]  # [k, metric] evaluated on the tune split
-    quantized_tensors: int
-    tune_images: int
-    holdout_images: int
-    holdout_fp32: float
-    holdout_int8: float
-    met: bool  # the budget holds on the held-out split
-    format: str = PLAN_FORMAT
-    notes: list[str] = field(default_factory=list)
-
-    def write(self, path: Path) -> None:
-        atomic_write_text(path, json.dumps(asdict(self), indent=2) + "\n")
-
-
-def read_plan(path: str | Path) -> PrecisionPlan:
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-        if data.get("format") != PLAN_FORMAT:
-            raise ValueError(f"not a {PLAN_FORMAT} file")
-        return PrecisionPlan(**data)
-    except (OSError, ValueError, TypeError) as exc:
-        raise UserError(f"{path}: not a usable precision plan ({exc})") from None
-
 
 def _split(images: ImageSet) -> tuple[ImageSet, ImageSet]:
     def part(idx: range) -> ImageSet:
@@ -126,26 +90,26 @@ def tune(cfg: Config, max_drop: float, output: str | Path, metric: str | None = 
         model_q, _ = build_qdq_model(ctx.model, choice.table, keep_high_precision=ranked[:k])
         return _metric_fn(cfg, ctx, model_q, on, metric)
 
-    k, curve, fp32 = _search(evaluate_k, len(ranked), max_drop, metric)
+    k, curve, fp32 = search_smallest_k(evaluate_k, len(ranked), max_drop, metric)
     h_fp32, h_int8 = evaluate_k(k, holdout)
-    met = _within(h_fp32, h_int8, max_drop, metric)
+    met = within_budget(h_fp32, h_int8, max_drop, metric)
     plan = PrecisionPlan(str(cfg.model.path), str(choice.path), algorithm, metric, max_drop, fp32, ranked[:k],
                          curve, len(ranked), len(tune_set), len(holdout), h_fp32, h_int8, met)
     if not met:
         plan.notes.append(f"the budget is NOT met on the held-out images: {metric} {h_int8:.4f} vs FP32 {h_fp32:.4f}")
         log.warning("%s", plan.notes[-1])
     plan.write(output)
-    atomic_write_bytes(output.with_suffix(".png"), _plot(plan))
+    atomic_write_bytes(output.with_suffix(".png"), plot_curve(plan))
     return plan
 
 
-def _within(ref: float, got: float, max_drop: float, metric: str) -> bool:
+def within_budget(ref: float, got: float, max_drop: float, metric: str) -> bool:
     if metric == "sqnr_db":  # no task metric: a drop budget in dB makes no sense; 30 dB is the bar
         return got >= 30.0 or math.isinf(got)
     return ref - got <= max_drop + 1e-12
 
 
-def _search(evaluate_k: Callable[[int], tuple[float, float]], n: int, max_drop: float,
+def search_smallest_k(evaluate_k: Callable[[int], tuple[float, float]], n: int, max_drop: float,
             metric: str) -> tuple[int, list[list[float]], float]:
     """Smallest k (tensors kept in high precision) meeting the budget: doubling, then bisection."""
     seen: dict[int, float] = {}
@@ -155,7 +119,7 @@ def _search(evaluate_k: Callable[[int], tuple[float, float]], n: int, max_drop: 
         seen[k] = got
         ok.ref = ref  # type: ignore[attr-defined]
         log.info("tune: %d tensor(s) in high precision -> %s %.4f (FP32 %.4f)", k, metric, got, ref)
-        return _within(ref, got, max_drop, metric)
+        return within_budget(ref, got, max_drop, metric)
 
     lo, k = -1, 0
     while not ok(k):
@@ -172,7 +136,7 @@ def _search(evaluate_k: Callable[[int], tuple[float, float]], n: int, max_drop: 
     return hi, [[kk, v] for kk, v in sorted(seen.items())], ok.ref  # type: ignore[attr-defined]
 
 
-def _plot(plan: PrecisionPlan) -> bytes:
+def plot_curve(plan: PrecisionPlan) -> bytes:
     import io  # noqa: PLC0415
 
     import matplotlib  # noqa: PLC0415

@@ -45,6 +45,8 @@ class PrecisionResult:
 
     @property
     def label(self) -> str:
+        if self.precision == "mixed":  # `report --plan`: INT8 except the plan's tensors
+            return f"MIXED ({self.algorithm} plan)"
         return f"INT8 ({self.algorithm})" if self.precision == "int8" else self.key.upper()
 
     def to_json(self) -> dict[str, Any]:

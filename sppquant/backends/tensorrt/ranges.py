@@ -53,19 +53,29 @@ def network_layers(trt: ModuleType, network: Any) -> list[LayerInfo]:
 
 
 def derive_missing(
-    layers: Iterable[LayerInfo], scales: Mapping[str, float], network_inputs: Iterable[str] = ()
+    layers: Iterable[LayerInfo], scales: Mapping[str, float], network_inputs: Iterable[str] = (),
+    exclude: Iterable[str] = (),
 ) -> tuple[dict[str, float], list[str]]:
-    """``(derived scales, names still without a range)`` for tensors absent from ``scales``."""
+    """``(derived scales, names still without a range)`` for tensors absent from ``scales``.
+
+    ``exclude``: tensors a precision plan keeps out of INT8; they get no range, and neither does a
+    range-preserving layer's output read from one (a reshape of a kept tensor is kept too). Neither
+    is reported missing: being without a range is the plan.
+    """
     known = dict(scales)
+    excluded = set(exclude)
     derived: dict[str, float] = {}
-    missing = [n for n in network_inputs if n not in known]
+    missing = [n for n in network_inputs if n not in known and n not in excluded]
     for layer in layers:
         for out, is_float in zip(layer.outputs, layer.float_outputs):
-            if out in known or not is_float or layer.type in NO_SCALE_LAYERS:
+            if out in known or out in excluded or not is_float or layer.type in NO_SCALE_LAYERS:
                 continue
             src = None
             if layer.type in RANGE_PRESERVING_LAYERS and layer.inputs:
                 srcs = layer.inputs if layer.type == "CONCATENATION" else layer.inputs[:1]
+                if any(s in excluded for s in srcs):
+                    excluded.add(out)
+                    continue
                 if all(s in known for s in srcs):
                     src = max(known[s] for s in srcs)
             if src is None:
@@ -73,6 +83,42 @@ def derive_missing(
             else:
                 known[out] = derived[out] = src
     return derived, missing
+
+
+def plan_exclusion(layers: Iterable[LayerInfo], keep: Iterable[str]) -> set[str]:
+    """A plan's kept tensors plus what range-preserving layers (reshapes, pooling, ...) make of them, in
+    network order: the tensors TensorRT gets no range for."""
+    excluded = set(keep)
+    for layer in layers:
+        if layer.type in RANGE_PRESERVING_LAYERS and any(s in excluded for s in layer.inputs):
+            excluded |= set(layer.outputs)
+    return excluded
+
+
+def constrain_layers(trt: ModuleType, network: Any, keep: Iterable[str], dtype: Any) -> list[str]:
+    """Precision constraints of a plan: every layer reading or producing a kept tensor computes in ``dtype``
+    (``layer.precision``), and its kept outputs are of ``dtype`` (``set_output_type``). Returns the layer names.
+
+    TensorRT already keeps such layers out of INT8 because the kept tensors have no range ("Missing
+    scale ... fall back to non-int8 implementation for any layer consuming or producing given tensor");
+    the constraint says which float precision they get instead of leaving it to the tactic timing.
+    """
+    keep = set(keep)
+    names = []
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        ins = [layer.get_input(j) for j in range(layer.num_inputs)]
+        outs = [layer.get_output(j) for j in range(layer.num_outputs)]
+        hit_out = [j for j, t in enumerate(outs) if t.name in keep]
+        if not hit_out and not any(t is not None and t.name in keep for t in ins):
+            continue
+        if layer.type.name in NO_SCALE_LAYERS or not any(t.dtype in (trt.float32, trt.float16) for t in outs):
+            continue  # shape/constant layers have no float precision to choose
+        layer.precision = dtype
+        for j in hit_out:
+            layer.set_output_type(j, dtype)
+        names.append(layer.name)
+    return names
 
 
 def report_missing(missing: list[str], table: str) -> None:
