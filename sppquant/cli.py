@@ -61,8 +61,18 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     size = tuple(args.size) if args.size else None
+    if args.draw:
+        from sppquant.pipeline.context import open_model
+        from sppquant.pipeline.predict import check_draw
+
+        check_draw(open_model(cfg).task.name, args.draw)
     results = predict(cfg, args.images, top_k=max(1, args.top_k), size=size, progress=_progress(args),
                       engine=args.engine)
+    if args.draw:
+        from sppquant.pipeline.predict import draw_predictions
+
+        Path(args.draw).mkdir(parents=True, exist_ok=True)
+        draw_predictions(results, args.draw, cfg.detection.agreement_score)
     if args.json:
         print(json.dumps([r.to_json() for r in results]))
     else:
@@ -374,6 +384,8 @@ def _add_model_commands(sub: argparse._SubParsersAction, algorithms: tuple[str, 
     p.add_argument("--top-k", type=int, default=1, help="classes to show per image (classification)")
     p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="input size (default: first in config)")
     p.add_argument("--engine", help="run this TensorRT engine (TensorRT backend) instead of the ONNX model")
+    p.add_argument("--draw", metavar="DIR", help="detection: write each image with its boxes (score >= "
+                   "detection.agreement_score) as DIR/<name>.png")
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("report", help="FP32 vs FP16 vs INT8 accuracy report (Markdown, JSON, plots)")

@@ -108,6 +108,21 @@ class ReportConfig:
     layer_images: int = 64  # images (x every size) the per-layer sensitivity pass uses
     bad_files: Literal["skip", "error"] = "skip"
     classes: tuple[str, ...] | None = None  # class names in output order; default: sorted folder names
+    annotations: Path | None = field(default=None, metadata=PATH)  # COCO JSON ground truth (task: detection)
+
+
+@dataclass(frozen=True)
+class DetectionConfig:
+    """``detection:``: the regions input and its proposal hook, NMS, and the decoder (``builtin`` or a hook)."""
+
+    rois_input: str = "rois"
+    proposals: str | None = None  # module:function, (C, H, W) preprocessed image -> (K, 4) boxes
+    iou_threshold: float = 0.5
+    score_threshold: float = 0.05
+    max_detections: int = 100
+    max_regions: int = 300  # proposals per image at most (the first ones; sizes the TensorRT profile)
+    agreement_score: float = 0.5  # box F1 vs FP32 counts detections scoring at least this (kept boxes)
+    decoder: str = "builtin"  # or module:function (proposals, outputs, canvas) -> Detections
 
 
 @dataclass(frozen=True)
@@ -133,6 +148,7 @@ class Config:
     onnxruntime: OrtOptions = OrtOptions()
     backend: str = field(default="auto", metadata=BACKEND)
     task: str = field(default="auto", metadata=TASK)
+    detection: DetectionConfig = DetectionConfig()
     executor: ExecutorConfig = ExecutorConfig()
     source: Path | None = None  # the YAML file this came from (not a YAML key)
 
@@ -339,6 +355,27 @@ def _validate_ranges(cfg: Config, ctx: _Ctx) -> None:
         ctx.fail("calibration.seed", f"expected a non-negative integer, got {cfg.calibration.seed}")
 
 
+def _validate_detection(cfg: Config, ctx: _Ctx) -> None:
+    det = cfg.detection
+    for name in ("iou_threshold", "score_threshold", "agreement_score"):
+        if not 0.0 <= getattr(det, name) <= 1.0:
+            ctx.fail(f"detection.{name}", f"expected a number in [0, 1], got {getattr(det, name)}")
+    for name in ("max_detections", "max_regions"):
+        if getattr(det, name) <= 0:
+            ctx.fail(f"detection.{name}", f"expected a positive integer, got {getattr(det, name)}")
+    for name in ("proposals", "decoder"):
+        value = getattr(det, name)
+        if value not in (None, "builtin") and (value.count(":") != 1 or not all(value.split(":"))):
+            ctx.fail(f"detection.{name}", f"expected module:function, got {value!r}")
+    if det.proposals == "builtin":
+        ctx.fail("detection.proposals", "expected module:function (there is no built-in proposal method)")
+    if cfg.task == "detection" and len(cfg.input.sizes) > 1:
+        ctx.fail("input.sizes", f"task 'detection' evaluates one input size (COCO scores each image once), "
+                                f"got {len(cfg.input.sizes)}: {[list(s) for s in cfg.input.sizes]}")
+    if cfg.task == "detection" and det.proposals is None:
+        ctx.fail("detection.proposals", "task 'detection' needs a proposal hook, e.g. sppquant.demo.proposals:propose")
+
+
 def config_from_dict(data: Any, source: str = "<config>", base: Path | None = None) -> Config:
     """Build and validate a Config from parsed YAML (also handy in tests)."""
     ctx = _Ctx(source, (base or Path.cwd()).resolve())
@@ -347,6 +384,7 @@ def config_from_dict(data: Any, source: str = "<config>", base: Path | None = No
         model = dataclasses.replace(cfg.model, input_name=_default_input_name(cfg.model.path, ctx))
         cfg = dataclasses.replace(cfg, model=model)
     _validate(cfg, ctx)
+    _validate_detection(cfg, ctx)
     return cfg
 
 

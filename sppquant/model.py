@@ -67,7 +67,8 @@ def activation_names(model: onnx.ModelProto) -> list[str]:
     """Float tensors of the original graph in execution order: inputs, then node outputs.
 
     Initializers (weights) are not activations; helper tensors of the ONNX Runtime
-    rewrite do not exist in the original graph, so they never appear here.
+    rewrite do not exist in the original graph, so they never appear here. Neither are
+    tensors read only as a plugin's coordinates (RoI SPP's ``rois``): they stay FP32.
     """
     types = tensor_types(model)
     inits = {i.name for i in model.graph.initializer}
@@ -76,7 +77,20 @@ def activation_names(model: onnx.ModelProto) -> list[str]:
         for out in node.output:
             if out and out not in inits and types.get(out, onnx.TensorProto.FLOAT) in FLOAT_TYPES:
                 names.append(out)
-    return list(dict.fromkeys(names))
+    coords = coordinate_only_tensors(model)
+    return [n for n in dict.fromkeys(names) if n not in coords]
+
+
+def coordinate_only_tensors(model: onnx.ModelProto) -> set[str]:
+    """Tensors whose every consumer is a custom op reading them outside its ``float_inputs`` (coordinates)."""
+    coord: set[str] = set()
+    other: set[str] = set()
+    for node in model.graph.node:
+        spec = find_op(node)
+        for i, name in enumerate(node.input):
+            (coord if spec is not None and i not in spec.float_inputs else other).add(name)
+    outputs = {o.name for o in model.graph.output}
+    return coord - other - outputs
 
 
 def input_shapes(model: onnx.ModelProto) -> dict[str, list[int | str | None]]:

@@ -488,7 +488,7 @@ class _RunnerFakes:
         r._trt, r._cuda, r._memory, r.context, r.engine, r._runtime = (self.trt, self.cuda, self.mem, self.ctx,
                                                                      self.engine, object())
         r.stream, r._buffers, r.max_batch = self.stream, {}, 4
-        r.input_names, r.output_names = ["image"], ["logits"]
+        r.input_names, r.output_names, r.image_input = ["image"], ["logits"], "image"
         allocate = r._buffer
 
         def tracking(name: str, nbytes: int) -> int:

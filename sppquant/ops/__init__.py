@@ -8,12 +8,13 @@ tests op types: it calls `find_op(node)` and reads the spec.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import onnx
 
 from sppquant.ops.opset import default_opset, upgrade_opset
 from sppquant.ops.plugin_io import dequantize_plugin_io
+from sppquant.ops.roi_spp.spec import ROI_SPP
 from sppquant.ops.spec import OpSpec, PluginInfo, PluginQdq
 from sppquant.ops.spp.spec import SPP
 from sppquant.registry import Registry
@@ -22,6 +23,7 @@ log = logging.getLogger(__name__)
 
 OPS: Registry[OpSpec] = Registry("custom op")
 OPS.register(SPP.key, SPP)
+OPS.register(ROI_SPP.key, ROI_SPP)
 
 
 def find_op(node: onnx.NodeProto) -> OpSpec | None:
@@ -48,20 +50,21 @@ def required_opset(model: onnx.ModelProto) -> int:
     return max((spec.min_opset for _, spec in custom_nodes(model)), default=1)
 
 
-def rewrite_for_onnxruntime(model: onnx.ModelProto) -> onnx.ModelProto:
+def rewrite_for_onnxruntime(model: onnx.ModelProto,
+                             select: Callable[[onnx.NodeProto], bool] | None = None) -> onnx.ModelProto:
     """A copy of ``model`` with every custom-op node replaced by standard ops ONNX Runtime runs.
 
-    Only nodes of registered ops are touched; a model without custom ops comes back as an
-    unchanged copy whatever its opset. Outputs keep their names; helper tensors are named
-    ``<output>__<op>/...``.
+    Only nodes of registered ops are touched (and of those, only the ones ``select`` accepts);
+    a model without custom ops comes back as an unchanged copy whatever its opset. Outputs
+    keep their names; helper tensors are named ``<output>__<op>/...``.
     """
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    found = list(custom_nodes(out))
+    found = [(n, spec) for n, spec in custom_nodes(out) if select is None or select(n)]
     if not found:
         return out
     # Q -> plugin -> DQ (INT8 I/O for TensorRT) -> Q -> DQ -> float op -> Q -> DQ: exact, see plugin_io.
-    out = dequantize_plugin_io(out, lambda node: find_op(node) is not None)
+    out = dequantize_plugin_io(out, lambda node: find_op(node) is not None and (select is None or select(node)))
     need = max(spec.min_opset for _, spec in found)
     kinds = ", ".join(sorted({spec.op_type for _, spec in found}))
     out = upgrade_opset(out, need, f"the ONNX Runtime rewrite of {kinds}")
@@ -70,7 +73,7 @@ def rewrite_for_onnxruntime(model: onnx.ModelProto) -> onnx.ModelProto:
     new_nodes: list[onnx.NodeProto] = []
     for node in graph.node:
         spec = find_op(node)
-        if spec is None:
+        if spec is None or (select is not None and not select(node)):
             new_nodes.append(node)
             continue
         nodes, inits = spec.rewrite(node, opset)

@@ -30,7 +30,7 @@ class ModelContext:
     input_name: str
     outputs: tuple[str, ...]
     task: Task
-    extra_feeds: FeedBuilder | None = None  # other model inputs computed from the images (none yet)
+    extra_feeds: FeedBuilder | None = None  # other model inputs computed from the images (detection: rois)
 
 
 def output_infos(model: onnx.ModelProto) -> list[OutputInfo]:
@@ -76,8 +76,18 @@ def open_model(cfg: Config) -> ModelContext:
     mtime = path.stat().st_mtime_ns if path.is_file() else 0
     model = _load(path, mtime, cfg.model.input_name)
     check_image_input(model, cfg, path)
-    task = choose_task(cfg.task, output_infos(model), str(path))
-    return ModelContext(model, path, cfg.model.input_name, tuple(graph_output_names(model)), task)
+    from sppquant.pipeline.detection import extra_feeds  # noqa: PLC0415
+
+    task = choose_task(cfg.task, output_infos(model), str(path), configure=lambda t: _configure(cfg, t))
+    feeds = extra_feeds(cfg, [i.name for i in model.graph.input])
+    return ModelContext(model, path, cfg.model.input_name, tuple(graph_output_names(model)), task, feeds)
+
+
+def _configure(cfg: Config, task: Task) -> Task:
+    """A task with settings from its config section (detection: NMS, decoder hook)."""
+    from sppquant.pipeline.detection import detection_settings  # noqa: PLC0415
+
+    return task.configure(detection_settings(cfg)) if task.name == "detection" else task
 
 
 def ort_runner(cfg: Config, model: onnx.ModelProto, extra_outputs: Sequence[str] = (),

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sppquant.atomic import atomic_write_bytes
 from sppquant.backends.base import Runner
 from sppquant.config import MAX_SIDE, Config
 from sppquant.data import ImageSet, iter_batches
@@ -73,6 +74,35 @@ def predict(
                                   workers=cfg.calibration.workers, progress=progress, desc="predict",
                                   extra_feeds=ctx.extra_feeds):
             out = runner.run(batch.feeds(0, cfg.model.input_name), outputs)
+            out = {**out, **(batch.extra[0] if batch.extra else {})}  # detection decodes against its rois
             for path, pred in zip(batch.paths, ctx.task.decode(out, batch.geometry[0], top_k=top_k)):
                 results.append(Prediction(str(path), ctx.task.name, pred, ctx.task.format_prediction(pred)))
     return results
+
+
+def draw_predictions(results: Sequence[Prediction], out_dir: str | Path, min_score: float = 0.0) -> list[Path]:
+    """``--draw DIR``: each image with its detections, as ``DIR/<stem>.png`` (names made unique)."""
+    from sppquant.preprocess import load_image  # noqa: PLC0415
+    from sppquant.tasks.detection_draw import draw_detections, encode_png  # noqa: PLC0415 - OpenCV drawing
+
+    out = Path(out_dir)
+    written: list[Path] = []
+    used: set[str] = set()
+    for r in results:
+        stem = Path(r.path).stem
+        name = next(f"{stem}{sfx}.png" for sfx in ("", *(f"_{i}" for i in range(1, len(results) + 1)))
+                    if f"{stem}{sfx}.png" not in used)
+        used.add(name)
+        atomic_write_bytes(out / name, encode_png(draw_detections(load_image(r.path), r.result, min_score)))
+        written.append(out / name)
+    return written
+
+
+def check_draw(task_name: str, out_dir: str | Path) -> Path:
+    """``--draw`` only for detection, into a folder that is (or can be) a directory: checked before work."""
+    if task_name != "detection":
+        raise UserError(f"--draw: the model's task is {task_name!r}; only detection predictions have boxes to draw")
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--draw: {out} exists and is not a directory")
+    return out

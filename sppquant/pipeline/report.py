@@ -16,6 +16,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
+from functools import reduce
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,25 @@ def evaluation_set(cfg: Config) -> tuple[ImageSet, list[str]]:
     return images, notes
 
 
+def detection_ground_truth(cfg: Config, ctx: ModelContext, images: ImageSet,
+                           notes: list[str]) -> tuple[ModelContext, ImageSet]:
+    """Detection: ``report.annotations`` (COCO) checked against the images, which it labels with image ids."""
+    if ctx.task.name != "detection":
+        return ctx, images
+    from sppquant.pipeline.detection import load_ground_truth, probe_decoder  # noqa: PLC0415
+
+    images = replace(images, labels=None)
+    notes[:] = [n for n in notes if "only agreement with FP32" not in n]  # class labels do not apply
+    task = ctx.task
+    if cfg.report.annotations is None:
+        notes.append("report.annotations is not set: only box agreement with FP32 (no mAP) is reported")
+    else:
+        gt, images = load_ground_truth(cfg.report.annotations, images)
+        task = task.configure(replace(task.settings, ground_truth=gt))
+    probe_decoder(cfg, ctx.model, ctx.path, task, images)
+    return replace(ctx, task=task), images
+
+
 def check_labels_first(ctx: ModelContext, images: ImageSet, source: Path) -> int | None:
     """Labels must index the model's class output: checked from its declared width before any work."""
     width = model_output_width(ctx.model, ctx.outputs[0])
@@ -131,6 +151,7 @@ def build_report(
     chosen = choose_backend(backend or cfg.backend)
     ctx = open_model(cfg)
     images, notes = evaluation_set(cfg)  # data problems before any calibration work
+    ctx, images = detection_ground_truth(cfg, ctx, images, notes)
     classes = check_labels_first(ctx, images, cfg.report.images)
     names = activation_names(ctx.model)
     mixed = _mixed(ctx, plan, names, chosen, out_dir, str(cfg.model.path)) if plan is not None else None
@@ -142,7 +163,7 @@ def build_report(
     variants = tensorrt_variants(cfg, algos, qdq) if chosen == "tensorrt" else ort_variants(cfg, ctx, qdq, mixed)
     try:
         if ex.workers > 1:
-            job = EvaluationJob(cfg, images, chosen, tuple(algos), out_dir, mixed=mixed is not None)
+            job = EvaluationJob(cfg, images, chosen, tuple(algos), out_dir, mixed=mixed is not None, task=ctx.task)
             ev = evaluate_sharded(job, ex, progress)
         else:
             ev = evaluate(cfg, ctx, variants.runners, images, images.labels is not None, progress)
@@ -157,7 +178,7 @@ def build_report(
     report = _assemble(cfg, ctx, chosen, algos, tables, variants, ev, layers, images, notes, classes,
                        backend_info, device)
     report.notes += int8_warnings(report, ctx.task.primary)
-    return _write(report, layers, tables, out_dir, start)
+    return _write(report, layers, tables, out_dir, start, _task_plot_hook(ctx, ev, images, report))
 
 
 def _mixed(ctx: ModelContext, plan: str | Path, names: Sequence[str], backend: str, out_dir: Path,
@@ -206,8 +227,12 @@ def _db_text(v: float) -> str:
 def _assemble(cfg, ctx, chosen, algos, tables, variants: Variants, ev, layers, images, notes, classes,
               backend_info, device) -> Report:
     labelled = images.labels is not None
-    dataset = DatasetInfo(str(cfg.report.images), labelled, cfg.report.labels if labelled else "none", len(images),
-                          ev.images, [{"path": p, "reason": r} for p, r in ev.bad.items], classes)
+    kind, n_classes = (cfg.report.labels if labelled else "none"), classes
+    gt = getattr(getattr(ctx.task, "settings", None), "ground_truth", None)
+    if gt is not None:  # detection: COCO annotations label the images; classes are its categories
+        kind, n_classes = f"COCO annotations {cfg.report.annotations}", len(gt["categories"])
+    dataset = DatasetInfo(str(cfg.report.images), labelled, kind, len(images),
+                          ev.images, [{"path": p, "reason": r} for p, r in ev.bad.items], n_classes)
     table_info = {a: TableInfo(str(c.path), c.source, c.table.header, len(c.table.scales), c.reasons, c.tie_scales)
                   for a, c in tables.items()}
     return Report(
@@ -226,10 +251,21 @@ def _no_fp16() -> Fp16Info:
     return Fp16Info([], [], "FP16 numbers come from the TensorRT FP16 engine")
 
 
-def _write(report: Report, layers, tables: dict[str, TableChoice], out_dir: Path, start: float) -> ReportResult:
+def _task_plot_hook(ctx: ModelContext, ev, images: ImageSet, report: Report):
+    """The task's own plots (``extra_plots``: detection PR curves and sample boxes), or None."""
+    if not hasattr(ctx.task, "extra_plots"):
+        return None
+    merged = {k: reduce(lambda a, b: a.merge(b), per.values()) for k, per in ev.metrics.items()}
+    labels = {k: p.label for k, p in report.precisions.items()}
+    paths = dict(zip(images.labels, images.paths)) if images.labels is not None else {}
+    return lambda out_dir: ctx.task.extra_plots(merged, labels, paths, out_dir)
+
+
+def _write(report: Report, layers, tables: dict[str, TableChoice], out_dir: Path, start: float,
+           task_plots=None) -> ReportResult:
     from sppquant.report.render import render_markdown, render_plots  # noqa: PLC0415 - matplotlib
 
-    plots = render_plots(report, layers.histograms, {a: c.table for a, c in tables.items()}, out_dir)
+    plots = render_plots(report, layers.histograms, {a: c.table for a, c in tables.items()}, out_dir, task_plots)
     report.plots = [p.name for p in plots]
     report.seconds = round(time.perf_counter() - start, 2)
     json_path, md_path = out_dir / "report.json", out_dir / "report.md"

@@ -59,8 +59,11 @@ def evaluate(cfg: Config, ctx: ModelContext, runners: Mapping[str, Runner], imag
         for k, s in enumerate(sizes):
             feeds = batch.feeds(k, cfg.model.input_name)
             outs = {key: _timed_run(ev, key, s, runner, feeds, outputs, batch.size) for key, runner in runners.items()}
+            extra = batch.extra[k] if batch.extra else {}  # e.g. the rois a detection task decodes against
+            targets = ctx.task.targets(batch.labels, batch.geometry[k]) if hasattr(ctx.task, "targets") \
+                else batch.labels
             for key in runners:
-                ev.metrics[key][s].update(outs["fp32"], outs[key], batch.labels)
+                ev.metrics[key][s].update({**outs["fp32"], **extra}, {**outs[key], **extra}, targets)
     return ev
 
 

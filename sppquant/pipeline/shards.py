@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from functools import reduce
 from pathlib import Path
+from typing import Any
 
 import onnx
 
@@ -121,6 +122,7 @@ class EvaluationJob:
     qdq_dir: Path  # where the report wrote model_int8_<algo>.qdq.onnx
     progress: bool = False
     mixed: bool = False  # `report --plan`: the mixed model is qdq_dir/model_mixed.qdq.onnx
+    task: Any = None  # the parent's configured task (detection: with its ground truth); None: from the config
 
 
 def evaluation_shard(job: EvaluationJob) -> Evaluation:
@@ -129,6 +131,7 @@ def evaluation_shard(job: EvaluationJob) -> Evaluation:
     from sppquant.pipeline.report_variants import MIXED_MODEL, ort_variants, tensorrt_variants  # noqa: PLC0415 - heavy
 
     ctx = open_model(job.cfg)
+    ctx = replace(ctx, task=job.task) if job.task is not None else ctx
     qdq = {a: (onnx.load(str(job.qdq_dir / f"model_int8_{a}.qdq.onnx")), None) for a in job.algorithms}
     if job.backend == "tensorrt":
         variants = tensorrt_variants(job.cfg, list(job.algorithms), qdq)

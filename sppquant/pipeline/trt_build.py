@@ -65,6 +65,7 @@ from sppquant.calibration.provenance import sha256_file
 from sppquant.config import Config
 from sppquant.errors import UserError
 from sppquant.pipeline import trt_settings as S
+from sppquant.pipeline.context import open_model
 from sppquant.pipeline.precision_plan import plan_table_path, read_plan
 from sppquant.pipeline.tables import TableLookup
 from sppquant.pipeline.trt_cache import TableCache
@@ -183,12 +184,13 @@ def build_one(sess: TrtSession, cfg: Config, flags: Sequence[str], what: str, *,
               dummy_ranges: bool = False, timing: TimingCache | None = None) -> Built:
     """Parse, profile, flag and build one engine; with ``calibration``, TensorRT calibrates or reuses a table."""
     trt = sess.trt
-    network, _parser, inputs = parse_network(trt, sess.builder, sess.logger, cfg.model.path, [cfg.model.input_name])
+    network, _parser, inputs = parse_network(trt, sess.builder, sess.logger, cfg.model.path,
+                                             [cfg.model.input_name, *S.region_inputs(cfg)])
     inp = inputs[cfg.model.input_name]
     shapes = S.profile_shapes(cfg, tuple(inp.shape))
     config = sess.builder.create_builder_config()
     apply_flags(trt, config, flags, S.workspace_bytes(cfg))
-    add_profiles(sess.builder, config, {inp.name: shapes})
+    add_profiles(sess.builder, config, {inp.name: shapes, **S.extra_profiles(cfg)})
     if timing is not None:
         timing.attach(config)
     built = Built(b"", 0.0, shapes, inp.name)
@@ -209,7 +211,8 @@ def build_one(sess: TrtSession, cfg: Config, flags: Sequence[str], what: str, *,
 def _attach_calibrator(sess: TrtSession, cfg: Config, network: Any, config: Any, inp: Any, calibration: Calibration,
                        built: Built) -> CalibratorMixin:
     shape = S.calibration_shape(cfg, tuple(inp.shape))
-    add_profiles(sess.builder, config, {inp.name: ProfileShapes(shape, shape, shape)}, calibration=True)
+    add_profiles(sess.builder, config, {inp.name: ProfileShapes(shape, shape, shape),
+                                        **S.extra_profiles(cfg, calibration=True)}, calibration=True)
     built.calibration_shape = shape
     cache = calibration.cache
     if calibration.reuse:
@@ -222,7 +225,9 @@ def _attach_calibrator(sess: TrtSession, cfg: Config, network: Any, config: Any,
             report_missing(built.missing, str(cache.path))
             if excluded:
                 built.constrained = apply_plan_constraints(sess.trt, network, config, excluded)
-    feeder = BatchFeeder(cfg, shape, calibration.memory or default_memory(), progress=calibration.progress)
+    regions = {n: shape[0] * per_image for n, per_image in S.region_inputs(cfg).items()}
+    feeder = BatchFeeder(cfg, shape, calibration.memory or default_memory(), progress=calibration.progress,
+                         extra_feeds=open_model(cfg).extra_feeds if regions else None, regions=regions)
     calibrator = make_calibrator(sess.trt, calibration.base_name, feeder, cache)
     config.int8_calibrator = calibrator
     return calibrator
@@ -316,11 +321,12 @@ def build_engines(
 def _record(cfg: Config, plan: S.BuildPlan, built: Built, cache: TableCache, sess: TrtSession, gpu: str,
             model_sha: str) -> EngineRecord:
     source = built.source
+    profile = {built.input_name: built.shapes.as_dict(), **{n: p.as_dict() for n, p in S.extra_profiles(cfg).items()}}
     return EngineRecord(
         engine=str(plan.engine_path), precision=plan.precision, tensorrt_version=sess.version, gpu_name=gpu,
         table_path=str(cache.path) if source else None,
         table_sha256=sha256_file(cache.path) if source and cache.path.exists() else None,
-        table_source=source, profile={built.input_name: built.shapes.as_dict()},
+        table_source=source, profile=profile,
         calibration_shape=list(built.calibration_shape) if built.calibration_shape else None,
         build_seconds=round(built.seconds, 3), int8_dummy_scales=plan.dummy_scales,
         int8_allow_fp16=cfg.build.int8_allow_fp16, workspace_mb=cfg.build.workspace_mb,

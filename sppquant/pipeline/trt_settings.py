@@ -108,6 +108,29 @@ def calibration_shape(cfg: Config, network_shape: Sequence[int] | None = None) -
     return (n, cfg.model.channels, h, w)
 
 
+def region_inputs(cfg: Config) -> dict[str, int]:
+    """Inputs fed besides the image: a detector's regions ``(R, 5)`` -> the most rows one image brings."""
+    det = cfg.detection
+    return {det.rois_input: det.max_regions} if det.proposals is not None else {}
+
+
+def extra_profiles(cfg: Config, calibration: bool = False) -> dict[str, ProfileShapes]:
+    """Profiles of the region inputs: R from 1 to ``max_batch x max_regions`` (opt: the max).
+
+    For calibration TensorRT needs ONE shape: ``calibration.batch_size x max_regions`` rows,
+    which `BatchFeeder` fills by repeating a batch's own regions (see `pad_regions`).
+    """
+    out = {}
+    for name, per_image in region_inputs(cfg).items():
+        if calibration:
+            r = (cfg.calibration.batch_size * per_image, 5)
+            out[name] = ProfileShapes(r, r, r)
+        else:
+            out[name] = ProfileShapes((1, 5), (cfg.build.max_batch * per_image, 5),
+                                      (cfg.build.max_batch * per_image, 5))
+    return out
+
+
 def builder_flags(precision: str, int8_allow_fp16: bool) -> tuple[str, ...]:
     """BuilderFlag names for a precision: FP32 none, FP16 ``FP16``, INT8 ``INT8`` (+``FP16`` if allowed)."""
     if precision == "fp32":

@@ -35,7 +35,7 @@ from sppquant.data import ImageSet
 from sppquant.errors import UserError
 from sppquant.pipeline.context import ModelContext, open_model, ort_runner
 from sppquant.pipeline.precision_plan import PLAN_FORMAT, PrecisionPlan, read_plan  # noqa: F401 - re-exported
-from sppquant.pipeline.report import evaluation_set
+from sppquant.pipeline.report import detection_ground_truth, evaluation_set
 from sppquant.pipeline.report_eval import evaluate
 from sppquant.pipeline.report_layers import analyse_layers
 from sppquant.pipeline.tables import resolve_tables
@@ -73,7 +73,8 @@ def tune(cfg: Config, max_drop: float, output: str | Path, metric: str | None = 
     if not 0 <= max_drop < 1:
         raise UserError(f"--max-drop: expected a fraction in [0, 1) (0.005 = half a point), got {max_drop}")
     ctx = open_model(cfg)
-    images, _ = evaluation_set(cfg)
+    images, notes = evaluation_set(cfg)
+    ctx, images = detection_ground_truth(cfg, ctx, images, notes)  # detection: COCO ids as labels, mAP@.5
     if len(images) < 4:
         raise UserError(f"{cfg.report.images}: tune needs at least 4 evaluation images (tune and held-out halves)")
     metric = metric or (ctx.task.primary if images.labels is not None else "agreement")

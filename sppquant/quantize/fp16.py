@@ -39,7 +39,7 @@ from onnx import TensorProto, helper, numpy_helper
 from sppquant.backends.onnxruntime import DEFAULT_ORT, OrtOptions, make_session
 from sppquant.errors import ModelError
 from sppquant.model import tensor_types
-from sppquant.ops import rewrite_for_onnxruntime
+from sppquant.ops import find_op, rewrite_for_onnxruntime
 from sppquant.ops.names import Names
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,29 @@ log = logging.getLogger(__name__)
 FP16_MAX = float(np.finfo(np.float16).max)
 # Inputs that the ONNX spec requires to be float32 whatever the data type.
 FLOAT32_INPUTS = {"Resize": (1, 2), "Upsample": (1,)}
+
+
+def _coordinate_inputs(node: onnx.NodeProto) -> tuple[int, ...]:
+    """Input positions of a custom op that are not activations (RoI SPP's rois): they stay FP32."""
+    spec = find_op(node)
+    return () if spec is None else tuple(i for i in range(len(node.input)) if i not in spec.float_inputs)
+
+
+def _keep_coordinates_fp32(node: onnx.NodeProto, new: onnx.NodeProto, rename: dict[str, str],
+                           cast32: dict[str, str], names: Names) -> list[onnx.NodeProto]:
+    """A plugin's coordinate inputs read the FP32 graph input, or an FP32 cast of an FP16 tensor."""
+    pre = []
+    for i in _coordinate_inputs(node):
+        name = node.input[i]
+        if name in rename or not name:
+            new.input[i] = name
+            continue
+        if new.input[i] not in cast32:
+            cast32[new.input[i]] = names.new(f"{new.input[i]}_fp32")
+            pre.append(helper.make_node("Cast", [new.input[i]], [cast32[new.input[i]]],
+                                        name=names.new(f"{new.input[i]}_to_fp32"), to=TensorProto.FLOAT))
+        new.input[i] = cast32[new.input[i]]
+    return pre
 
 
 def _to_fp16_array(a: np.ndarray) -> tuple[np.ndarray, int]:
@@ -118,7 +141,7 @@ def convert_to_fp16(model: onnx.ModelProto, keep_fp32: Iterable[str] = ()) -> on
         if new.op_type in keep and new.domain in ("", "ai.onnx"):
             body += _computed_in_fp32(node, new, is_float, types, f32_inits, cast32, names)
         else:
-            body.append(new)
+            body += _keep_coordinates_fp32(node, new, rename, cast32, names) + [new]
     tail = [helper.make_node("Cast", [fp16], [orig], name=names.new(f"{orig}_to_fp32"), to=TensorProto.FLOAT)
             for orig, fp16 in out_rename.items()]
     del g.node[:]
@@ -176,6 +199,45 @@ def ort_fp16_fallbacks(model: onnx.ModelProto, options: OrtOptions = DEFAULT_ORT
                    if n.op_type != "Cast" and any(i in inserted for i in n.input))
 
 
+def has_coordinate_inputs(node: onnx.NodeProto) -> bool:
+    """A custom-op node with inputs that are not activations (RoI SPP's rois)."""
+    return bool(_coordinate_inputs(node))
+
+
+def plugins_in_fp32(model: onnx.ModelProto, select: Callable[[onnx.NodeProto], bool]) -> onnx.ModelProto:
+    """A copy where the selected plugin nodes read FP32 casts of their FP16 activations and write FP32 then cast.
+
+    Why: their standard-op rewrite does coordinate arithmetic in FP32, as the plugin does in
+    every precision; max pooling of FP16 values in FP32 returns one of them, so the FP16
+    output is what an FP16-I/O plugin computes.
+    """
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    types, names = tensor_types(out), Names(out.graph)
+    nodes: list[onnx.NodeProto] = []
+    for node in out.graph.node:
+        if not select(node):
+            nodes.append(node)
+            continue
+        spec = find_op(node)
+        for i in spec.float_inputs if spec is not None else ():
+            if types.get(node.input[i]) == TensorProto.FLOAT16:
+                cast = names.new(f"{node.input[i]}_fp32")
+                nodes.append(helper.make_node("Cast", [node.input[i]], [cast], name=names.new(f"{cast}_cast"),
+                                              to=TensorProto.FLOAT))
+                node.input[i] = cast
+        post = []
+        for i, name in enumerate(node.output):
+            if types.get(name) == TensorProto.FLOAT16:
+                node.output[i] = names.new(f"{name}_fp32")
+                post.append(helper.make_node("Cast", [node.output[i]], [name], name=names.new(f"{name}_cast"),
+                                             to=TensorProto.FLOAT16))
+        nodes += [node, *post]
+    del out.graph.node[:]
+    out.graph.node.extend(nodes)
+    return out
+
+
 def ort_fp16_model(model: onnx.ModelProto, options: OrtOptions = DEFAULT_ORT
                    ) -> tuple[onnx.ModelProto, list[str], list[str]]:
     """The FP16 model ONNX Runtime runs (SPP rewritten), the op types kept FP32 in it, and extra moves.
@@ -185,10 +247,16 @@ def ort_fp16_model(model: onnx.ModelProto, options: OrtOptions = DEFAULT_ORT
     on its own: InsertCastTransformer also runs FP16-capable nodes in FP32 when all their
     inputs come straight from an FP32 value (a "precision-free" move, e.g. the Sub/Where
     after the SPP rewrite's ReduceMax: max of FP16 values is exact in FP16 anyway). Those
-    are returned as the third item so the report can name them too.
+    are returned as the third item so the report can name them too. Plugins with coordinate
+    inputs (RoI SPP) are converted as plugin nodes and rewritten afterwards, in FP32
+    (`plugins_in_fp32`).
     """
-    rewritten = rewrite_for_onnxruntime(model)
-    keep = sorted(ort_fp16_fallbacks(convert_to_fp16(rewritten), options))
-    final = convert_to_fp16(rewritten, keep_fp32=keep)
+    rewritten = rewrite_for_onnxruntime(model, select=lambda n: not has_coordinate_inputs(n))
+
+    def runnable(m: onnx.ModelProto) -> onnx.ModelProto:
+        return rewrite_for_onnxruntime(plugins_in_fp32(m, has_coordinate_inputs))
+
+    keep = sorted(ort_fp16_fallbacks(runnable(convert_to_fp16(rewritten)), options))
+    final = runnable(convert_to_fp16(rewritten, keep_fp32=keep))
     moved = sorted(ort_fp16_fallbacks(final, options))
     return final, keep, moved

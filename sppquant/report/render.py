@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -173,8 +173,32 @@ def _layers(report: Report) -> list[str]:
     return out
 
 
+_GENERIC_PLOTS = ("accuracy.png", "layer_sqnr.png", "histograms.png")
+
+
+def _task_plots(report: Report) -> list[str]:
+    """Plots the task's hook added, linked under one heading."""
+    names = [p for p in report.plots if p not in _GENERIC_PLOTS]
+    return ["## Task plots", ""] + [f"![{Path(n).stem.replace('_', ' ')}]({n})\n" for n in names] if names else []
+
+
+def _per_class_ap(report: Report) -> list[str]:
+    """Detection: AP@[.5:.95] per class (rows) and precision (columns); "-" where a class has no object."""
+    per = {p.label: p.metrics["per_class_ap"] for p in report.precisions.values() if "per_class_ap" in p.metrics}
+    if not per:
+        return []
+    classes = list(next(iter(per.values())))
+    out = ["## Per-class AP@[.5:.95] (COCO)", "", "| class | " + " | ".join(per) + " |",
+           "|---|" + "---|" * len(per)]
+    for c in classes:
+        cells = [("-" if ap.get(c) is None else f"{100 * ap[c]:.1f}") for ap in per.values()]
+        out.append(f"| {c} | " + " | ".join(cells) + " |")
+    return out + [""]
+
+
 def render_markdown(report: Report) -> str:
-    out = _header(report) + _summary(report) + _tables(report) + _int8(report) + _fp16(report) + _layers(report)
+    out = _header(report) + _summary(report) + _per_class_ap(report) + _tables(report) + _int8(report)
+    out += _fp16(report) + _layers(report) + _task_plots(report)
     out.append(f"_sppquant {report.sppquant_version}, {report.created}, {report.seconds:.1f} s._")
     return "\n".join(out) + "\n"
 
@@ -320,8 +344,10 @@ def plot_histograms(report: Report, histograms: Mapping[str, Histogram],
 
 
 def render_plots(report: Report, histograms: Mapping[str, Histogram],
-                 tables: Mapping[str, CalibrationTable], out_dir: Path) -> list[Path]:
+                 tables: Mapping[str, CalibrationTable], out_dir: Path,
+                 task_plots: Callable[[Path], list[Path]] | None = None) -> list[Path]:
+    """The generic plots, then whatever the task's hook draws into ``out_dir`` (e.g. detection PR curves)."""
     out_dir = Path(out_dir)
     plots = [plot_accuracy(report, out_dir / "accuracy.png"), plot_layer_sqnr(report, out_dir / "layer_sqnr.png")]
     hist = plot_histograms(report, histograms, tables, out_dir / "histograms.png")
-    return plots + ([hist] if hist else [])
+    return plots + ([hist] if hist else []) + (task_plots(out_dir) if task_plots is not None else [])

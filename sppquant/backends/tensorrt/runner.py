@@ -28,6 +28,28 @@ from sppquant.errors import BackendUnavailable, UserError
 log = logging.getLogger(__name__)
 
 
+def chunk_feeds(feeds: dict[str, np.ndarray], image_input: str, start: int, stop: int) -> dict[str, np.ndarray]:
+    """Images ``start:stop`` and, for region inputs ``(R, 5)`` ``[batch index, ...]``, their rows re-indexed.
+
+    Region rows must be sorted by batch index, so per-region outputs of the chunks
+    concatenate in the caller's row order.
+    """
+    out = {}
+    for name, arr in feeds.items():
+        if name == image_input:
+            out[name] = arr[start:stop]
+            continue
+        if arr.ndim != 2 or arr.shape[1] != 5 or np.any(np.diff(arr[:, 0]) < 0):
+            raise UserError(f"input {name!r} {arr.shape}: a batch larger than the engine's profile can only be "
+                            "split when the other inputs are region rows [batch index, x1, y1, x2, y2] sorted "
+                            "by batch index")
+        rows = (arr[:, 0] >= start) & (arr[:, 0] < stop)
+        part = arr[rows].copy()
+        part[:, 0] -= start
+        out[name] = part
+    return out
+
+
 class TrtRunner(Runner):
     """A TensorRT execution context over one engine file (profile 0)."""
 
@@ -61,7 +83,9 @@ class TrtRunner(Runner):
         self.output_names = [n for n in names if self.engine.get_tensor_mode(n) != mode]
         self.model_outputs = list(self.output_names)
         self.device = gpu_name()
-        self.max_batch = int(self.engine.get_tensor_profile_shape(self.input_names[0], 0)[2][0])
+        ranks = {n: len(self.engine.get_tensor_shape(n)) for n in self.input_names}
+        self.image_input = next((n for n in self.input_names if ranks[n] == 4), self.input_names[0])
+        self.max_batch = int(self.engine.get_tensor_profile_shape(self.image_input, 0)[2][0])
         self.stream = cuda.Stream()
         self._buffers: dict[str, tuple[int, int]] = {}  # name -> (pointer, capacity in bytes)
 
@@ -101,8 +125,10 @@ class TrtRunner(Runner):
         missing = [n for n in self.input_names if n not in feeds]
         if missing:
             raise UserError(f"engine inputs {missing} were not given (engine inputs: {self.input_names})")
-        n = len(feeds[self.input_names[0]])
-        parts = [self._run_chunk({k: v[i:i + self.max_batch] for k, v in feeds.items()}, names)
+        n = len(feeds[self.image_input])
+        if n <= self.max_batch:
+            return self._run_chunk(feeds, names)
+        parts = [self._run_chunk(chunk_feeds(feeds, self.image_input, i, i + self.max_batch), names)
                  for i in range(0, n, self.max_batch)]
         return {k: np.concatenate([p[k] for p in parts]) for k in names}
 

@@ -254,8 +254,12 @@ def roi_spp_as_standard_ops(node: onnx.NodeProto, opset: int) -> tuple[list[onnx
     attrs = roi_spp_node_attributes(node)
     levels = attrs["levels"]
     features, rois = node.input[0], node.input[1]
-    out = node.output[0]
+    out = final = node.output[0]
     em = _Emitter(f"{out}__roi_spp", opset)
+    if opset >= 15:  # computed in FP32 whatever the I/O type (FP16 features in FP16 / mixed models), as the plugin does
+        features = em.op("Cast", [features], "features_fp32", to=onnx.TensorProto.FLOAT)
+        rois = em.op("Cast", [rois], "rois_fp32", to=onnx.TensorProto.FLOAT)
+        out = f"{final}__roi_spp/out_fp32"
     fshape = em.op("Shape", [features], "features_shape")
     valid = _valid_rois(em, rois, fshape)
     safe = em.op("Where", [valid, rois, em.scalar("zero_roi", 0.0, onnx.TensorProto.FLOAT)], "safe_rois")
@@ -288,8 +292,10 @@ def roi_spp_as_standard_ops(node: onnx.NodeProto, opset: int) -> tuple[list[onnx
                                em.const("a1", [1])], f"level{n}_bins")
         flats.append(em.op("Flatten", [em.op("Transpose", [part], "rcb", perm=[0, 2, 1])], f"level{n}", axis=1))
         offset += n * n
-    em.nodes.append(helper.make_node("Concat", flats, [out], name=f"{out}__roi_spp/concat", axis=1)
-                    if len(flats) > 1 else helper.make_node("Identity", flats, [out], name=f"{out}__roi_spp/identity"))
+    em.nodes.append(helper.make_node("Concat", flats, [out], name=f"{final}__roi_spp/concat", axis=1)
+                    if len(flats) > 1 else helper.make_node("Identity", flats, [out], name=f"{final}__roi_spp/identity"))
+    if out != final:  # back to the features' own type (a no-op copy for FP32)
+        em.nodes.append(helper.make_node("CastLike", [out, node.input[0]], [final], name=f"{final}__roi_spp/cast_back"))
     return em.nodes, em.inits
 
 
