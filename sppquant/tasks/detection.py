@@ -123,7 +123,7 @@ def _confident(d: Detections, floor: float) -> Detections:
 
 def coco_evaluate(gt: Mapping[str, Any], results: list[dict[str, Any]]) -> dict[str, Any]:
     """pycocotools bbox evaluation: mAP@[.5:.95], mAP@.5, per-class AP and the IoU-0.5 PR curve."""
-    from pycocotools.coco import COCO  # noqa: PLC0415 - optional until a detection report runs
+    from pycocotools.coco import COCO  # noqa: PLC0415 - loaded when a detection report runs
     from pycocotools.cocoeval import COCOeval  # noqa: PLC0415
 
     with contextlib.redirect_stdout(io.StringIO()):
