@@ -12,6 +12,7 @@ import pytest
 from sppquant.backends.onnxruntime import OrtRunner, activation_names, load_model
 from sppquant.calibration.provenance import provenance_path
 from sppquant.calibration.table import read_table
+from sppquant.calibration.tying import apply_ties
 from sppquant.cli import main
 from sppquant.config import load_config
 from sppquant.errors import DataError, ModelError, TableError
@@ -36,6 +37,18 @@ def test_table_covers_original_tensors_only_with_ties(tiny_project: Path) -> Non
     assert prov["input_sizes"] == [[16, 16], [24, 20]] and prov["algorithm"]["name"] == "percentile"
     assert prov["algorithm"]["params"] == {"percentile": 99.99}
     assert check_table(result.table_path, cfg).valid
+
+
+def test_a_tied_group_takes_its_largest_amax() -> None:
+    """relu -> maxpool -> flatten: a clipping rule on the relu's many small values would clip the pooled
+    maxima the next layer reads; the group takes the largest member's amax (hand-computed)."""
+    amax = {"relu": 1.0, "pool": 3.0, "flat": 2.5, "other": 7.0}
+    applied = apply_ties(amax, {"pool": "relu", "flat": "relu", "missing": "relu"})
+    assert amax == {"relu": 3.0, "pool": 3.0, "flat": 3.0, "other": 7.0}
+    assert applied == {"pool": "relu", "flat": "relu"}
+    amax = {"relu": 4.0, "pool": 4.0}  # minmax: a range-preserving output never exceeds its root
+    apply_ties(amax, {"pool": "relu"})
+    assert amax == {"relu": 4.0, "pool": 4.0}
 
 
 def test_untied_and_minmax(tiny_project: Path) -> None:

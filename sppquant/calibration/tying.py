@@ -1,9 +1,10 @@
-"""Scale tying: layers that cannot widen a range reuse their input's amax.
+"""Scale tying: layers that cannot widen a range share one amax with their input.
 
 Max pooling picks input values, a custom op whose spec says so (SPP with max pooling)
 picks input values, and pure data movement (Reshape, Flatten, Squeeze, Unsqueeze,
-Transpose, Identity) keeps them: their output range never exceeds their input's. Giving the output the input's amax means INT8
-needs no requantization there (the CUDA SPP kernel then copies int8 values through).
+Transpose, Identity) keeps them: their output range never exceeds their input's. One amax for
+the input and its tied outputs means INT8 needs no requantization there (the CUDA SPP kernel
+then copies int8 values through); the group takes its largest member's amax (`apply_ties`).
 """
 
 from __future__ import annotations
@@ -38,10 +39,21 @@ def tie_sources(model: onnx.ModelProto) -> dict[str, str]:
 
 
 def apply_ties(amax: dict[str, float], ties: dict[str, str]) -> dict[str, str]:
-    """Overwrite tied outputs' amax in place; returns the ties actually applied."""
-    applied = {}
+    """One amax per tied group (a root and the outputs tied to it), in place; returns the ties applied.
+
+    The group takes the LARGEST of its members' amax. A max-pooled output holds its input's largest
+    values, so a clipping rule (percentile, mse, entropy) computed on the input alone clips the pooled
+    features, the very values the next layer reads; the output's own histogram sees that tail. Under
+    minmax the root's amax is already the largest (a range-preserving output never exceeds its input).
+    """
+    groups: dict[str, list[str]] = {}
     for out, src in ties.items():
         if out in amax and src in amax:
-            amax[out] = amax[src]
-            applied[out] = src
+            groups.setdefault(src, []).append(out)
+    applied = {}
+    for src, outs in groups.items():
+        top = max(amax[n] for n in (src, *outs))
+        for n in (src, *outs):
+            amax[n] = top
+        applied.update({o: src for o in outs})
     return applied
