@@ -15,7 +15,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from sppquant.errors import OutputError, UserError
 
@@ -101,3 +101,16 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     with atomic_open(path, "wb") as fh:
         fh.write(data)
+
+
+def atomic_save_figure(fig: Any, path: str | os.PathLike[str], dpi: int = 110) -> Path:
+    """A matplotlib figure as PNG, written atomically, and closed (reports make many)."""
+    import io  # noqa: PLC0415
+
+    import matplotlib.pyplot as plt  # noqa: PLC0415 - only plotting callers pay for matplotlib
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+    return Path(path)

@@ -6,7 +6,6 @@ elsewhere. PNGs are written atomically (rendered to memory, then temp file + ren
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import asdict
@@ -15,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from sppquant.atomic import atomic_write_bytes
+from sppquant.atomic import atomic_save_figure
 from sppquant.calibration.histogram import Histogram
 from sppquant.calibration.table import CalibrationTable
 from sppquant.report.model import Report
@@ -206,14 +205,6 @@ def render_markdown(report: Report) -> str:
 # --------------------------------------------------------------------------- plots
 
 
-def _save(fig: Any, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-    return path
 
 
 def _color(key: str, i: int) -> str:
@@ -262,7 +253,7 @@ def plot_accuracy(report: Report, path: Path) -> Path:
     fig.suptitle(f"{Path(report.model['path']).name}: {report.dataset.evaluated} images, "
                  f"{report.backend.runtime} ({report.device.kind.upper()})", fontsize=10)
     fig.tight_layout()
-    return _save(fig, path)
+    return atomic_save_figure(fig, path)
 
 
 def plot_layer_sqnr(report: Report, path: Path) -> Path:
@@ -297,7 +288,7 @@ def plot_layer_sqnr(report: Report, path: Path) -> Path:
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1 - 0.4 / max(1, len(layers))), ncol=3, fontsize=8)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
-    return _save(fig, path)
+    return atomic_save_figure(fig, path)
 
 
 def plot_histograms(report: Report, histograms: Mapping[str, Histogram],
@@ -340,7 +331,7 @@ def plot_histograms(report: Report, histograms: Mapping[str, Histogram],
     fig.suptitle(f"FP32 activation histograms (|x|, first {report.layers_images} images x "
                  f"{len(report.sizes)} size(s)) with calibrated thresholds", fontsize=10)
     fig.tight_layout()
-    return _save(fig, path)
+    return atomic_save_figure(fig, path)
 
 
 def render_plots(report: Report, histograms: Mapping[str, Histogram],

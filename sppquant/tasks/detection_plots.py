@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from sppquant.atomic import atomic_write_bytes
+from sppquant.atomic import atomic_save_figure
 from sppquant.preprocess import load_image
 
 SAMPLES = 8
 
 
-def _save(fig: Any, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-    return path
 
 
 def plot_pr_curves(results: Mapping[str, Mapping[str, Any]], labels: Mapping[str, str], path: Path) -> Path | None:
@@ -43,7 +34,7 @@ def plot_pr_curves(results: Mapping[str, Mapping[str, Any]], labels: Mapping[str
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower left")
-    return _save(fig, path)
+    return atomic_save_figure(fig, path)
 
 
 def plot_samples(ref: Any, out: Any, out_label: str, paths: Mapping[int, Path], path: Path) -> Path | None:
@@ -75,5 +66,5 @@ def plot_samples(ref: Any, out: Any, out_label: str, paths: Mapping[int, Path], 
         ax.set_title(Path(paths[i]).name, fontsize=8)
     fig.suptitle(f"FP32 (green) vs {out_label} (red), score >= 0.5", fontsize=9)
     fig.tight_layout()
-    return _save(fig, path)
+    return atomic_save_figure(fig, path)
 
