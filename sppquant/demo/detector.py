@@ -16,6 +16,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from sppquant.demo.model import ConvBlock  # the classifier demo's conv + BN + ReLU block
+
 LEVELS = (1, 2, 4)
 STRIDE = 4
 SPATIAL_SCALE = 1.0 / STRIDE
@@ -121,16 +123,6 @@ def roi_spp(features: torch.Tensor, rois: np.ndarray, levels: Sequence[int] = LE
         grid = torch.where(ok, flat_features[flat], torch.zeros((), dtype=features.dtype))
         out.append(grid.permute(0, 3, 1, 2).reshape(r, c * n * n))
     return torch.cat(out, dim=1)
-
-
-class ConvBlock(nn.Module):
-    def __init__(self, cin: int, cout: int) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(cin, cout, 3, padding=1, bias=False)
-        self.bn = nn.BatchNorm2d(cout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.bn(self.conv(x)))
 
 
 class SppNetDetector(nn.Module):

@@ -64,6 +64,8 @@ def _mser_boxes(gray: np.ndarray) -> np.ndarray:
 
 
 def _pairwise_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise IoU in the boxes' float32. Not tasks.detection_post.box_iou on purpose: its float64 and
+    empty-box rule change the proposals of 76 of the 280 demo scenes the shipped detector was trained on."""
     iw = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
     ih = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
     inter = iw * ih

@@ -70,6 +70,12 @@ def _colours(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
             return fg, bg
 
 
+def glyph_alpha(glyph: np.ndarray, gh: int, gw: int) -> np.ndarray:
+    """A scikit-learn digit (0..16 ink) as a (gh, gw) alpha mask in [0, 1]; both demos' renderers use it."""
+    alpha = cv2.resize(np.asarray(glyph, np.float32) / 16.0, (gw, gh), interpolation=cv2.INTER_CUBIC)
+    return np.clip(alpha, 0.0, 1.0)
+
+
 def render_digit(glyph: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """One 8x8 glyph (0..16) -> BGR uint8 image of random size, aspect, colours, placement."""
     h = int(rng.integers(MIN_SIDE, MAX_SIDE + 1))
@@ -82,8 +88,7 @@ def render_digit(glyph: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     gh = min(gh, h)
     y0 = int(rng.integers(0, h - gh + 1))
     x0 = int(rng.integers(0, w - gw + 1))
-    alpha = cv2.resize(np.asarray(glyph, np.float32) / 16.0, (gw, gh), interpolation=cv2.INTER_CUBIC)
-    alpha = np.clip(alpha, 0.0, 1.0)
+    alpha = glyph_alpha(glyph, gh, gw)
     mask = np.zeros((h, w), np.float32)
     mask[y0 : y0 + gh, x0 : x0 + gw] = alpha
     fg, bg = _colours(rng)

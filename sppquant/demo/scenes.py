@@ -25,6 +25,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from sppquant.demo.render import glyph_alpha
+
 log = logging.getLogger(__name__)
 
 SEED = 20261204
@@ -141,12 +143,9 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     return img
 
 
-def _glyph_alpha(glyph: np.ndarray, gh: int, gw: int) -> np.ndarray:
-    alpha = cv2.resize(np.asarray(glyph, np.float32) / 16.0, (gw, gh), interpolation=cv2.INTER_CUBIC)
-    return np.clip(alpha, 0.0, 1.0)
-
-
 def _iou(box: np.ndarray, boxes: list[np.ndarray]) -> float:
+    """IoU of one box with the placed ones, in float32 like the boxes: the committed scenes were drawn with
+    it (tasks.detection_post.box_iou computes in float64 and could flip a placement at MAX_IOU)."""
     if not boxes:
         return 0.0
     b = np.asarray(boxes)
@@ -163,7 +162,7 @@ def _draw_digit(rng: np.random.Generator, img: np.ndarray, glyph: np.ndarray,
     h, w = img.shape[:2]
     gh = max(MIN_DIGIT_PX, int(min(h, w) * rng.uniform(*DIGIT_FRACTION)))
     gw = max(8, int(round(gh * rng.uniform(0.65, 1.0))))
-    alpha = _glyph_alpha(glyph, gh, gw)
+    alpha = glyph_alpha(glyph, gh, gw)
     ink = alpha >= INK_THRESHOLD
     for _ in range(30):
         margin_y, margin_x = (gh // 4, gw // 4) if rng.uniform() < BORDER_SHARE else (0, 0)
