@@ -39,7 +39,7 @@ from onnx import TensorProto, helper, numpy_helper
 from sppquant.backends.onnxruntime import DEFAULT_ORT, OrtOptions, make_session
 from sppquant.errors import ModelError
 from sppquant.model import tensor_types
-from sppquant.ops import find_op, rewrite_for_onnxruntime
+from sppquant.ops import find_op, rewrite_for_onnxruntime, upgrade_opset
 from sppquant.ops.names import Names
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 FP16_MAX = float(np.finfo(np.float16).max)
 # Inputs that the ONNX spec requires to be float32 whatever the data type.
 FLOAT32_INPUTS = {"Resize": (1, 2), "Upsample": (1,)}
+REWRITE_IN_FP32_OPSET = 15  # from here the RoI SPP rewrite casts in and back itself (CastLike)
 
 
 def _coordinate_inputs(node: onnx.NodeProto) -> tuple[int, ...]:
@@ -204,40 +205,6 @@ def has_coordinate_inputs(node: onnx.NodeProto) -> bool:
     return bool(_coordinate_inputs(node))
 
 
-def plugins_in_fp32(model: onnx.ModelProto, select: Callable[[onnx.NodeProto], bool]) -> onnx.ModelProto:
-    """A copy where the selected plugin nodes read FP32 casts of their FP16 activations and write FP32 then cast.
-
-    Why: their standard-op rewrite does coordinate arithmetic in FP32, as the plugin does in
-    every precision; max pooling of FP16 values in FP32 returns one of them, so the FP16
-    output is what an FP16-I/O plugin computes.
-    """
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    types, names = tensor_types(out), Names(out.graph)
-    nodes: list[onnx.NodeProto] = []
-    for node in out.graph.node:
-        if not select(node):
-            nodes.append(node)
-            continue
-        spec = find_op(node)
-        for i in spec.float_inputs if spec is not None else ():
-            if types.get(node.input[i]) == TensorProto.FLOAT16:
-                cast = names.new(f"{node.input[i]}_fp32")
-                nodes.append(helper.make_node("Cast", [node.input[i]], [cast], name=names.new(f"{cast}_cast"),
-                                              to=TensorProto.FLOAT))
-                node.input[i] = cast
-        post = []
-        for i, name in enumerate(node.output):
-            if types.get(name) == TensorProto.FLOAT16:
-                node.output[i] = names.new(f"{name}_fp32")
-                post.append(helper.make_node("Cast", [node.output[i]], [name], name=names.new(f"{name}_cast"),
-                                             to=TensorProto.FLOAT16))
-        nodes += [node, *post]
-    del out.graph.node[:]
-    out.graph.node.extend(nodes)
-    return out
-
-
 def ort_fp16_model(model: onnx.ModelProto, options: OrtOptions = DEFAULT_ORT
                    ) -> tuple[onnx.ModelProto, list[str], list[str]]:
     """The FP16 model ONNX Runtime runs (SPP rewritten), the op types kept FP32 in it, and extra moves.
@@ -248,13 +215,14 @@ def ort_fp16_model(model: onnx.ModelProto, options: OrtOptions = DEFAULT_ORT
     inputs come straight from an FP32 value (a "precision-free" move, e.g. the Sub/Where
     after the SPP rewrite's ReduceMax: max of FP16 values is exact in FP16 anyway). Those
     are returned as the third item so the report can name them too. Plugins with coordinate
-    inputs (RoI SPP) are converted as plugin nodes and rewritten afterwards, in FP32
-    (`plugins_in_fp32`).
+    inputs (RoI SPP) are converted as plugin nodes (coordinates kept FP32) and rewritten
+    afterwards at opset >= `REWRITE_IN_FP32_OPSET`, where their rewrite computes in FP32
+    whatever its I/O type, as the plugin does.
     """
     rewritten = rewrite_for_onnxruntime(model, select=lambda n: not has_coordinate_inputs(n))
 
     def runnable(m: onnx.ModelProto) -> onnx.ModelProto:
-        return rewrite_for_onnxruntime(plugins_in_fp32(m, has_coordinate_inputs))
+        return rewrite_for_onnxruntime(upgrade_opset(m, REWRITE_IN_FP32_OPSET, "the FP16 RoI SPP rewrite"))
 
     keep = sorted(ort_fp16_fallbacks(runnable(convert_to_fp16(rewritten)), options))
     final = runnable(convert_to_fp16(rewritten, keep_fp32=keep))
