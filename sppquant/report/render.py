@@ -132,9 +132,9 @@ def _int8(report: Report) -> list[str]:
         out.append(f"- `{info.model}`: placement: {info.placement or 'n/a'}.")
         out.append(f"  {len(info.quantized_activations)} activations quantized "
                    f"({', '.join(info.quantized_activations)}), {len(info.quantized_weights)} weights per-channel. "
-                   f"ONNX Runtime integer kernels after its QDQ fusion: {fused}; "
-                   f"{left.get('DequantizeLinear (left)', 0)} DequantizeLinear remain, i.e. those ops run as exact "
-                   "fake-quant in float arithmetic (ORT fuses only DQ->op->Q groups; Conv->Relu->Q is not one).")
+                   "sppquant runs it with ONNX Runtime's QDQ fusions off: exact quantization, float math between "
+                   "the pairs, as TensorRT's exact int32 accumulation gives. Plain ONNX Runtime would fuse into its "
+                   f"integer kernels: {fused} (their x86 arithmetic can saturate; they are not TensorRT's).")
     return out + [""]
 
 
