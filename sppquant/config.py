@@ -72,6 +72,9 @@ class CalibrationConfig:
     workers: int = 2
     algorithm: str = field(default=DEFAULT_ALGORITHM, metadata=ALGORITHM)
     tie_scales: bool = True
+    # INT8 layers' biases absorb the mean shift of weight rounding (quantize/bias_correction.py): Q/DQ exports,
+    # report and tune, from the per-channel input means the calibration pass records
+    bias_correction: bool = True
     output: Path = field(default=Path("calibration.cache"), metadata=PATH)
     trt_version: str = "10.16.1"
     # Parameters of the registered algorithms, each under its own key (``percentile: 99.9``);

@@ -81,6 +81,21 @@ def activation_names(model: onnx.ModelProto) -> list[str]:
     return [n for n in dict.fromkeys(names) if n not in coords]
 
 
+def weighted_layer_inputs(model: onnx.ModelProto) -> dict[str, int]:
+    """Data inputs of Conv and Gemm (transA = 0) nodes: tensor -> its channel axis (1).
+
+    Their per-channel means are what bias correction needs (`sppquant.quantize.bias_correction`).
+    """
+    out: dict[str, int] = {}
+    for node in model.graph.node:
+        if not node.input or not node.input[0]:
+            continue
+        if node.op_type == "Conv" or (node.op_type == "Gemm" and not any(
+                a.name == "transA" and a.i for a in node.attribute)):
+            out.setdefault(node.input[0], 1)
+    return out
+
+
 def coordinate_only_tensors(model: onnx.ModelProto) -> set[str]:
     """Tensors whose every consumer is a custom op reading them outside its ``float_inputs`` (coordinates)."""
     coord: set[str] = set()

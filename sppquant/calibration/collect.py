@@ -16,6 +16,7 @@ from types import TracebackType
 
 import numpy as np
 
+from sppquant.calibration.channel_means import ChannelMeans
 from sppquant.calibration.derive import Derivation, derive
 from sppquant.calibration.histogram import Histogram
 from sppquant.errors import DataError
@@ -46,10 +47,13 @@ class ActivationCollector:
 
     ``derived``: tensors whose histograms follow exactly from others' (`derive.derivations`): they are
     only counted while observed, and filled by `finish`, which must run once all batches are in.
+    ``mean_axes``: tensors (layer inputs) whose per-channel means are kept too (`ChannelMeans`).
     """
 
-    def __init__(self, names: Sequence[str], derived: Mapping[str, Derivation] | None = None) -> None:
+    def __init__(self, names: Sequence[str], derived: Mapping[str, Derivation] | None = None,
+                 mean_axes: Mapping[str, int] | None = None) -> None:
         self.names = list(names)
+        self.channel_means = ChannelMeans(mean_axes or {})
         self.histograms: dict[str, Histogram] = {n: Histogram() for n in self.names}
         self.derived = {n: d for n, d in (derived or {}).items() if n in self.histograms}
         self._seen = dict.fromkeys(self.derived, 0)  # values observed per derived tensor
@@ -60,6 +64,7 @@ class ActivationCollector:
         hist = self.histograms.get(name)
         if hist is None:
             return
+        self.channel_means.update(name, values)
         if name in self._seen:
             self._seen[name] += int(np.size(values))
             return
@@ -87,6 +92,7 @@ class ActivationCollector:
         out = ActivationCollector(self.names)
         for name in self.names:
             out.histograms[name] = self.histograms[name].merge(other.histograms[name])
+        out.channel_means = self.channel_means.merge(other.channel_means)
         out.batches, out.images = self.batches + other.batches, self.images + other.images
         return out
 

@@ -89,6 +89,8 @@ class ProvenanceRecord:
     table_sha256: str = ""
     calibration_shape: list[int] | None = None
     executor: dict[str, Any] | None = None  # where the shards ran (kind, workers); results do not depend on it
+    # Conv/Gemm input -> per-channel mean over the calibration images (bias correction; absent in older records)
+    channel_means: dict[str, list[float]] = field(default_factory=dict)
     created: str = ""
     sppquant_version: str = ""
     format: str = FORMAT
@@ -152,7 +154,7 @@ class ProvenanceRecord:
 _TYPES: dict[str, type | tuple[type, ...]] = {
     "backend": str, "model": dict, "preprocess": dict, "images": dict, "algorithm": dict, "batch_size": int,
     "last_batch": str, "input_sizes": list, "tensorrt": dict, "tying": dict, "tensors": dict,
-    "degenerate_tensors": list, "table_sha256": str, "created": str, "sppquant_version": str,
+    "degenerate_tensors": list, "table_sha256": str, "created": str, "sppquant_version": str, "channel_means": dict,
 }
 
 

@@ -189,6 +189,7 @@ def _calibrate_histograms(cfg: Config, table_path: Path, algorithm: str, progres
     images = images_record(cfg, calibration_set(cfg.calibration), collector.images, bad)
     record = provenance_record(cfg, table, images, algorithm, "onnxruntime", version, tensors, ties, degenerate)
     record.executor = executor.record()
+    record.channel_means = {n: [float(f"{v:.8g}") for v in m] for n, m in collector.channel_means.means().items()}
     warn_heavy_clipping(collector, table, algorithm)
     prov_path = write_provenance(table_path, record)  # first: a crash before the table leaves a hash mismatch
     try:

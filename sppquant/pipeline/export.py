@@ -12,7 +12,7 @@ from sppquant.config import Config
 from sppquant.errors import TableError, UserError
 from sppquant.ops import upgrade_opset
 from sppquant.pipeline.context import open_model, ort_runner
-from sppquant.pipeline.tables import resolve_table
+from sppquant.pipeline.tables import bias_means, resolve_table
 from sppquant.quantize.qdq import (
     HIGH_PRECISIONS,
     MIN_OPSET,
@@ -67,7 +67,8 @@ def export_qdq(cfg: Config, output: str | Path, table_path: str | Path | None = 
     table = read_table(table_path, drop_zero_inf=True)  # TensorRT-written caches hold 0 / inf entries
     extra = sorted(set(table.scales) - model_tensor_names(model))
     try:
-        qdq, info = build_qdq_model(model, table, high_precision=high_precision, keep_high_precision=keep)
+        qdq, info = build_qdq_model(model, table, high_precision=high_precision, keep_high_precision=keep,
+                                    channel_means=bias_means(cfg, table_path))
     except TableError as exc:
         also = f"; {len(extra)} table tensor(s) not in the model: {few(extra)}" if extra else ""
         raise TableError(f"{table_path}: calibration table does not match {cfg.model.path}: {exc}{also} "

@@ -45,7 +45,7 @@ from sppquant.pipeline.report_variants import (
     tensorrt_variants,
 )
 from sppquant.pipeline.shards import EvaluationJob, evaluate_sharded
-from sppquant.pipeline.tables import TableChoice, resolve_tables
+from sppquant.pipeline.tables import TableChoice, bias_means, resolve_tables
 from sppquant.quantize.qdq import check_table_matches
 from sppquant.report.model import DatasetInfo, Fp16Info, Report, TableInfo
 
@@ -154,11 +154,11 @@ def build_report(
     ctx, images = detection_ground_truth(cfg, ctx, images, notes)
     classes = check_labels_first(ctx, images, cfg.report.images)
     names = activation_names(ctx.model)
-    mixed = _mixed(ctx, plan, names, chosen, out_dir, str(cfg.model.path)) if plan is not None else None
+    mixed = _mixed(cfg, ctx, plan, names, chosen, out_dir) if plan is not None else None
     tables = resolve_tables(cfg, algos, _given(table), force, progress)  # the one table rule
     for choice in tables.values():
         check_table_matches(choice.table, names, str(choice.path), str(cfg.model.path))
-    qdq = int8_models(ctx, tables, out_dir)
+    qdq = int8_models(cfg, ctx, tables, out_dir)
     ex = make_executor(cfg, None, chosen)
     variants = tensorrt_variants(cfg, algos, qdq) if chosen == "tensorrt" else ort_variants(cfg, ctx, qdq, mixed)
     try:
@@ -181,8 +181,8 @@ def build_report(
     return _write(report, layers, tables, out_dir, start, _task_plot_hook(ctx, ev, images, report))
 
 
-def _mixed(ctx: ModelContext, plan: str | Path, names: Sequence[str], backend: str, out_dir: Path,
-           model: str) -> tuple[Any, PrecisionPlan]:
+def _mixed(cfg: Config, ctx: ModelContext, plan: str | Path, names: Sequence[str], backend: str,
+           out_dir: Path) -> tuple[Any, PrecisionPlan]:
     """The plan's Q/DQ model (checked before any evaluation) for the "mixed" column."""
     if backend == "tensorrt":
         raise UserError("--plan: the mixed column runs on ONNX Runtime; with TensorRT, `sppquant build --plan` "
@@ -190,8 +190,8 @@ def _mixed(ctx: ModelContext, plan: str | Path, names: Sequence[str], backend: s
     read = read_plan(plan)
     path = plan_table_path(read, plan)
     table = read_table(path, drop_zero_inf=True)
-    check_table_matches(table, names, str(path), model)
-    return mixed_model(ctx, read, table, out_dir), read
+    check_table_matches(table, names, str(path), str(cfg.model.path))
+    return mixed_model(ctx, read, table, out_dir, bias_means(cfg, path)), read
 
 
 DROP_WARN = 0.01  # a primary-metric drop (fraction) past which INT8 is reported as a problem

@@ -11,10 +11,12 @@ from __future__ import annotations
 import logging
 import os
 import platform
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
 
 from sppquant.atomic import atomic_write_bytes
@@ -27,7 +29,7 @@ from sppquant.errors import BackendUnavailable, UserError
 from sppquant.ops import upgrade_opset
 from sppquant.pipeline.context import ModelContext, ort_runner
 from sppquant.pipeline.precision_plan import PrecisionPlan
-from sppquant.pipeline.tables import TableChoice
+from sppquant.pipeline.tables import TableChoice, bias_means
 from sppquant.quantize.fp16 import ort_fp16_model
 from sppquant.quantize.qdq import MIN_OPSET, QdqInfo, build_qdq_model, check_qdq_model
 from sppquant.report.model import BackendInfo, DeviceInfo, Fp16Info, Int8ModelInfo
@@ -70,12 +72,14 @@ class Variants:
             runner.close()
 
 
-def int8_models(ctx: ModelContext, tables: dict[str, TableChoice], out_dir: Path) -> dict[str, tuple[Any, QdqInfo]]:
-    """The Q/DQ model of every algorithm's table, checked and saved as ``model_int8_<algo>.qdq.onnx``."""
+def int8_models(cfg: Config, ctx: ModelContext, tables: dict[str, TableChoice],
+                out_dir: Path) -> dict[str, tuple[Any, QdqInfo]]:
+    """The Q/DQ model of every algorithm's table (bias-corrected where the config asks and the table's
+    calibration recorded the means), checked and saved as ``model_int8_<algo>.qdq.onnx``."""
     qdq = {}
     base = upgrade_opset(ctx.model, MIN_OPSET, "per-axis Q/DQ", str(ctx.path))
     for algo, choice in tables.items():
-        model_q, info = build_qdq_model(base, choice.table)
+        model_q, info = build_qdq_model(base, choice.table, channel_means=bias_means(cfg, choice.path))
         check_qdq_model(model_q, f"INT8 Q/DQ model ({algo})")
         atomic_write_bytes(out_dir / f"model_int8_{algo}.qdq.onnx", model_q.SerializeToString())
         qdq[algo] = (model_q, info)
@@ -85,11 +89,13 @@ def int8_models(ctx: ModelContext, tables: dict[str, TableChoice], out_dir: Path
 MIXED_MODEL = "model_mixed.qdq.onnx"
 
 
-def mixed_model(ctx: ModelContext, plan: PrecisionPlan, table: CalibrationTable, out_dir: Path) -> onnx.ModelProto:
+def mixed_model(ctx: ModelContext, plan: PrecisionPlan, table: CalibrationTable, out_dir: Path,
+                channel_means: Mapping[str, np.ndarray] | None = None) -> onnx.ModelProto:
     """The "mixed" column of ``report --plan``: the plan's table without Q/DQ on its kept tensors (the file
     ``export-qdq --plan`` writes), checked and saved as ``model_mixed.qdq.onnx``."""
     base = upgrade_opset(ctx.model, MIN_OPSET, "per-axis Q/DQ", str(ctx.path))
-    model_q, _ = build_qdq_model(base, table, keep_high_precision=plan.kept_high_precision)
+    model_q, _ = build_qdq_model(base, table, keep_high_precision=plan.kept_high_precision,
+                                 channel_means=channel_means)
     check_qdq_model(model_q, "mixed-precision Q/DQ model (--plan)")
     atomic_write_bytes(out_dir / MIXED_MODEL, model_q.SerializeToString())
     return model_q

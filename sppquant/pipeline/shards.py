@@ -22,7 +22,7 @@ from sppquant.calibration.derive import derivations
 from sppquant.config import Config
 from sppquant.data import BadFiles, ImageSet, iter_batches
 from sppquant.errors import DataError
-from sppquant.model import activation_names
+from sppquant.model import activation_names, weighted_layer_inputs
 from sppquant.pipeline.context import open_model, ort_runner
 from sppquant.pipeline.executor import Executor, split
 from sppquant.pipeline.report_eval import Evaluation, evaluate
@@ -59,7 +59,8 @@ def calibration_shard(job: CalibrationJob) -> CalibrationPart:
     names = activation_names(ctx.model)
     # idle ORT threads sleep instead of spinning: binning threads run beside the session
     runner = ort_runner(cfg, ctx.model, extra_outputs=names, spinning=False)
-    collector, bad = ActivationCollector(names, derivations(ctx.model, names)), BadFiles()
+    collector = ActivationCollector(names, derivations(ctx.model, names), weighted_layer_inputs(ctx.model))
+    bad = BadFiles()
     deferred: tuple[int, ...] = ()
     outputs = [n for n in names if n not in set(runner.input_names)]
     sub = job.images

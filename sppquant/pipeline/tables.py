@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
 
 from sppquant import __version__
@@ -171,6 +172,22 @@ def resolve_tables(cfg: Config, algorithms: list[str], given: Path | dict[str, P
         if per_algo.get(a) is None and not force:
             lookup_table(cfg, a).refuse_if_stale(cfg)
     return {a: resolve_table(cfg, a, per_algo.get(a), force, progress, collected) for a in algorithms}
+
+
+def bias_means(cfg: Config, table_path: Path) -> dict[str, np.ndarray] | None:
+    """The per-channel layer-input means ``table_path``'s calibration recorded, when the config asks for bias
+    correction (None: off, or a table without them: one calibrated by an older sppquant or given bare)."""
+    if not cfg.calibration.bias_correction:
+        return None
+    try:
+        stored = read_provenance(table_path).channel_means
+    except TableError:
+        stored = {}
+    if not stored:
+        log.info("%s: no per-channel means recorded (older or foreign table): INT8 without bias correction; "
+                 "recalibrate (--force) to get it", table_path)
+        return None
+    return {name: np.asarray(values, np.float32) for name, values in stored.items()}
 
 
 @dataclass(frozen=True)

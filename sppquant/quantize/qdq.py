@@ -43,6 +43,8 @@ from sppquant.calibration.table import CalibrationTable
 from sppquant.errors import ModelError, TableError
 from sppquant.ops import default_opset
 from sppquant.ops.names import Names
+from sppquant.quantize.bias_correction import Correction, correct_biases
+from sppquant.quantize.fake import QMAX, QMIN, fake_quantize, weight_scales  # noqa: F401 - re-exported
 from sppquant.quantize.fold import fold_weight_constants
 from sppquant.quantize.rules import MIN_GEMM_DIM, QdqRule, RuleTable, default_rules
 
@@ -50,7 +52,6 @@ log = logging.getLogger(__name__)
 
 MIN_OPSET = 13
 FP16_OPSET = 19  # first opset whose QuantizeLinear/DequantizeLinear take FP16 scales
-QMIN, QMAX = -128, 127
 HIGH_PRECISIONS = ("fp16", "fp32")
 # Smallest Q/DQ scale an FP16 graph keeps: FP16's smallest normal number (2**-14), so every
 # dequantized value is 0 or a normal FP16 number and 1/scale stays finite in FP16. Measured on a
@@ -60,28 +61,6 @@ HIGH_PRECISIONS = ("fp16", "fp32")
 # did not reproduce it.
 FP16_MIN_SCALE = float(np.finfo(np.float16).tiny)
 
-
-
-def fake_quantize(x: np.ndarray, scale: float | np.ndarray, axis: int | None = None) -> np.ndarray:
-    """NumPy reference of ``DequantizeLinear(QuantizeLinear(x))``: int8, zero point 0, half-to-even."""
-    x = np.asarray(x, dtype=np.float32)
-    s = np.asarray(scale, dtype=np.float32)
-    if axis is not None and s.ndim == 1:
-        shape = [1] * x.ndim
-        shape[axis] = s.size
-        s = s.reshape(shape)
-    q = np.clip(np.rint(x / s), QMIN, QMAX)  # np.rint rounds half to even, as ONNX does
-    return (q * s).astype(np.float32)
-
-
-def weight_scales(w: np.ndarray, axis: int) -> np.ndarray:
-    """Per-output-channel ``max|w| / 127`` in float32; all-zero channels get 1.0."""
-    w = np.asarray(w, dtype=np.float32)
-    reduce = tuple(i for i in range(w.ndim) if i != axis)
-    maxabs = np.abs(w).max(axis=reduce) if reduce else np.abs(w)
-    scales = (maxabs.astype(np.float32) / np.float32(127.0)).astype(np.float32)
-    scales[~(scales > 0)] = 1.0
-    return scales
 
 
 def few(names: list[str], n: int = 5) -> str:
@@ -139,6 +118,7 @@ class QdqInfo:
     residual_adds: dict[str, list[str]] = field(default_factory=dict)  # Add node -> its quantized skip inputs
     unquantized_weights: dict[str, str] = field(default_factory=dict)  # Conv/Gemm/MatMul weight -> why
     folded_weights: list[str] = field(default_factory=list)  # Constant-node weights made initializers
+    bias_corrections: list[Correction] = field(default_factory=list)  # layers whose bias absorbed dW . E[x]
     high_precision: str = "fp32"
     placement: str = ""  # one line for reports: which placement this model follows
 
@@ -502,6 +482,7 @@ def build_qdq_model(
     high_precision: str | None = None,
     rules: RuleTable | None = None,
     keep_high_precision: Iterable[str] = (),
+    channel_means: Mapping[str, np.ndarray] | None = None,
 ) -> tuple[onnx.ModelProto, QdqInfo]:
     """A copy of ``model`` with Q/DQ placed by ``rules`` (default: ``rules.default_rules()``).
 
@@ -510,6 +491,8 @@ def build_qdq_model(
     the report's per-layer analysis mode: a pair on each named tensor for ALL its readers,
     no rules, FP32 unless asked otherwise. ``keep_high_precision``: activations that get no
     Q/DQ (a precision plan from ``sppquant tune``): their readers run in the high precision.
+    ``channel_means`` (layer input -> per-channel mean, from calibration): the bias of every layer
+    whose weights get INT8 absorbs the rounding's mean shift (`bias_correction`).
     """
     opset = default_opset(model)
     if opset < MIN_OPSET:
@@ -536,6 +519,10 @@ def build_qdq_model(
     plan = _plan(out.graph, rules, inits, info, quantize_weights, only_list)
     _keep(plan, out.graph, set(keep_high_precision))
     _check_scales(plan, scales)
+    if channel_means:
+        uses = [(k, w, plan.weights[w]) for w, ks in plan.weight_uses.items() for k, slot in ks if slot == 1]
+        info.bias_corrections = correct_biases(out.graph, uses, channel_means)
+        inits = {i.name: i for i in out.graph.initializer}
     _emit(out.graph, plan, scales, info, inits)
     if hp == "fp16":
         out = _to_fp16(out)
