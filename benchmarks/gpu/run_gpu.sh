@@ -86,6 +86,8 @@ if has check; then
   SPPQ_LANE=2 SPPQ_STREAM_BLOCKS=1 SPPQ_LANE_TILE=65536 run_check spp_check_lane_multispan $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" --cases 300 --seed 6 &
   SPPQ_LANE=2 SPPQ_LANE_STAGES=2 SPPQ_STREAM_BLOCKS=1 SPPQ_LANE_TILE=65536 run_check spp_check_lane2_multispan $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" --cases 300 --seed 8 &
   SPPQ_LANE=2 SPPQ_LANE_STAGES=2 run_check spp_check_lane2 $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" --cases 300 --seed 9 &
+  SPPQ_FIXED=2 run_check spp_check_fixed $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" --cases "$CASES" --seed 10 --fixed --require-kernel 4 &
+  SPPQ_FIXED=2 SPPQ_STREAM_BLOCKS=1 SPPQ_LANE_TILE=65536 run_check spp_check_fixed_multispan $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" --cases 300 --seed 11 --fixed --require-kernel 4 &
   SPPQ_ROI_FASTDIV=0 run_check roi_check_intdiv $PY "$ROOT/benchmarks/gpu/check_roi_spp_kernels.py" "$KLIB" --cases 200 --seed 7 &
   SPPQ_ROI_CC=1 SPPQ_ROI_DERIVE=0 run_check roi_check_cc1_noderive $PY "$ROOT/benchmarks/gpu/check_roi_spp_kernels.py" "$KLIB" --cases 100 --seed 3 &
   if [[ -x "$BUILD/sppq_plugin_harness" ]]; then
@@ -110,6 +112,10 @@ if has sanitize && command -v compute-sanitizer > /dev/null && [[ -x "$BUILD/spp
       --error-exitcode 9 "$BUILD/sppq_plugin_harness" --require-gpu &
     SPPQ_LANE=2 SPPQ_LANE_STAGES=2 SPPQ_STREAM_BLOCKS=1 SPPQ_LANE_TILE=65536 run_check "${tool}_spp_lane2" compute-sanitizer \
       --tool "$tool" --error-exitcode 9 "$BUILD/sppq_plugin_harness" --require-gpu &
+    # the fixed kernel (not reached by the harness's shapes): its own launches only, through the checker
+    SPPQ_FIXED=2 SPPQ_STREAM_BLOCKS=2 SPPQ_LANE_TILE=16384 run_check "${tool}_spp_fixed" compute-sanitizer --tool "$tool" \
+      --error-exitcode 9 --kernel-regex kns=spp_fixed_kernel $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" \
+      --cases "${SANITIZE_FIXED_CASES:-24}" --seed 12 --fixed --require-kernel 4 &
     wait
   done
 fi
