@@ -322,7 +322,12 @@ bool plan_fixed(const SppArgs& a, const DeviceInfo& dev, const SppKnobs& knobs, 
     return true;
 }
 
-// Fixed kernel part of the choice rule: PROVISIONAL until the A/B of this round (NOTES.md v7).
+// Fixed kernel part of the choice rule (v7 round, benchmarks/gpu/NOTES.md): the fixed kernel forced
+// (SPPQ_FIXED=2) against the v6 rule's kernels (SPPQ_FIXED=0) on the 510 tiny-map sweep rows, same
+// H200 call: on the 330 instantiated rows with N*C >= 4096 it won on every row, 1.21-7.35x (median
+// ~3.4x; 1.21-2.25x at exactly 4096, where the v6 rule ran the small kernel); at N*C = 2048 it
+// ranged 0.90-1.67x and below it lost (0.49-1.29x: one warp per 32 planes leaves most SMs idle).
+// Same-code rows of the two runs differed by <= 0.4%.
 bool fixed_rule(const SppArgs& a, const SppKnobs& knobs) {
     return static_cast<long long>(a.N) * a.C >= knobs.fixed_planes;
 }
@@ -498,7 +503,9 @@ bool lane_rule(const SppArgs& a, const SppKnobs& knobs, const LaneParams& lp) {
         lane_conflict_ways(static_cast<int>(hw), es) <= 2 && static_cast<long long>(lp.warp_bytes) <= knobs.lane_warp_bytes;
 }
 
-// The choice rule, from same-run timings on an H200 (benchmarks/gpu/NOTES.md, v5 and v6 rounds):
+// The choice rule, from same-run timings on an H200 (benchmarks/gpu/NOTES.md, v5, v6 and v7 rounds):
+//   max pooling on an instantiated (H, W, levels) of spp_fixed.h with N*C >= 4096 (fixed_rule):
+//     fixed kernel;
 //   max pooling on tiny maps of very many planes (lane_rule above: N*C >= 32768, H*W <= 64, or
 //     H*W <= 256 for fp16 / int8): lane kernel;
 //   max pooling on other small maps (H <= 16, W <= 64) of many planes (N*C > 4096): stream kernel,
