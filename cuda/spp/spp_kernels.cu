@@ -1,8 +1,11 @@
 // sppquant: whole-map Spatial Pyramid Pooling forward kernels (semantics: spp_kernels.h).
 //
-// Four kernels, chosen per call by plan_spp() (spp_plan.cpp; one launch each, every input
+// Five kernels, chosen per call by plan_spp() (spp_plan.cpp; one launch each, every input
 // element read once for all levels, tables passed by value so launches are graph-capturable):
 //
+// fixed (v7, max pooling on the tiny-map shapes SPP networks run, spp_fixed.h): the lane layout
+//   with H, W and the levels as template parameters, so each lane reduces its plane in
+//   registers with compile-time indices (spp_fixed_kernel below).
 // lane (v6, max pooling on tiny maps of very many planes): one lane per plane, 32 planes per warp,
 //   warp-uniform loops and tables, coalesced stores (see spp_lane_kernel below).
 // stream (v5, max pooling): a persistent grid of independent warps. A warp's work is a sequence

@@ -1,6 +1,9 @@
 // Launch planning for the whole-map SPP kernels: parameter blocks passed by value to the
 // kernels, and pure host functions that fill them (no CUDA calls here; the device facts come in
-// as a DeviceInfo). Four kernels, picked by plan_spp() (rule and evidence in spp_plan.cpp):
+// as a DeviceInfo). Five kernels, picked by plan_spp() (rule and evidence in spp_plan.cpp):
+//   fixed    max pooling on an instantiated (H, W, levels) of spp_fixed.h (7x7, 11x11, 13x13 with
+//            the common level sets) with N*C >= 4096: the lane kernel's spans with the shape and
+//            levels at compile time; every bin in registers, no tables (v7).
 //   stream   max pooling on small maps of many planes: warps stream spans of whole
 //            planes (small maps) or row chunks of one plane (large maps) into double-buffered
 //            shared memory with cp.async and reduce one span while the next is in flight:
