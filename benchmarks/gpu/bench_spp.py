@@ -44,7 +44,7 @@ LEGACY = [((32, 512, 64, 64), (1, 2, 4)), ((32, 512, 64, 64), (6, 3, 2, 1)), ((7
 SWEEP_N, SWEEP_C, SWEEP_HW = (1, 8, 64, 128), (256, 512, 1024, 2048), (7, 13, 20, 40, 64)
 ODD = [(8, 384, 37, 53), (32, 96, 37, 53), (4, 1000, 15, 9), (128, 768, 11, 11), (64, 200, 33, 33)]
 LEVEL_SETS = [(1, 2, 4), (6, 3, 2, 1), (4, 2, 1), (8, 4, 2, 1), (5, 3, 1)]
-KERNELS = {0: "stream", 1: "small", 2: "segment", 3: "lane", -1: "?"}
+KERNELS = {0: "stream", 1: "small", 2: "segment", 3: "lane", 4: "fixed", -1: "?"}
 
 
 def torch_spp(x: torch.Tensor, levels: tuple[int, ...]) -> torch.Tensor:

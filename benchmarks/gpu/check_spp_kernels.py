@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import math
+import re
 import sys
 import time
 from pathlib import Path
@@ -83,6 +84,26 @@ def random_case(rng: np.random.Generator, i: int) -> tuple[tuple[int, int, int, 
     # keep the NumPy reference quick
     while n * c * h * w > 1_500_000 and n > 1:
         n = max(1, n // 2)
+    while n * c * h * w > 1_500_000 and c > 1:
+        c = max(1, c // 2)
+    return (n, c, h, w), levels
+
+
+def fixed_shapes() -> list[tuple[int, int, tuple[int, ...]]]:
+    """(H, W, levels) of the fixed kernel's instantiations, read from cuda/spp/spp_fixed.h."""
+    text = (Path(__file__).resolve().parents[2] / "cuda" / "spp" / "spp_fixed.h").read_text()
+    out = []
+    for m in re.finditer(r"X\((\d+), (\d+), (\d+), (\d+), (\d+), (\d+)\)", text):
+        v = [int(g) for g in m.groups()]
+        out.append((v[0], v[1], tuple(x for x in v[2:] if x > 0)))
+    return out
+
+
+def fixed_case(rng: np.random.Generator, shapes: list) -> tuple[tuple[int, int, int, int], tuple[int, ...]]:
+    """A shape the fixed kernel is instantiated for, random N and C (partial groups, groups across images)."""
+    h, w, levels = shapes[int(rng.integers(len(shapes)))]
+    n = int(rng.integers(1, 9))
+    c = int(rng.choice([int(rng.integers(1, 97)), int(rng.integers(97, 2049)), 32 * int(rng.integers(1, 33))]))
     while n * c * h * w > 1_500_000 and c > 1:
         c = max(1, c // 2)
     return (n, c, h, w), levels
@@ -242,8 +263,17 @@ def main() -> int:
     ap.add_argument("lib")
     ap.add_argument("--cases", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--fixed", action="store_true",
+                    help="max pooling on the fixed kernel's shapes only (cuda/spp/spp_fixed.h), random N and C")
+    ap.add_argument("--require-kernel", type=int, default=-1,
+                    help="fail a case whose kernel choice (sppq_spp_kernel_choice) is not this")
     args = ap.parse_args()
     lib = load(args.lib)
+    lib.sppq_spp_kernel_choice.argtypes = [ctypes.c_int] * 6 + [ctypes.POINTER(ctypes.c_int), ctypes.c_int]
+    fixed = fixed_shapes() if args.fixed else []
+    if args.fixed and not fixed:
+        print("FAIL no shapes found in cuda/spp/spp_fixed.h")
+        return 2
     rng = np.random.default_rng(args.seed)
     t0 = time.time()
     arg_fails = bad_arguments(lib)
@@ -253,8 +283,15 @@ def main() -> int:
     for dtype in DTYPES:
         ok = total = 0
         for i in range(args.cases):
-            shape, levels = random_case(rng, i)
-            pooling = "avg" if i % 4 == 3 else "max"
+            shape, levels = fixed_case(rng, fixed) if fixed else random_case(rng, i)
+            pooling = "avg" if i % 4 == 3 and not fixed else "max"
+            if args.require_kernel >= 0:
+                arr = (ctypes.c_int * len(levels))(*levels)
+                kind = lib.sppq_spp_kernel_choice(DTYPES[dtype][0], 0 if pooling == "max" else 1, *shape, arr, len(levels))
+                if kind != args.require_kernel:
+                    failures.append(f"{dtype} {pooling} shape={shape} levels={levels}: kernel {kind}, "
+                                    f"want {args.require_kernel}")
+                    continue
             special = dtype != "int8" and i % 5 == 1
             offset = int(rng.integers(0, 4)) if i % 7 == 0 else 0
             err = run_case(lib, rng, dtype, pooling, shape, levels, special, offset)

@@ -18,7 +18,9 @@
 #          ncu       Nsight Compute on chosen kernels
 # Needs nvcc, cmake, python3 with torch/torchvision/numpy, and TensorRT headers for the plugins
 # (SPPQUANT_TRT_INCLUDE, else cuda/build/trt-include, carried by the caller). Logs: $OUT/logs.tgz
-# (+ summary.md); a short table is printed last. Env: CASES (default 1000), SWEEP_BUDGET,
+# (+ summary.md); a short table is printed last. Env: CASES (default 1000), FIXED_CASES (fixed-kernel
+# check, default CASES), SKIP_BUILD (use a carried build in SPPQ_BUILD_DIR when it loads), SWEEP_MAX_HW
+# (sweep only maps with H*W <= this), SWEEP_BUDGET,
 # COMPILE_BUDGET (seconds), BENCH_VARIANTS (0: no knob variants in `bench`), BENCH_ROI / BENCH_SPP (0: no RoI / SPP bench), LANE_VARIANTS / ROI_VARIANTS
 # (the runs of `lane`).
 set -uo pipefail
@@ -61,11 +63,17 @@ note "# run $(date -u +%FT%TZ) stages: ${STAGES[*]}"
 note "device: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader); $(nvcc --version | tail -1)"
 
 step "build (sm_$ARCH)"
+if [[ -n "${SKIP_BUILD:-}" && -f "$KLIB" ]] && $PY -c "import ctypes, sys; ctypes.CDLL(sys.argv[1])" "$KLIB"; then
+  # a build carried from elsewhere (same sources): saves the device the compile; harnesses find the libraries here
+  note "build: carried ($BUILD), not rebuilt"
+  export LD_LIBRARY_PATH=$BUILD${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+else
 args=(-S "$ROOT/cuda" -B "$BUILD" -DCMAKE_CUDA_ARCHITECTURES="$ARCH" -DSPPQ_PTXAS_VERBOSE=ON)
 [[ -n "$TRT_INC" ]] && args+=(-DTENSORRT_INCLUDE_DIR="$TRT_INC" -DSPPQ_BUILD_HARNESS=ON)
 { cmake "${args[@]}" && cmake --build "$BUILD" -j"$(nproc)"; } > "$LOGS/build.log" 2>&1 || { tail -30 "$LOGS/build.log"; status=1; exit 1; }
 grep -iE "spill stores|warning" "$LOGS/build.log" | grep -v " 0 bytes spill" | sort | uniq -c | head -5
 grep -A2 -E "Compiling entry function.*(stream_kernel|lane_kernel|roi_spp_kernel)" "$LOGS/build.log" | grep -E "registers|spill" | sort | uniq -c | head -8
+fi
 
 run_check() {  # name, command...: logs to $LOGS/name.log, RESULT line to the summary
   local name=$1; shift
@@ -86,6 +94,8 @@ if has check; then
   SPPQ_LANE=2 SPPQ_STREAM_BLOCKS=1 SPPQ_LANE_TILE=65536 run_check spp_check_lane_multispan $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" --cases 300 --seed 6 &
   SPPQ_LANE=2 SPPQ_LANE_STAGES=2 SPPQ_STREAM_BLOCKS=1 SPPQ_LANE_TILE=65536 run_check spp_check_lane2_multispan $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" --cases 300 --seed 8 &
   SPPQ_LANE=2 SPPQ_LANE_STAGES=2 run_check spp_check_lane2 $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" --cases 300 --seed 9 &
+  SPPQ_FIXED=2 run_check spp_check_fixed $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" --cases "${FIXED_CASES:-$CASES}" --seed 10 --fixed --require-kernel 4 &
+  SPPQ_FIXED=2 SPPQ_STREAM_BLOCKS=1 SPPQ_LANE_TILE=65536 run_check spp_check_fixed_multispan $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" --cases 300 --seed 11 --fixed --require-kernel 4 &
   SPPQ_ROI_FASTDIV=0 run_check roi_check_intdiv $PY "$ROOT/benchmarks/gpu/check_roi_spp_kernels.py" "$KLIB" --cases 200 --seed 7 &
   SPPQ_ROI_CC=1 SPPQ_ROI_DERIVE=0 run_check roi_check_cc1_noderive $PY "$ROOT/benchmarks/gpu/check_roi_spp_kernels.py" "$KLIB" --cases 100 --seed 3 &
   if [[ -x "$BUILD/sppq_plugin_harness" ]]; then
@@ -110,6 +120,10 @@ if has sanitize && command -v compute-sanitizer > /dev/null && [[ -x "$BUILD/spp
       --error-exitcode 9 "$BUILD/sppq_plugin_harness" --require-gpu &
     SPPQ_LANE=2 SPPQ_LANE_STAGES=2 SPPQ_STREAM_BLOCKS=1 SPPQ_LANE_TILE=65536 run_check "${tool}_spp_lane2" compute-sanitizer \
       --tool "$tool" --error-exitcode 9 "$BUILD/sppq_plugin_harness" --require-gpu &
+    # the fixed kernel (not reached by the harness's shapes): its own launches only, through the checker
+    SPPQ_FIXED=2 SPPQ_STREAM_BLOCKS=2 SPPQ_LANE_TILE=16384 run_check "${tool}_spp_fixed" compute-sanitizer --tool "$tool" \
+      --error-exitcode 9 --kernel-regex kns=spp_fixed_kernel $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" \
+      --cases "${SANITIZE_FIXED_CASES:-24}" --seed 12 --fixed --require-kernel 4 &
     wait
   done
 fi
@@ -160,7 +174,7 @@ if has ncu && command -v ncu > /dev/null; then
   step "ncu"
   NCU_CASES=${NCU_CASES:-"spp:64,2048,7,7:4-2-1:fp32 spp:128,2048,7,7:6-3-2-1:int8 spp:128,2048,7,7:6-3-2-1:fp16 spp:128,256,13,13:6-3-2-1:int8 roi:sppnet:fp32 roi:sppnet:int8 roi:frcnn:fp16"}
   # shellcheck disable=SC2086
-  (cd "$ROOT/benchmarks/gpu" && timeout "$(left)" ncu --clock-control none -k regex:"stream_kernel|lane_kernel|roi_spp_kernel|forward_kernel|small_kernel" \
+  (cd "$ROOT/benchmarks/gpu" && timeout "$(left)" ncu --clock-control none -k regex:"stream_kernel|lane_kernel|fixed_kernel|roi_spp_kernel|forward_kernel|small_kernel" \
      --launch-skip 0 --section SpeedOfLight --section Occupancy --section WarpStateStats --section LaunchStats \
      --section MemoryWorkloadAnalysis $PY profile_spp.py "$KLIB" $NCU_CASES) > "$LOGS/ncu.log" 2>&1
   { echo; echo "## ncu"; grep -E "_kernel<|Duration|DRAM Throughput|Memory Throughput|Compute \(SM\) Throughput|L1/TEX Hit|L2 Hit|Achieved Occupancy|Theoretical Occupancy|Registers Per|Block Limit (Shared|Reg)|Warp Cycles Per Issued|Grid Size|Block Size" \
@@ -169,7 +183,7 @@ fi
 
 if has sweep; then
   step "SPP sweep"
-  timeout "$(left)" $PY "$ROOT/benchmarks/gpu/bench_spp.py" "$KLIB" --sweep --sweep-budget "${SWEEP_BUDGET:-$(( $(left) - 40 - ${COMPILE_BUDGET:-60} ))}" \
+  timeout "$(left)" $PY "$ROOT/benchmarks/gpu/bench_spp.py" "$KLIB" --sweep --max-hw "${SWEEP_MAX_HW:-0}" --sweep-budget "${SWEEP_BUDGET:-$(( $(left) - 40 - ${COMPILE_BUDGET:-60} ))}" \
     --compile-budget "${COMPILE_BUDGET:-60}" --json "$LOGS/bench_spp_sweep.json" > "$LOGS/bench_spp_sweep.log" 2>&1 || status=1
   cp "$LOGS/bench_spp_sweep.json" "$OUT/" 2>/dev/null
   { echo; echo "## SPP sweep"; sed -n '/torch.compile rows/,$p' "$LOGS/bench_spp_sweep.log" | grep -vE "^$"; } >> "$SUMMARY"

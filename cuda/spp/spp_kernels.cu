@@ -1,8 +1,11 @@
 // sppquant: whole-map Spatial Pyramid Pooling forward kernels (semantics: spp_kernels.h).
 //
-// Four kernels, chosen per call by plan_spp() (spp_plan.cpp; one launch each, every input
+// Five kernels, chosen per call by plan_spp() (spp_plan.cpp; one launch each, every input
 // element read once for all levels, tables passed by value so launches are graph-capturable):
 //
+// fixed (v7, max pooling on the tiny-map shapes SPP networks run, spp_fixed.h): the lane layout
+//   with H, W and the levels as template parameters, so each lane reduces its plane in
+//   registers with compile-time indices (spp_fixed_kernel below).
 // lane (v6, max pooling on tiny maps of very many planes): one lane per plane, 32 planes per warp,
 //   warp-uniform loops and tables, coalesced stores (see spp_lane_kernel below).
 // stream (v5, max pooling): a persistent grid of independent warps. A warp's work is a sequence
@@ -26,6 +29,7 @@
 #include "cuda_check.h"
 #include "device_info.h"
 #include "kernel_common.cuh"
+#include "spp_fixed.h"
 #include "spp_plan.h"
 
 #include <cuda_fp16.h>
@@ -35,6 +39,8 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
+#include <utility>
 
 namespace sppq {
 namespace {
@@ -758,6 +764,227 @@ __global__ void __launch_bounds__(32 * kLaneWarps, kLaneBlocksPerSm) spp_lane_ke
     }
 }
 
+// ---- fixed kernel (v7, max on tiny planes of compile-time shape; spp_fixed.h) -------------------
+// The lane kernel's span loop; per group each lane reduces its plane in registers: pass 1 reads
+// the plane row by row from the tile and folds every root x-bin's row maximum into the bins of
+// the bin rows holding that row, then the derived levels come from the nearest finer level's
+// bins; the bins go to the staging area O and leave through coalesced (4-byte where possible)
+// stores. All indices are compile-time constants: no tables, no loops at run time per plane.
+template <int... Is, class Fn>
+__device__ __forceinline__ void static_for_impl(std::integer_sequence<int, Is...>, Fn&& f) {
+    (f(std::integral_constant<int, Is>{}), ...);
+}
+template <int N, class Fn> __device__ __forceinline__ void static_for(Fn&& f) {
+    static_for_impl(std::make_integer_sequence<int, N>{}, f);
+}
+
+template <int H_, int W_, int L0, int L1, int L2, int L3> struct FixedShape {
+    static constexpr int H = H_, W = W_, HW = H_ * W_;
+    static constexpr int NL = 1 + (L1 > 0) + (L2 > 0) + (L3 > 0);
+    SPPQ_HD static constexpr int lev(int l) { return fx_lev(L0, L1, L2, L3, l); }
+    SPPQ_HD static constexpr int off(int l) {  // sum of n^2 of the previous levels
+        int s = 0;
+        for (int i = 0; i < l; ++i) s += lev(i) * lev(i);
+        return s;
+    }
+    static constexpr int TB = off(NL);
+    // the level a level is derived from: the smallest larger level it divides; -1: read from the plane
+    SPPQ_HD static constexpr int src(int l) {
+        int best = -1;
+        for (int i = 0; i < NL; ++i)
+            if (lev(i) > lev(l) && lev(i) % lev(l) == 0 && (best < 0 || lev(i) < lev(best))) best = i;
+        return best;
+    }
+    // the r-th level by decreasing n (sources come before the levels derived from them)
+    SPPQ_HD static constexpr int order(int r) {
+        for (int i = 0; i < NL; ++i) {
+            int rank = 0;
+            for (int j = 0; j < NL; ++j) rank += lev(j) > lev(i) || (lev(j) == lev(i) && j < i);
+            if (rank == r) return i;
+        }
+        return 0;
+    }
+    SPPQ_HD static constexpr int bs(int i, int len, int n) { return i * len / n; }
+    SPPQ_HD static constexpr int be(int i, int len, int n) { return ((i + 1) * len + n - 1) / n; }
+    template <typename T> SPPQ_HD static constexpr int obase(int l) { return fx_obase(L0, L1, L2, L3, l, sizeof(T)); }
+};
+
+// Pass 1: every bin of every root level (a level no finer level in the list is a multiple of)
+// of the plane at `pl` (tile) into b (registers). The tile's only reads.
+template <typename T, class F>
+__device__ __forceinline__ void fixed_rows(const T* pl, typename LaneT<T>::A* b) {
+    using L = LaneT<T>;
+    using A = typename L::A;
+    static_for<F::H>([&](auto Y) {
+        constexpr int y = decltype(Y)::value;
+        A v[F::W];
+        static_for<F::W>([&](auto X) { v[decltype(X)::value] = L::ld(pl + y * F::W + decltype(X)::value); });
+        static_for<F::NL>([&](auto LI) {
+            constexpr int l = decltype(LI)::value;
+            if constexpr (F::src(l) < 0) {
+                constexpr int n = F::lev(l);
+                static_for<n>([&](auto BX) {
+                    constexpr int bx = decltype(BX)::value;
+                    constexpr int xs = F::bs(bx, F::W, n), xe = F::be(bx, F::W, n);
+                    A rm = v[xs];
+                    static_for<xe - xs - 1>([&](auto XI) { rm = L::mx(rm, v[xs + 1 + decltype(XI)::value]); });
+                    static_for<n>([&](auto BY) {
+                        constexpr int by = decltype(BY)::value;
+                        constexpr int ys = F::bs(by, F::H, n), ye = F::be(by, F::H, n);
+                        constexpr int i = F::off(l) + by * n + bx;
+                        if constexpr (y == ys) b[i] = rm;
+                        else if constexpr (y > ys && y < ye) b[i] = L::mx(b[i], rm);
+                    });
+                });
+            }
+        });
+    });
+}
+
+template <typename T> __device__ __forceinline__ int fx_pad(int q) { return q + (q / fx_g(sizeof(T))) * fx_p(sizeof(T)); }
+
+// The bin's value in the input type (exact for max); int8 requantization happens in fixed_store.
+template <typename T> __device__ __forceinline__ T fx_raw(typename LaneT<T>::A a) {
+    if constexpr (std::is_same<T, int8_t>::value) return static_cast<int8_t>(a);
+    else return a;
+}
+
+// int8 requantization of 4 packed values (requant's arithmetic, element by element).
+__device__ __forceinline__ unsigned requant4(unsigned w, float ratio) {
+    unsigned r = 0;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        const int q = static_cast<int>(static_cast<signed char>((w >> (8 * i)) & 0xffu));
+        r |= (static_cast<unsigned>(static_cast<unsigned char>(requant(static_cast<float>(q), ratio)))) << (8 * i);
+    }
+    return r;
+}
+
+// Levels by decreasing n: derived ones from the nearest finer level's bins (k x k each); every
+// level goes to O (input-type values) as soon as it is complete, so its registers free up early.
+// One instantiation per shape and dtype: int8 requantization is applied on the way out (fixed_store),
+// so the unrolled body is not duplicated for requant on / off (a duplicated 8,4,2,1 body measured
+// 4-8% slower for int8 than fp16 on 7x7, call 2 of the v7 round).
+template <typename T, class F>
+__device__ __forceinline__ void fixed_finish(typename LaneT<T>::A* b, T* O, int lane) {
+    using L = LaneT<T>;
+    using A = typename L::A;
+    static_for<F::NL>([&](auto R) {
+        constexpr int l = F::order(decltype(R)::value);
+        constexpr int n = F::lev(l), nn = n * n;
+        if constexpr (F::src(l) >= 0) {
+            constexpr int m = F::src(l), nm = F::lev(m), k = nm / n;
+            static_for<nn>([&](auto B) {
+                constexpr int by = decltype(B)::value / n, bx = decltype(B)::value % n;
+                constexpr int s0 = F::off(m) + k * by * nm + k * bx;
+                A acc = b[s0];
+                static_for<k * k - 1>([&](auto U) {
+                    constexpr int u = (decltype(U)::value + 1) / k, w = (decltype(U)::value + 1) % k;
+                    acc = L::mx(acc, b[s0 + u * nm + w]);
+                });
+                b[F::off(l) + decltype(B)::value] = acc;
+            });
+        }
+        const int q0 = F::template obase<T>(l) + lane * nn;
+        static_for<nn>([&](auto I) { O[fx_pad<T>(q0 + decltype(I)::value)] = fx_raw<T>(b[F::off(l) + decltype(I)::value]); });
+    });
+}
+
+// A staged value as output: int8 requantized when the scales differ (same arithmetic as requant4).
+template <typename T> __device__ __forceinline__ T fx_final(T v, const LaneParams& p) {
+    if constexpr (std::is_same<T, int8_t>::value) return p.requant ? requant(static_cast<float>(v), p.ratio) : v;
+    else return v;
+}
+
+// Every level's bins of the group's ng planes (from plane0) to the output: consecutive lanes on
+// consecutive elements, 4-byte words for fp16 / int8 when the group is whole and aligned.
+template <typename T, class F>
+__device__ __forceinline__ void fixed_store(const T* O, T* __restrict__ out, const LaneParams& p, long long plane0,
+    int ng, int lane) {
+    const long long img0 = plane0 / p.C;
+    const int c0 = static_cast<int>(plane0 - img0 * p.C);
+    const bool one_image = c0 + ng <= p.C;
+    const long long per_image = static_cast<long long>(p.C) * F::TB;
+    constexpr int V = 4 / static_cast<int>(sizeof(T));
+    constexpr bool kInt8 = std::is_same<T, int8_t>::value;
+    static_for<F::NL>([&](auto LI) {
+        constexpr int l = decltype(LI)::value, nn = F::lev(l) * F::lev(l), base = F::template obase<T>(l);
+        const long long lbase = static_cast<long long>(p.C) * F::off(l);
+        const int cnt = ng * nn;
+        if (one_image) {
+            T* dst = out + img0 * per_image + lbase + static_cast<long long>(c0) * nn;
+            if (V > 1 && ng == 32 && (reinterpret_cast<uintptr_t>(dst) & 3) == 0) {
+                constexpr int NWD = 32 * nn / V;  // whole words: 32 planes x nn x sizeof(T) bytes
+                auto copy = [&](auto rq) {
+                    static_for<(NWD + 31) / 32>([&](auto t) {
+                        const int w = lane + 32 * decltype(t)::value;
+                        if (NWD % 32 == 0 || w < NWD) {
+                            unsigned v = *reinterpret_cast<const unsigned*>(O + fx_pad<T>(base + w * V));
+                            if constexpr (decltype(rq)::value) v = requant4(v, p.ratio);
+                            reinterpret_cast<unsigned*>(dst)[w] = v;
+                        }
+                    });
+                };
+                if (kInt8 && p.requant) copy(std::true_type{});
+                else copy(std::false_type{});
+            } else {
+                static_for<nn>([&](auto t) {
+                    const int e = lane + 32 * decltype(t)::value;
+                    if (e < cnt) dst[e] = fx_final<T>(O[fx_pad<T>(base + e)], p);
+                });
+            }
+        } else {  // the group crosses an image boundary
+            for (int e = lane; e < cnt; e += 32) {
+                const int li = e / nn, bb = e - li * nn;
+                const long long pl = plane0 + li, img = pl / p.C, c = pl - img * p.C;
+                out[img * per_image + lbase + c * nn + bb] = fx_final<T>(O[fx_pad<T>(base + e)], p);
+            }
+        }
+    });
+}
+
+template <typename T, class F>
+__global__ void __launch_bounds__(32 * kLaneWarps, kFixedBlocksPerSm) spp_fixed_kernel(const T* __restrict__ in,
+    T* __restrict__ out, const LaneParams p) {
+    using A = typename LaneT<T>::A;
+    extern __shared__ __align__(16) unsigned char smem[];
+    const int lane = threadIdx.x & 31, wib = threadIdx.x >> 5;
+    unsigned char* wbase = smem + static_cast<size_t>(wib) * p.warp_bytes;
+    T* O = reinterpret_cast<T*>(wbase + p.o_off);
+    const long long nw = static_cast<long long>(gridDim.x) * kLaneWarps;
+    const long long total = p.nc * F::HW;
+    const int span = 32 * p.k;
+    long long unit = static_cast<long long>(blockIdx.x) * kLaneWarps + wib;
+    if (unit >= p.units) return;
+    auto planes_of = [&](long long u) { return static_cast<int>(min(static_cast<long long>(span), p.nc - u * span)); };
+    const T* tcur = issue_elems(in, total, unit * span * F::HW, static_cast<long long>(planes_of(unit)) * F::HW, wbase, lane);
+    for (;;) {
+        const long long nunit = unit + nw;
+        const bool more = nunit < p.units;
+        const T* tnext = nullptr;
+        cp_async_wait<0>();
+        __syncwarp();
+        const long long plane0 = unit * span;
+        const int np = planes_of(unit);
+        for (int g = 0; g * 32 < np; ++g) {
+            const int ng = min(32, np - g * 32);
+            A b[F::TB];
+            if (lane < ng) fixed_rows<T, F>(tcur + (g * 32 + lane) * F::HW, b);
+            if (more && (g + 1) * 32 >= np) {  // the tile is free: refill it while the bins go out
+                __syncwarp();
+                tnext = issue_elems(in, total, nunit * span * F::HW, static_cast<long long>(planes_of(nunit)) * F::HW,
+                    wbase, lane);
+            }
+            if (lane < ng) fixed_finish<T, F>(b, O, lane);
+            __syncwarp();
+            fixed_store<T, F>(O, out, p, plane0 + g * 32, ng, lane);
+            __syncwarp();  // O is rewritten by the next group
+        }
+        if (!more) break;
+        unit = nunit; tcur = tnext;
+    }
+}
+
 // ---- launch -----------------------------------------------------------------------------------
 // Dynamic shared memory beyond 48 KB (with the kernel's static part) needs the opt-in.
 template <typename K>
@@ -796,8 +1023,34 @@ int launch_pool(const void* in, void* out, const SppLaunch& l, cudaStream_t s) {
     return launch_segment<T, POOL>(in, out, l, s);
 }
 
+template <typename T, class F>
+int launch_fixed_shape(const void* in, void* out, const SppLaunch& l, cudaStream_t s) {
+    auto kern = spp_fixed_kernel<T, F>;
+    SPPQ_RETURN_IF_ERROR(set_smem(kern, l.smem));
+    // the planner sized the persistent grid by shared memory; registers may allow fewer blocks
+    int occ = 0, dev = 0, sms = 0;
+    SPPQ_CUDA_RETURN(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, kern, l.threads, l.smem));
+    SPPQ_CUDA_RETURN(cudaGetDevice(&dev));
+    SPPQ_CUDA_RETURN(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    const int grid = std::max(1, std::min(l.grid, std::max(1, occ) * sms));
+    kern<<<grid, l.threads, l.smem, s>>>(static_cast<const T*>(in), static_cast<T*>(out), l.lane);
+    return SPPQ_LAUNCH_STATUS();
+}
+
+// l.fixed_id indexes SPPQ_FIXED_SHAPES (the planner's fixed_shape_id numbers it the same way)
+template <typename T>
+int launch_fixed(const void* in, void* out, const SppLaunch& l, cudaStream_t s) {
+    int id = 0;
+#define SPPQ_FX_CASE(h, w, a, b, c, d) \
+    if (l.fixed_id == id++) return launch_fixed_shape<T, FixedShape<h, w, a, b, c, d>>(in, out, l, s);
+    SPPQ_FIXED_SHAPES(SPPQ_FX_CASE)
+#undef SPPQ_FX_CASE
+    return SPPQ_ERR_UNSUPPORTED;
+}
+
 template <typename T>
 int launch_dtype(const void* in, void* out, int pooling, const SppLaunch& l, cudaStream_t s) {
+    if (l.kind == SppKernel::kFixed) return launch_fixed<T>(in, out, l, s);
     if (l.kind == SppKernel::kLane) {
         auto kern = l.lane.stages == 1 ? spp_lane_kernel<T, 1> : spp_lane_kernel<T, 2>;
         SPPQ_RETURN_IF_ERROR(set_smem(kern, l.smem));

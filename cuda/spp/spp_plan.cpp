@@ -1,6 +1,8 @@
 // Pure launch planning for the whole-map SPP kernels (see spp_plan.h).
 #include "spp_plan.h"
 
+#include "spp_fixed.h"
+
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -101,6 +103,8 @@ SppKnobs spp_knobs() {
         s.lane_warp_bytes = std::max(1024LL, env_knob("SPPQ_LANE_WARP_BYTES", 32 * 1024));
         s.lane_stages = env_knob("SPPQ_LANE_STAGES", 1) == 2 ? 2 : 1;
         s.lane_planes = std::max(1LL, env_knob("SPPQ_LANE_PLANES", 32768));
+        s.fixed_mode = static_cast<int>(std::min(2LL, std::max(0LL, env_knob("SPPQ_FIXED", 1))));
+        s.fixed_planes = std::max(1LL, env_knob("SPPQ_FIXED_PLANES", s.fixed_planes));
         return s;
     }();
     return k;
@@ -249,6 +253,83 @@ bool plan_lane(const SppArgs& a, const DeviceInfo& dev, const SppKnobs& knobs, L
     if (knobs.stream_blocks > 0) blocks = std::min(blocks, knobs.stream_blocks);
     *grid = static_cast<int>(std::max(1LL, blocks));
     return true;
+}
+
+int fixed_shape_id(int H, int W, const int* levels, int num_levels) {
+    int id = 0;
+#define SPPQ_FX_MATCH(h, w, l0, l1, l2, l3)                                         \
+    {                                                                               \
+        const int fl[4] = {l0, l1, l2, l3};                                         \
+        int fn = 0;                                                                 \
+        while (fn < 4 && fl[fn] > 0) ++fn;                                          \
+        bool ok = H == (h) && W == (w) && fn == num_levels;                         \
+        for (int i = 0; ok && i < fn; ++i) ok = levels[i] == fl[i];                 \
+        if (ok) return id;                                                          \
+        ++id;                                                                       \
+    }
+    SPPQ_FIXED_SHAPES(SPPQ_FX_MATCH)
+#undef SPPQ_FX_MATCH
+    return -1;
+}
+
+// Fixed kernel: the lane kernel's spans (32 * k whole planes, one tile per warp, refilled once the
+// last group's planes are in registers) and the staging area O of spp_fixed.h; no R.
+bool plan_fixed(const SppArgs& a, const DeviceInfo& dev, const SppKnobs& knobs, LaneParams* p, int* id, int* grid,
+    size_t* smem) {
+    std::memset(p, 0, sizeof(*p));
+    if (a.pooling != SPPQ_MAX) return false;
+    *id = fixed_shape_id(a.H, a.W, a.levels, a.num_levels);
+    if (*id < 0) return false;
+    const int es = static_cast<int>(esize_of(a.dtype));
+    p->nc = static_cast<long long>(a.N) * a.C;
+    p->C = a.C; p->H = a.H; p->W = a.W; p->HW = a.H * a.W;
+    int8_ratio(a, &p->ratio, &p->requant);
+    int l[4] = {0, 0, 0, 0};
+    p->nlev = a.num_levels;
+    for (int i = 0; i < a.num_levels; ++i) {
+        l[i] = a.levels[i];
+        p->lev[i] = static_cast<unsigned char>(a.levels[i]);
+        p->total_bins += a.levels[i] * a.levels[i];
+    }
+    const size_t o_bytes = static_cast<size_t>(fx_o_elems(l[0], l[1], l[2], l[3], es)) * es;
+    const long long plane_bytes = static_cast<long long>(p->HW) * es;
+    const long long groups = (p->nc + 31) / 32;
+    auto warp_bytes = [&](long long k) { return align16(static_cast<size_t>(32 * k * plane_bytes) + 32) + align16(o_bytes); };
+    const size_t budget = static_cast<size_t>(std::min(dev.smem_optin, 200 * 1024)) / kLaneWarps;
+    if (warp_bytes(1) > budget) return false;
+    const long long sms = std::max(1, dev.sms);
+    auto per_sm = [&](size_t wb) {  // shared memory's limit; registers may allow fewer (the launch clamps)
+        return std::max<long long>(1, std::min<long long>(kLaneBlocksPerSm,
+            static_cast<long long>(dev.smem_per_sm) / static_cast<long long>(wb * kLaneWarps + 1024)));
+    };
+    auto resident_warps = [&](size_t wb) {
+        const long long b = per_sm(wb) * sms;
+        return (knobs.stream_blocks > 0 ? std::min(b, knobs.stream_blocks) : b) * kLaneWarps;
+    };
+    long long k = std::max<long long>(1, knobs.lane_tile / std::max<long long>(1, 32 * plane_bytes));
+    while (k > 1 && (warp_bytes(k) > budget || groups / k < 2 * resident_warps(warp_bytes(k)))) --k;
+    p->k = static_cast<int>(k);
+    p->stages = 1;
+    p->units = (groups + k - 1) / k;
+    p->tile_bytes = static_cast<int>(align16(static_cast<size_t>(32 * k * plane_bytes) + 32));
+    p->r_off = p->tile_bytes;
+    p->o_off = p->tile_bytes;
+    p->warp_bytes = static_cast<int>(warp_bytes(k));
+    *smem = static_cast<size_t>(p->warp_bytes) * kLaneWarps;
+    long long blocks = std::min(per_sm(p->warp_bytes) * sms, (p->units + kLaneWarps - 1) / kLaneWarps);
+    if (knobs.stream_blocks > 0) blocks = std::min(blocks, knobs.stream_blocks);
+    *grid = static_cast<int>(std::max(1LL, blocks));
+    return true;
+}
+
+// Fixed kernel part of the choice rule (v7 round, benchmarks/gpu/NOTES.md): the fixed kernel forced
+// (SPPQ_FIXED=2) against the v6 rule's kernels (SPPQ_FIXED=0) on the 510 tiny-map sweep rows, same
+// H200 call: on the 330 instantiated rows with N*C >= 4096 it won on every row, 1.21-7.35x (median
+// ~3.4x; 1.21-2.25x at exactly 4096, where the v6 rule ran the small kernel); at N*C = 2048 it
+// ranged 0.90-1.67x and below it lost (0.49-1.29x: one warp per 32 planes leaves most SMs idle).
+// Same-code rows of the two runs differed by <= 0.4%.
+bool fixed_rule(const SppArgs& a, const SppKnobs& knobs) {
+    return static_cast<long long>(a.N) * a.C >= knobs.fixed_planes;
 }
 
 void plan_small(const SppArgs& a, const DeviceInfo& dev, long long wpp, SmallParams* sp, int* grid, int* threads,
@@ -422,7 +503,9 @@ bool lane_rule(const SppArgs& a, const SppKnobs& knobs, const LaneParams& lp) {
         lane_conflict_ways(static_cast<int>(hw), es) <= 2 && static_cast<long long>(lp.warp_bytes) <= knobs.lane_warp_bytes;
 }
 
-// The choice rule, from same-run timings on an H200 (benchmarks/gpu/NOTES.md, v5 and v6 rounds):
+// The choice rule, from same-run timings on an H200 (benchmarks/gpu/NOTES.md, v5, v6 and v7 rounds):
+//   max pooling on an instantiated (H, W, levels) of spp_fixed.h with N*C >= 4096 (fixed_rule):
+//     fixed kernel;
 //   max pooling on tiny maps of very many planes (lane_rule above: N*C >= 32768, H*W <= 64, or
 //     H*W <= 256 for fp16 / int8): lane kernel;
 //   max pooling on other small maps (H <= 16, W <= 64) of many planes (N*C > 4096): stream kernel,
@@ -435,6 +518,18 @@ bool lane_rule(const SppArgs& a, const SppKnobs& knobs, const LaneParams& lp) {
 int plan_spp(const SppArgs& a, const DeviceInfo& dev, const SppKnobs& knobs, SppLaunch* out) {
     const bool small_map = knobs.small && a.H <= kSmallMaxH && a.W <= kSmallMaxW;
     const bool few_planes = static_cast<long long>(a.N) * a.C <= knobs.small_planes;
+    if (a.pooling == SPPQ_MAX && knobs.fixed_mode > 0 && (knobs.fixed_mode == 2 || fixed_rule(a, knobs))) {
+        int grid = 0, id = -1;
+        size_t smem = 0;
+        if (plan_fixed(a, dev, knobs, &out->lane, &id, &grid, &smem)) {
+            out->kind = SppKernel::kFixed;
+            out->fixed_id = id;
+            out->grid = grid;
+            out->threads = 32 * kLaneWarps;
+            out->smem = smem;
+            return SPPQ_OK;
+        }
+    }
     if (a.pooling == SPPQ_MAX && knobs.lane_mode > 0) {
         int grid = 0;
         size_t smem = 0;

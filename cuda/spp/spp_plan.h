@@ -1,6 +1,9 @@
 // Launch planning for the whole-map SPP kernels: parameter blocks passed by value to the
 // kernels, and pure host functions that fill them (no CUDA calls here; the device facts come in
-// as a DeviceInfo). Four kernels, picked by plan_spp() (rule and evidence in spp_plan.cpp):
+// as a DeviceInfo). Five kernels, picked by plan_spp() (rule and evidence in spp_plan.cpp):
+//   fixed    max pooling on an instantiated (H, W, levels) of spp_fixed.h (7x7, 11x11, 13x13 with
+//            the common level sets) with N*C >= 4096: the lane kernel's spans with the shape and
+//            levels at compile time; every bin in registers, no tables (v7).
 //   stream   max pooling on small maps of many planes: warps stream spans of whole
 //            planes (small maps) or row chunks of one plane (large maps) into double-buffered
 //            shared memory with cp.async and reduce one span while the next is in flight:
@@ -138,11 +141,15 @@ struct LaneParams {
     unsigned char rxs[SPPQ_MAX_SUM_BINS], rxe[SPPQ_MAX_SUM_BINS];
 };
 
-enum class SppKernel { kStream, kSmall, kSegment, kLane };
+// ---- fixed kernel (v7): the lane layout with compile-time shape and levels (spp_fixed.h) ---------
+constexpr int kFixedBlocksPerSm = 4;  // __launch_bounds__ minimum: <= 128 registers per thread (bins in registers)
+
+enum class SppKernel { kStream, kSmall, kSegment, kLane, kFixed };
 
 struct SppLaunch {
     SppKernel kind;
     int grid = 0, threads = 0, vec = 1;
+    int fixed_id = -1;  // kFixed: index into SPPQ_FIXED_SHAPES
     size_t smem = 0;
     SppParams seg;
     SmallParams small;
@@ -156,7 +163,8 @@ struct SppLaunch {
 // maps take the small kernel, default 4096), SPPQ_SMALL (0: no small kernel),
 // SPPQ_SMALL_WPP, SPPQ_THREADS_PER_SM (segment kernel), SPPQ_LANE (0 never, 1 rule, 2 wherever it
 // fits), SPPQ_LANE_TILE (span bytes, default 4096), SPPQ_LANE_WARP_BYTES (rule's shared-memory cap),
-// SPPQ_LANE_STAGES (span tiles per warp, 1 or 2), SPPQ_LANE_PLANES (rule's least N*C, default 32768).
+// SPPQ_LANE_STAGES (span tiles per warp, 1 or 2), SPPQ_LANE_PLANES (rule's least N*C, default 32768),
+// SPPQ_FIXED (0 never, 1 rule, 2 every instantiated shape), SPPQ_FIXED_PLANES (rule's least N*C).
 struct SppKnobs {
     int stream_mode = 1;  // 0 never, 1 the choice rule of plan_spp, 2 every map it fits
     long long stream_tile = 4096;
@@ -170,6 +178,8 @@ struct SppKnobs {
     long long lane_warp_bytes = 32 * 1024;  // choice rule: shared memory per warp at most this
     int lane_stages = 1;             // span tiles per warp (1: measured faster, twice the warps per SM; or 2)
     long long lane_planes = 32768;   // choice rule: N*C at least this
+    int fixed_mode = 1;              // 0 never, 1 the choice rule, 2 every instantiated shape
+    long long fixed_planes = 4096;   // choice rule: N*C at least this
 };
 SppKnobs spp_knobs();
 
@@ -181,6 +191,13 @@ bool plan_lane(const SppArgs& a, const DeviceInfo& dev, const SppKnobs& knobs, L
     size_t* smem);
 // The lane kernel's part of the choice rule (measured; spp_plan.cpp).
 bool lane_rule(const SppArgs& a, const SppKnobs& knobs, const LaneParams& lp);
+// Index of (H, W, levels) in SPPQ_FIXED_SHAPES, or -1.
+int fixed_shape_id(int H, int W, const int* levels, int num_levels);
+// Fixed kernel (lane layout, no R, O from spp_fixed.h): false when the shape is not instantiated.
+bool plan_fixed(const SppArgs& a, const DeviceInfo& dev, const SppKnobs& knobs, LaneParams* p, int* id, int* grid,
+    size_t* smem);
+// The fixed kernel's part of the choice rule (measured; spp_plan.cpp).
+bool fixed_rule(const SppArgs& a, const SppKnobs& knobs);
 // Worst shared-memory bank conflict of the lane kernel's tile reads (lane l reads plane l).
 int lane_conflict_ways(int hw, int esize);
 bool plan_stream(const SppArgs& a, const DeviceInfo& dev, const SppKnobs& knobs, StreamParams* p, int* grid,
