@@ -161,6 +161,7 @@ class TrainOptions:
     device: str = "cpu"
     channels: tuple[int, ...] | None = None  # None: the detector's defaults
     hidden: int | None = None
+    stop_after: int | None = None  # stop after this many epochs of the ``epochs``-long schedule
 
 
 def _new_model(opts: TrainOptions):
@@ -202,6 +203,8 @@ def train(epoch_data: Iterator[list[TrainImage]], opts: TrainOptions, checkpoint
             from sppquant.demo.export_detector import save
 
             save(copy.deepcopy(model).cpu().eval(), checkpoint)
+        if opts.stop_after is not None and epoch + 1 >= opts.stop_after:
+            break
     return model.cpu().eval()
 
 
@@ -222,6 +225,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--channels", default=None, help="backbone widths, e.g. 3,16,32,64,64 (the default)")
     parser.add_argument("--hidden", type=int, default=None, help="FC width (default 256)")
     parser.add_argument("--checkpoint", action="store_true", help="write --output after every epoch")
+    parser.add_argument("--stop-after", type=int, default=None,
+                        help="stop after this many epochs (the learning-rate schedule still spans --epochs)")
     parser.add_argument("--cache", type=Path, default=None,
                         help="pickle of the training scenes + proposals: read if present, else written (not --fresh)")
     return parser
@@ -255,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"--channels {args.channels}: expected 5 positive widths starting with 3")
     t0 = time.perf_counter()
     opts = TrainOptions(args.epochs, args.scenes // args.batch_size, args.seed, args.batch_size, args.lr,
-                        args.hard_background, device, channels, args.hidden)
+                        args.hard_background, device, channels, args.hidden, args.stop_after)
     checkpoint = args.output if args.checkpoint else None
     if args.fresh:
         with get_context("fork").Pool(max(args.workers, 1)) as pool:
