@@ -402,8 +402,9 @@ def test_tune_scores_detection_by_map50(tmp_path: Path, capsys: pytest.CaptureFi
     got = json.loads(plan.read_text())
     assert got["metric"] == "map50" and got["tune_images"] == got["holdout_images"] == 4
     assert 0 < got["fp32"] <= 1 and 0 < got["holdout_fp32"] <= 1
-    # no drop allowed: the search kept tensors in FP16 around the RoI SPP plugin (its rewrite computes in FP32)
-    assert max(k for k, _ in got["curve"]) > 0 and got["curve"][-1][1] >= got["fp32"]
+    # no drop allowed: the search stops at the first k (tensors kept in FP16) that reaches FP32's mAP@.5
+    # (k = 0 when INT8 already does on these 4 images: the shipped detector since its retraining)
+    assert got["curve"] and got["curve"][-1][1] >= got["fp32"]
 
 
 def test_proposal_hook_answers_are_checked() -> None:

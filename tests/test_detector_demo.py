@@ -121,3 +121,46 @@ def test_shipped_model_finds_the_digits_of_a_few_eval_scenes() -> None:
                 gt, np.array([[d["bbox"][0], d["bbox"][1], d["bbox"][0] + d["bbox"][2],
                                d["bbox"][1] + d["bbox"][3]]]))[0, 0] >= 0.5 for d in confident)
     assert total >= 20 and found / total >= 0.8
+
+
+def test_export_of_a_wider_detector_matches_pytorch(tmp_path) -> None:
+    """``channels`` / ``hidden`` reach the export (it reads the widths from the layers)."""
+    from sppquant.demo.eval_detector import ort_session
+    from sppquant.demo.export_detector import to_onnx
+
+    torch.manual_seed(1)
+    model = D.SppNetDetector((3, 8, 12, 20, 24), 40).eval()
+    path = tmp_path / "wide.onnx"
+    path.write_bytes(to_onnx(model).SerializeToString())
+    image = np.random.default_rng(1).standard_normal((1, 3, 48, 40)).astype(np.float32)
+    rois = np.array([[0, 2, 3, 30, 40], [0, 10, 10, 14, 30]], np.float32)
+    logits, _ = ort_session(path).run(["class_logits", "box_deltas"], {"image": image, "rois": rois})
+    with torch.no_grad():
+        np.testing.assert_allclose(logits, model(torch.from_numpy(image), rois)[0].numpy(), rtol=1e-4, atol=1e-4)
+    assert model.fc1.in_features == 24 * 21 and model.fc2.out_features == 40
+
+
+def _greedy_full_matrix(boxes: np.ndarray, iou: float) -> np.ndarray:
+    """The obvious greedy dedupe: the whole pairwise IoU matrix first (the proposals' former code)."""
+    from sppquant.demo.proposals import _pairwise_iou
+
+    ious, keep, gone = _pairwise_iou(boxes, boxes), [], np.zeros(len(boxes), bool)
+    for i in range(len(boxes)):
+        if not gone[i]:
+            keep.append(i)
+            gone |= ious[i] > iou
+    return boxes[keep]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_lazy_dedupe_equals_the_full_matrix_greedy(seed: int) -> None:
+    from sppquant.demo.proposals import _dedupe
+
+    rng = np.random.default_rng(seed)
+    xy = rng.uniform(0, 100, (600, 2)).astype(np.float32)
+    wh = rng.uniform(0, 30, (600, 2)).astype(np.float32)  # includes empty and near-duplicate boxes
+    boxes = np.concatenate([xy, xy + wh], axis=1)
+    boxes = np.concatenate([boxes, boxes[:200] + rng.uniform(-1, 1, (200, 4)).astype(np.float32)])
+    full = _greedy_full_matrix(boxes, 0.5)
+    np.testing.assert_array_equal(_dedupe(boxes, 0.5), full)
+    np.testing.assert_array_equal(_dedupe(boxes, 0.5, limit=37), full[:37])

@@ -86,3 +86,22 @@ def test_shipped_eval_set_matches_the_generator(split: S.SceneSplit) -> None:
         boxes = [a["bbox"] for a in coco["annotations"] if a["image_id"] == image["id"]]
         assert (image["height"], image["width"]) == scene.image.shape[:2]
         assert np.allclose(boxes, [[b[0], b[1], b[2] - b[0], b[3] - b[1]] for b in scene.boxes])
+
+
+def test_fresh_training_epochs_are_new_scenes_and_deterministic() -> None:
+    """--fresh: epoch e renders scenes (seed, train, i, e); the pool's order does not change the stream."""
+    pytest.importorskip("cv2")
+    from multiprocessing import get_context
+
+    from sppquant.demo.train_detector import _make_train_image, fresh_epochs
+
+    with get_context("fork").Pool(2) as pool:
+        a = list(fresh_epochs(pool, 3, 2, jpeg=False))
+        b = list(fresh_epochs(pool, 3, 2, jpeg=False))
+    assert [len(e) for e in a] == [3, 3]
+    for ea, eb in zip(a, b):
+        for x, y in zip(ea, eb):
+            np.testing.assert_array_equal(x.tensor, y.tensor)
+            np.testing.assert_array_equal(x.proposals, y.proposals)
+    assert not np.array_equal(a[0][0].tensor, a[1][0].tensor)  # epoch 1 is not epoch 0 again
+    np.testing.assert_array_equal(a[1][2].gt_boxes, _make_train_image((2, S.SEED, False, 1)).gt_boxes)

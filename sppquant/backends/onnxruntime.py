@@ -42,7 +42,9 @@ DEFAULT_ORT = OrtOptions()
 # the u8s8 path sums pairs of products in saturating 16 bits, which took EfficientNet-Lite0's INT8
 # output from 15.1 dB (exact Q/DQ math) to 2.9 dB. sppquant runs Q/DQ models to PREDICT TensorRT's
 # INT8 accuracy (int8 x int8 summed exactly in int32), so their Q/DQ pairs run as written: the
-# quantization is exact, the op between runs in float.
+# quantization is exact, the op between runs in float. The same switch turns off ORT's bias
+# quantization (int32(bias / (x_scale * w_scale)) computed in the bias's type), which overflowed the
+# FP16 export's biases: the demo detector's fc1 went from 33 dB to 5 dB (tests/test_ort_fp16_bias.py).
 EXACT_QDQ = ("session.disable_quant_qdq", "1")
 
 

@@ -53,7 +53,7 @@ def _argmax_table(x: torch.Tensor, max_len: int) -> tuple[list[torch.Tensor], li
     """Range-max table along dim 1 with positions: ``vals[k][:, j] = max(x[:, j : j + 2**k])`` (exact).
 
     Built only up to the longest range queried (``max_len``)."""
-    pos = torch.arange(x.shape[1]).view(1, -1, *([1] * (x.dim() - 2))).expand_as(x)
+    pos = torch.arange(x.shape[1], device=x.device).view(1, -1, *([1] * (x.dim() - 2))).expand_as(x)
     vals, idx = [x], [pos]
     while 2 ** len(vals) <= min(x.shape[1], max_len):
         half = 2 ** (len(vals) - 1)
@@ -67,18 +67,19 @@ def _range_argmax(table: tuple[list[torch.Tensor], list[torch.Tensor]], rows: np
                   hi: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """Max and its position over ``x[rows[m], lo[m]:hi[m]]`` for every query m (hi > lo): two table lookups."""
     vals, idx = table
+    dev = vals[0].device
     k = np.floor(np.log2(np.maximum(hi - lo, 1))).astype(np.int64)
     out_v, out_i, order = [], [], []
     for level in np.unique(k):
         m = np.flatnonzero(k == level)
-        r = torch.from_numpy(rows[m])
-        a, b = torch.from_numpy(lo[m]), torch.from_numpy(hi[m] - 2 ** int(level))
+        r = torch.from_numpy(rows[m]).to(dev)
+        a, b = torch.from_numpy(lo[m]).to(dev), torch.from_numpy(hi[m] - 2 ** int(level)).to(dev)
         va, vb = vals[level][r, a], vals[level][r, b]
         left = va >= vb
         out_v.append(torch.where(left, va, vb))
         out_i.append(torch.where(left, idx[level][r, a], idx[level][r, b]))
         order.append(m)
-    inverse = torch.from_numpy(np.argsort(np.concatenate(order), kind="stable"))
+    inverse = torch.from_numpy(np.argsort(np.concatenate(order), kind="stable")).to(dev)
     return torch.cat(out_v)[inverse], torch.cat(out_i)[inverse]
 
 
@@ -93,6 +94,7 @@ def roi_spp(features: torch.Tensor, rois: np.ndarray, levels: Sequence[int] = LE
     maximum as max pooling does, and hundreds of regions cost a few tensor ops.
     """
     n_img, c, h, w = features.shape
+    dev = features.device
     reg = roi_regions(rois, spatial_scale)
     r = len(reg)
     if r == 0:
@@ -113,33 +115,35 @@ def roi_spp(features: torch.Tensor, rois: np.ndarray, levels: Sequence[int] = LE
             _, yi = _range_argmax(rows_table, np.repeat(np.arange(r), n), np.minimum(ys.ravel(), h - 1),
                                   np.clip(np.maximum(ye.ravel(), ys.ravel() + 1), None, h))  # (R*n_rows, n_cols, C)
             yi = yi.view(r, n, n, c)
-            rr = torch.arange(r).view(r, 1, 1, 1)
-            jj = torch.arange(n).view(1, 1, n, 1)
-            cc = torch.arange(c).view(1, 1, 1, c)
+            rr = torch.arange(r, device=dev).view(r, 1, 1, 1)
+            jj = torch.arange(n, device=dev).view(1, 1, n, 1)
+            cc = torch.arange(c, device=dev).view(1, 1, 1, c)
             xi = ci.reshape(-1)[((rr * n + jj) * c + cc) * h + yi]
-            bb = torch.from_numpy(reg[:, 0]).view(r, 1, 1, 1)
+            bb = torch.from_numpy(reg[:, 0]).to(dev).view(r, 1, 1, 1)
             flat = ((bb * c + cc) * h + yi) * w + xi
-            ok = torch.from_numpy((ye > ys)[:, :, None] & (xe > xs)[:, None, :])[..., None]
-        grid = torch.where(ok, flat_features[flat], torch.zeros((), dtype=features.dtype))
+            ok = torch.from_numpy((ye > ys)[:, :, None] & (xe > xs)[:, None, :])[..., None].to(dev)
+        grid = torch.where(ok, flat_features[flat], torch.zeros((), dtype=features.dtype, device=dev))
         out.append(grid.permute(0, 3, 1, 2).reshape(r, c * n * n))
     return torch.cat(out, dim=1)
 
 
 class SppNetDetector(nn.Module):
-    """conv(3->16) pool conv(16->32) pool conv(32->64) conv(64->64) -> RoI SPP(1,2,4) -> BN -> FC 256 x2 -> heads."""
+    """conv(3->16) pool conv(16->32) pool conv(32->64) conv(64->64) -> RoI SPP(1,2,4) -> BN -> FC 256 x2 -> heads.
 
-    def __init__(self) -> None:
+    ``channels`` / ``hidden`` change the widths (the export reads them from the layers)."""
+
+    def __init__(self, channels: Sequence[int] = CHANNELS, hidden: int = HIDDEN) -> None:
         super().__init__()
-        self.blocks = nn.ModuleList(ConvBlock(a, b) for a, b in zip(CHANNELS[:-1], CHANNELS[1:]))
+        self.blocks = nn.ModuleList(ConvBlock(a, b) for a, b in zip(channels[:-1], channels[1:]))
         self.pool_after = (0, 1)  # 2x2 max pool after these blocks: stride 4
-        features = CHANNELS[-1] * sum(n * n for n in LEVELS)
+        features = channels[-1] * sum(n * n for n in LEVELS)
         # Pooled maxima are all positive with a large common mean: a BatchNorm keeps fc1's
         # ReLUs alive in training and folds into fc1 at export (as in the classifier demo).
         self.roi_bn = nn.BatchNorm1d(features)
-        self.fc1 = nn.Linear(features, HIDDEN)
-        self.fc2 = nn.Linear(HIDDEN, HIDDEN)
-        self.cls = nn.Linear(HIDDEN, NUM_CLASSES)
-        self.bbox = nn.Linear(HIDDEN, 4 * NUM_CLASSES)
+        self.fc1 = nn.Linear(features, hidden)
+        self.fc2 = nn.Linear(hidden, hidden)
+        self.cls = nn.Linear(hidden, NUM_CLASSES)
+        self.bbox = nn.Linear(hidden, 4 * NUM_CLASSES)
 
     def backbone(self, image: torch.Tensor) -> torch.Tensor:
         x = image

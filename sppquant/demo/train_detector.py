@@ -1,21 +1,26 @@
 """Train the demo SPP-net detector: ``python -m sppquant.demo.train_detector``.
 
-Needs the ``demo`` extra (torch, scikit-learn) and scikit-image. Seeded end to end, CPU
-only (2 threads). Training scenes use the train scans only; each goes through
+Needs the ``demo`` extra (torch, scikit-learn) and scikit-image. Seeded end to end; on the
+CPU (2 threads) bit-reproducible, on a GPU (``--device cuda``) not bit for bit (atomic
+adds in the backward pass). Training scenes use the train scans only; each goes through
 `sppquant.preprocess.preprocess_image` (the one preprocessing) and `propose` (the
 deployed proposal hook), so the detector learns to score exactly the regions it will
 be given. Per image and step, 32 regions are sampled Fast R-CNN style (a quarter
 foreground at IoU >= 0.5 with ground-truth boxes added as regions, the rest background;
 ``--hard-background F`` draws a fraction F of it from IoU [0.1, 0.5), as Fast R-CNN did).
 ``--jpeg`` sends training scenes through the JPEG encoding the shipped scenes have.
+``--fresh`` renders new scenes every epoch (scene ``(seed, stream, index, epoch)``) instead of
+showing the same ``--scenes`` again: more distinct digits, placements and backgrounds.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import logging
 import pickle
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -48,9 +53,10 @@ class TrainImage:
 _SPLIT_CACHE: dict = {}  # per process (workers are forked)
 
 
-def _make_train_image(args: tuple[int, int, bool]) -> TrainImage:
-    index, seed, jpeg = args
-    scene = make_scene(_SPLIT_CACHE.setdefault(seed, load_scene_split(seed)), STREAM_TRAIN, index, seed)
+def _make_train_image(args: tuple[int, int, bool, int]) -> TrainImage:
+    index, seed, jpeg, epoch = args
+    split = _SPLIT_CACHE.setdefault(seed, load_scene_split(seed))
+    scene = make_scene(split, STREAM_TRAIN, index, seed, epoch)
     # With jpeg: the same encoding and project decoder as the shipped scenes, so the network
     # and the proposals see the artefacts they will see at evaluation.
     image = decode_image(encode_jpeg(scene.image), f"train scene {index}") if jpeg else scene.image
@@ -63,11 +69,21 @@ def _make_train_image(args: tuple[int, int, bool]) -> TrainImage:
 
 def build_training_set(count: int, seed: int = SEED, workers: int = 2, jpeg: bool = False) -> list[TrainImage]:
     """``count`` training scenes with their proposals (the slow part: MSER), in ``workers`` processes."""
-    jobs = [(i, seed, jpeg) for i in range(count)]
+    jobs = [(i, seed, jpeg, 0) for i in range(count)]
     if workers <= 1:
         return [_make_train_image(j) for j in tqdm(jobs, desc="train scenes")]
     with get_context("fork").Pool(workers) as pool:
         return list(tqdm(pool.imap(_make_train_image, jobs, chunksize=16), total=count, desc="train scenes"))
+
+
+def fresh_epochs(pool, count: int, epochs: int, seed: int = SEED, jpeg: bool = False) -> Iterator[list[TrainImage]]:
+    """Epoch e's ``count`` scenes are scenes ``(seed, train, i, e)``: new every epoch, rendered and
+    proposed by ``pool`` (a fork pool made before CUDA starts) ahead of training; ordered, so the
+    stream is deterministic."""
+    jobs = ((i, seed, jpeg, e) for e in range(epochs) for i in range(count))
+    results = pool.imap(_make_train_image, jobs, chunksize=8)
+    for _ in range(epochs):
+        yield [next(results) for _ in range(count)]
 
 
 def _sample_background(best_iou: np.ndarray, count: int, rng: np.random.Generator,
@@ -115,69 +131,109 @@ def _step_loss(model, batch: list[TrainImage], rng: np.random.Generator, hard_fr
     import torch
     from torch.nn import functional as F
 
-    images = torch.from_numpy(np.stack([b.tensor for b in batch]))
+    dev = next(model.parameters()).device
+    images = torch.from_numpy(np.stack([b.tensor for b in batch])).to(dev)
     rois, labels, deltas = [], [], []
     for k, item in enumerate(batch):
         r, lab, d = sample_rois(item, rng, hard_fraction)
         rois.append(np.concatenate([np.full((len(r), 1), k, np.float32), r], axis=1))
         labels.append(lab)
         deltas.append(d)
-    labels_t = torch.from_numpy(np.concatenate(labels))
+    labels_t = torch.from_numpy(np.concatenate(labels)).to(dev)
     logits, pred = model(images, np.concatenate(rois))
     cls_loss = F.cross_entropy(logits, labels_t)
     fg = torch.nonzero(labels_t > 0).squeeze(1)
     pred_fg = pred.view(len(labels_t), -1, 4)[fg, labels_t[fg]]
-    box_loss = F.smooth_l1_loss(pred_fg, torch.from_numpy(np.concatenate(deltas))[fg], beta=1.0,
+    box_loss = F.smooth_l1_loss(pred_fg, torch.from_numpy(np.concatenate(deltas)).to(dev)[fg], beta=1.0,
                                 reduction="sum") / max(len(labels_t), 1)
-    acc = float((logits.argmax(1) == labels_t).float().mean())
-    return cls_loss + box_loss, float(cls_loss.detach()), float(box_loss.detach()), acc
+    acc = (logits.argmax(1) == labels_t).float().mean()
+    return cls_loss + box_loss, cls_loss.detach(), box_loss.detach(), acc
 
 
-def train(data: list[TrainImage], epochs: int, seed: int = SEED, batch_size: int = 8, lr: float = 2e-3,
-          hard_fraction: float | None = None):
+@dataclass(frozen=True)
+class TrainOptions:
+    epochs: int
+    steps_per_epoch: int
+    seed: int = SEED
+    batch_size: int = 8
+    lr: float = 2e-3
+    hard_fraction: float | None = None
+    device: str = "cpu"
+    channels: tuple[int, ...] | None = None  # None: the detector's defaults
+    hidden: int | None = None
+    stop_after: int | None = None  # stop after this many epochs of the ``epochs``-long schedule
+
+
+def _new_model(opts: TrainOptions):
     import torch
 
-    from sppquant.demo.detector import SppNetDetector
+    from sppquant.demo.detector import CHANNELS, HIDDEN, SppNetDetector
 
-    torch.manual_seed(seed)
-    torch.set_num_threads(2)
-    model = SppNetDetector()
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    steps = epochs * (len(data) // batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
-    rng = np.random.default_rng([seed, 7])
-    for epoch in range(epochs):
+    torch.manual_seed(opts.seed)
+    if opts.device == "cpu":
+        torch.set_num_threads(2)
+    return SppNetDetector(opts.channels or CHANNELS, opts.hidden or HIDDEN).to(opts.device)
+
+
+def train(epoch_data: Iterator[list[TrainImage]], opts: TrainOptions, checkpoint: Path | None = None):
+    """AdamW one-cycle over ``opts.epochs`` epochs of ``epoch_data``; ``checkpoint``: ONNX after every epoch."""
+    import torch
+
+    model = _new_model(opts)
+    opt = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=opts.lr, total_steps=opts.epochs * opts.steps_per_epoch,
+                                                pct_start=0.1)
+    rng = np.random.default_rng([opts.seed, 7])
+    for epoch, data in zip(range(opts.epochs), epoch_data):
         model.train()
         t0, stats = time.perf_counter(), []
         order = rng.permutation(len(data))
-        for s in tqdm(range(len(data) // batch_size), desc=f"epoch {epoch + 1}/{epochs}", leave=False):
-            batch = [data[i] for i in order[s * batch_size:(s + 1) * batch_size]]
-            loss, *parts = _step_loss(model, batch, rng, hard_fraction)
+        for s in tqdm(range(opts.steps_per_epoch), desc=f"epoch {epoch + 1}/{opts.epochs}", leave=False):
+            batch = [data[i] for i in order[s * opts.batch_size:(s + 1) * opts.batch_size]]
+            loss, *parts = _step_loss(model, batch, rng, opts.hard_fraction)
             opt.zero_grad()
             loss.backward()
             opt.step()
             sched.step()
-            stats.append(parts)
-        cls_l, box_l, acc = np.mean(stats, axis=0)
-        log.info("epoch %d/%d: cls %.3f box %.3f roi acc %.3f (%.0f s)", epoch + 1, epochs, cls_l, box_l, acc,
+            stats.append(torch.stack(parts))
+        cls_l, box_l, acc = torch.stack(stats).mean(0).tolist()
+        log.info("epoch %d/%d: cls %.3f box %.3f roi acc %.3f (%.0f s)", epoch + 1, opts.epochs, cls_l, box_l, acc,
                  time.perf_counter() - t0)
-    return model.eval()
+        if checkpoint is not None:
+            from sppquant.demo.export_detector import save
+
+            save(copy.deepcopy(model).cpu().eval(), checkpoint)
+        if opts.stop_after is not None and epoch + 1 >= opts.stop_after:
+            break
+    return model.cpu().eval()
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", type=Path, default=DETECTOR_MODEL, help="ONNX model to write")
-    parser.add_argument("--scenes", type=int, default=1200, help="training scenes (train scans only)")
+    parser.add_argument("--scenes", type=int, default=1200, help="training scenes (per epoch with --fresh)")
     parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--fresh", action="store_true", help="render new scenes every epoch")
     parser.add_argument("--hard-background", type=float, default=None,
                         help="fraction of background regions drawn from IoU [0.1, 0.5) (default: uniform)")
     parser.add_argument("--jpeg", action="store_true", help="JPEG round trip for training scenes, like the shipped ones")
     parser.add_argument("--seed", type=int, default=SEED)
-    parser.add_argument("--workers", type=int, default=2, help="processes computing proposals")
+    parser.add_argument("--workers", type=int, default=2, help="processes rendering scenes and computing proposals")
+    parser.add_argument("--batch-size", type=int, default=8, help="images per step")
+    parser.add_argument("--lr", type=float, default=2e-3, help="one-cycle peak learning rate")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (cuda if available)")
+    parser.add_argument("--channels", default=None, help="backbone widths, e.g. 3,16,32,64,64 (the default)")
+    parser.add_argument("--hidden", type=int, default=None, help="FC width (default 256)")
+    parser.add_argument("--checkpoint", action="store_true", help="write --output after every epoch")
+    parser.add_argument("--stop-after", type=int, default=None,
+                        help="stop after this many epochs (the learning-rate schedule still spans --epochs)")
     parser.add_argument("--cache", type=Path, default=None,
-                        help="pickle of the training scenes + proposals: read if present, else written")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+                        help="pickle of the training scenes + proposals: read if present, else written (not --fresh)")
+    return parser
+
+
+def _fixed_epochs(args: argparse.Namespace) -> Iterator[list[TrainImage]]:
+    """The same ``--scenes`` scenes every epoch (from ``--cache`` when it exists)."""
     t0 = time.perf_counter()
     if args.cache is not None and args.cache.exists():
         data = pickle.loads(args.cache.read_bytes())[: args.scenes]
@@ -187,11 +243,34 @@ def main(argv: list[str] | None = None) -> int:
             args.cache.write_bytes(pickle.dumps(data))
     log.info("%d training scenes, %d digits, %.0f proposals/scene (%.0f s)", len(data),
              sum(len(d.gt_labels) for d in data), np.mean([len(d.proposals) for d in data]), time.perf_counter() - t0)
-    model = train(data, args.epochs, args.seed, hard_fraction=args.hard_background)
+    while True:
+        yield data
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    device = args.device
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    channels = tuple(int(c) for c in args.channels.split(",")) if args.channels else None
+    if channels is not None and (len(channels) != 5 or channels[0] != 3 or min(channels) < 1):
+        raise SystemExit(f"--channels {args.channels}: expected 5 positive widths starting with 3")
+    t0 = time.perf_counter()
+    opts = TrainOptions(args.epochs, args.scenes // args.batch_size, args.seed, args.batch_size, args.lr,
+                        args.hard_background, device, channels, args.hidden, args.stop_after)
+    checkpoint = args.output if args.checkpoint else None
+    if args.fresh:
+        with get_context("fork").Pool(max(args.workers, 1)) as pool:
+            model = train(fresh_epochs(pool, args.scenes, args.epochs, args.seed, args.jpeg), opts, checkpoint)
+    else:
+        model = train(_fixed_epochs(args), opts, checkpoint)
     from sppquant.demo.export_detector import save
 
     save(model, args.output)
-    log.info("trained and exported %s in %.0f s", args.output, time.perf_counter() - t0)
+    log.info("trained (%s) and exported %s in %.0f s", device, args.output, time.perf_counter() - t0)
     return 0
 
 

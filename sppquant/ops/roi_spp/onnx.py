@@ -239,6 +239,28 @@ def _valid_rois(em: _Emitter, rois: str, features_shape: str) -> str:
     return ok
 
 
+def _pool_with_flags(em: _Emitter, features: str, bins: str, r: str, c: str, total: int) -> str:
+    """(R, B, C) bin maxima with -inf and NaN restored: ``MaxRoiPool`` over features + a flag channel each."""
+    f32 = onnx.TensorProto.FLOAT
+    flag = em.op("Add", [em.op("Cast", [em.op("Greater", [features, em.scalar("neg_inf", -np.inf, f32)], "gt_ninf")],
+                               "finite_or_pinf", to=f32),
+                         em.op("Mul", [em.op("Cast", [em.op("IsNaN", [features], "isnan")], "nan_f", to=f32),
+                                       em.scalar("two", 2.0, f32)], "nan2")], "flag0")
+    flag = em.op("Add", [flag, em.scalar("one_f", 1.0, f32)], "flag")
+    both = em.op("Concat", [features, flag], "with_flags", axis=1)
+    pooled = em.op("MaxRoiPool", [both, bins], "pooled", pooled_shape=[1, 1], spatial_scale=1.0)
+    rbc = em.op("Concat", [r, em.const("bins", [total, 2]), c], "rb2c_shape", axis=0)
+    pooled = em.op("Reshape", [pooled, rbc], "rb2c")  # (R, B, 2, C)
+    value = em.op("Squeeze", [em.op("Slice", [pooled, em.const("s0", [0]), em.const("s1", [1]), em.const("a2", [2])],
+                                    "value4"), em.const("a2", [2])], "value")
+    pflag = em.op("Squeeze", [em.op("Slice", [pooled, em.const("s1", [1]), em.const("s2", [2]), em.const("a2", [2])],
+                                    "flag4"), em.const("a2", [2])], "pooled_flag")
+    value = em.op("Where", [em.op("Equal", [pflag, em.scalar("one_f", 1.0, f32)], "all_ninf"),
+                            em.scalar("ninf", -np.inf, f32), value], "with_ninf")
+    return em.op("Where", [em.op("Greater", [pflag, em.scalar("two_f", 2.0, f32)], "has_nan"),
+                           em.scalar("nan", np.nan, f32), value], "with_nan")
+
+
 def roi_spp_as_standard_ops(node: onnx.NodeProto, opset: int) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
     """Standard ops (opset >= 13) computing the node exactly; the output keeps its name, R and N, C, H, W stay dynamic.
 
@@ -247,7 +269,9 @@ def roi_spp_as_standard_ops(node: onnx.NodeProto, opset: int) -> tuple[list[onnx
     empty bin (value 0, as MaxRoiPool returns), 1 when every element is -inf, 3 when a
     NaN is present. Equal to the reference as floats (the sign of a zero maximum of a bin
     holding both +0 and -0 is unspecified). Scaled corners are clamped to +-2^30. An invalid
-    RoI (batch index not in [0, N), or a corner not finite) gives a row of zeros.
+    RoI (batch index not in [0, N), or a corner not finite) gives a row of zeros. An ``If``
+    runs the flag channels only when the features hold a NaN or a -inf (then MaxRoiPool's
+    own result is exact: empty bins give 0, and every element exceeds its -FLT_MAX start).
     """
     if opset < MIN_OPSET:
         raise ValueError(f"RoI SPP rewrite needs ONNX opset >= {MIN_OPSET}, model has {opset}")
@@ -265,26 +289,24 @@ def roi_spp_as_standard_ops(node: onnx.NodeProto, opset: int) -> tuple[list[onnx
     safe = em.op("Where", [valid, rois, em.scalar("zero_roi", 0.0, onnx.TensorProto.FLOAT)], "safe_rois")
     bins = _bin_rois(em, safe, fshape, levels, attrs["spatial_scale"])
     f32 = onnx.TensorProto.FLOAT
-    flag = em.op("Add", [em.op("Cast", [em.op("Greater", [features, em.scalar("neg_inf", -np.inf, f32)], "gt_ninf")],
-                               "finite_or_pinf", to=f32),
-                         em.op("Mul", [em.op("Cast", [em.op("IsNaN", [features], "isnan")], "nan_f", to=f32),
-                                       em.scalar("two", 2.0, f32)], "nan2")], "flag0")
-    flag = em.op("Add", [flag, em.scalar("one_f", 1.0, f32)], "flag")
-    both = em.op("Concat", [features, flag], "with_flags", axis=1)
-    pooled = em.op("MaxRoiPool", [both, bins], "pooled", pooled_shape=[1, 1], spatial_scale=1.0)
     r = em.op("Gather", [em.op("Shape", [rois], "rois_shape"), em.const("r_index", [0])], "r")
     c = em.op("Gather", [fshape, em.const("c_index", [1])], "c")
     total = sum(n * n for n in levels)
-    rbc = em.op("Concat", [r, em.const("bins", [total, 2]), c], "rb2c_shape", axis=0)
-    pooled = em.op("Reshape", [pooled, rbc], "rb2c")  # (R, B, 2, C)
-    value = em.op("Squeeze", [em.op("Slice", [pooled, em.const("s0", [0]), em.const("s1", [1]), em.const("a2", [2])],
-                                    "value4"), em.const("a2", [2])], "value")
-    pflag = em.op("Squeeze", [em.op("Slice", [pooled, em.const("s1", [1]), em.const("s2", [2]), em.const("a2", [2])],
-                                    "flag4"), em.const("a2", [2])], "pooled_flag")
-    value = em.op("Where", [em.op("Equal", [pflag, em.scalar("one_f", 1.0, f32)], "all_ninf"),
-                            em.scalar("ninf", -np.inf, f32), value], "with_ninf")
-    value = em.op("Where", [em.op("Greater", [pflag, em.scalar("two_f", 2.0, f32)], "has_nan"),
-                            em.scalar("nan", np.nan, f32), value], "with_nan")  # (R, B, C)
+    # The flag channels double MaxRoiPool's work (most of the model's time in ONNX Runtime): only
+    # features holding a NaN or a -inf need them, so an If picks the plain pool otherwise.
+    special = em.op("Greater", [em.op("ReduceMax", [em.op("Cast", [em.op("Or", [
+        em.op("IsNaN", [features], "any_nan"), em.op("IsInf", [features], "any_ninf", detect_positive=0)],
+        "nan_or_ninf")], "special_f", to=f32)], "any_special", keepdims=0), em.scalar("zero_s", 0.0, f32)], "special")
+    flagged = _Emitter(f"{em.prefix}/flagged", em.opset)
+    plain = _Emitter(f"{em.prefix}/plain", em.opset)
+    rbc = plain.op("Concat", [r, plain.const("bins", [total]), c], "rbc_shape", axis=0)
+    plain_value = plain.op("Reshape", [plain.op("MaxRoiPool", [features, bins], "pooled", pooled_shape=[1, 1],
+                                                spatial_scale=1.0), rbc], "value")
+    branches = {name: helper.make_graph(e.nodes, name, [], [helper.make_tensor_value_info(v, f32, None)])
+                for name, e, v in (("flagged", flagged, _pool_with_flags(flagged, features, bins, r, c, total)),
+                                   ("plain", plain, plain_value))}
+    em.inits += flagged.inits + plain.inits
+    value = em.op("If", [special], "value", then_branch=branches["flagged"], else_branch=branches["plain"])
     value = em.op("Where", [em.unsqueeze(valid, [2]), value, em.scalar("zero_f", 0.0, f32)], "valid_rows")
     flats, offset = [], 0
     for n in levels:
