@@ -13,7 +13,9 @@ import onnx
 
 from sppquant.backends.onnxruntime import OrtRunner, activation_names
 from sppquant.calibration import CalibrationTable, Histogram, compute_amax
+from sppquant.calibration.collect import ActivationCollector
 from sppquant.calibration.tying import apply_ties, tie_sources
+from sppquant.model import weighted_layer_inputs
 from sppquant.quantize.qdq import build_qdq_model
 
 log = logging.getLogger(__name__)
@@ -36,18 +38,22 @@ def prepare(model: onnx.ModelProto) -> onnx.ModelProto:
     return version_converter.convert_version(model, MIN_OPSET)
 
 
-def collect_histograms(model: onnx.ModelProto, batches: Iterable[dict[str, np.ndarray]],
-                       threads: int = 2) -> dict[str, Histogram]:
-    """One streaming |x| histogram per float activation of the original graph."""
+def collect(model: onnx.ModelProto, batches: Iterable[dict[str, np.ndarray]],
+            threads: int = 2) -> tuple[dict[str, Histogram], dict[str, np.ndarray]]:
+    """One streaming |x| histogram per float activation of the original graph, and the per-channel means
+    of every Conv/Gemm input (bias correction), as `sppquant calibrate` collects them."""
     names = activation_names(model)
     runner = OrtRunner(model, extra_outputs=names, threads=threads)
-    hists = {n: Histogram() for n in names}
+    collector = ActivationCollector(names, mean_axes=weighted_layer_inputs(model))
     for feeds in batches:
         values = runner.run(feeds, [n for n in names if n not in feeds])
-        for n in names:
-            v = feeds[n] if n in feeds else values[n]
-            hists[n].update(v)
-    return hists
+        collector.observe_all({n: feeds[n] if n in feeds else values[n] for n in names})
+    return collector.histograms, collector.channel_means.means()
+
+
+def collect_histograms(model: onnx.ModelProto, batches: Iterable[dict[str, np.ndarray]],
+                       threads: int = 2) -> dict[str, Histogram]:
+    return collect(model, batches, threads)[0]
 
 
 def amax_table(model: onnx.ModelProto, hists: dict[str, Histogram], algorithm: str,
@@ -59,11 +65,13 @@ def amax_table(model: onnx.ModelProto, hists: dict[str, Histogram], algorithm: s
 
 
 def qdq_model(model: onnx.ModelProto, amax: dict[str, float], algorithm: str,
-              keep: Iterable[str] = ()) -> onnx.ModelProto:
+              keep: Iterable[str] = (), means: dict[str, np.ndarray] | None = None) -> onnx.ModelProto:
+    """sppquant's Q/DQ model; ``means``: bias correction from these per-channel input means (the product
+    default; None: without)."""
     table = CalibrationTable.from_amax(TRT_VERSION, HEADERS.get(algorithm, "EntropyCalibration2"), amax)
     # FP32 between the Q/DQ pairs, as ORT quantize_static leaves it: the benchmark judges INT8 thresholds. (The
     # export's TensorRT 11 default, FP16 there, alone takes the recognizer to 5.9 dB: RESULTS.md, issue 10 part 2.)
-    qdq, _info = build_qdq_model(model, table, high_precision="fp32", keep_high_precision=keep)
+    qdq, _info = build_qdq_model(model, table, high_precision="fp32", keep_high_precision=keep, channel_means=means)
     return qdq
 
 

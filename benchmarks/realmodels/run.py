@@ -39,6 +39,7 @@ SPP_RULES = {"entropy2": ("entropy2", {}), "minmax": ("minmax", {}),
              "percentile99.99": ("percentile", {"percentile": 99.99}),
              "percentile99.999": ("percentile", {"percentile": 99.999}), "mse": ("mse", {})}
 ORT_METHODS = ["MinMax", "Entropy", "Percentile"]
+BC_RULES = {"percentile99.99"}  # also with bias correction (the product default: `+bc` rows)
 
 
 def load_spec(name: str):
@@ -79,8 +80,8 @@ def worker_sppquant(name: str, n_calib: int, n_eval: int, out: Path) -> dict:
     calib, _, _ = data(name, n_calib, n_eval)
     inp = model.graph.input[0].name
     t0 = time.perf_counter()
-    hists = ours.collect_histograms(model, tqdm(list(batches(calib, spec.batch, inp)), desc="histograms",
-                                                 leave=False), threads=THREADS)
+    hists, means = ours.collect(model, tqdm(list(batches(calib, spec.batch, inp)), desc="histograms",
+                                            leave=False), threads=THREADS)
     t_hist = time.perf_counter() - t0
     res, diags = {}, {}
     for label, (algo, params) in SPP_RULES.items():
@@ -94,10 +95,11 @@ def worker_sppquant(name: str, n_calib: int, n_eval: int, out: Path) -> dict:
             amax = ours.tie(model, amax)
         else:
             amax = ours.amax_table(model, hists, algo, **params)
-        qdq = ours.qdq_model(model, amax, algo)
-        p = out / f"{name}.sppquant.{label}.onnx"
-        onnx.save(qdq, str(p))
-        res[label] = {"model": str(p), "calib_s": t_hist + time.perf_counter() - t1}
+        for tag, m in (("", None), ("+bc", means)) if label in BC_RULES else (("", None),):
+            qdq = ours.qdq_model(model, amax, algo, means=m)
+            p = out / f"{name}.sppquant.{label}{tag}.onnx"
+            onnx.save(qdq, str(p))
+            res[label + tag] = {"model": str(p), "calib_s": t_hist + time.perf_counter() - t1}
         diags[label] = amax
     res["fp32-prepared"] = {"model": str(out / f"{name}.fp32.prepared.onnx"), "calib_s": 0.0}
     # per-tensor diagnostics: amax vs max|x|, clipped fraction, local SQNR (|x| histogram-based)
