@@ -51,7 +51,7 @@ def check_providers(providers: Sequence[str]) -> None:
 
 
 FP16_MAX = 65504.0
-_BIASED_OPS = ("Conv", "Gemm")  # the ops ONNX Runtime's bias quantization rewrites (ConvTranspose: FP32 biases only)
+_BIASED_OPS = ("Conv", "ConvTranspose", "Gemm")  # the ops ONNX Runtime's bias quantization may rewrite
 # Its name in ONNX Runtime 1.2x (BiasQuantization) and since (WeightBiasQuantization); unknown names are ignored.
 _BIAS_TRANSFORMERS = ("WeightBiasQuantization", "BiasQuantization")
 
@@ -66,7 +66,7 @@ def _dq_scale(node_by_output: Mapping[str, onnx.NodeProto], inits: Mapping[str, 
 
 
 def fp16_bias_overflows(model: onnx.ModelProto) -> list[str]:
-    """Conv/Gemm nodes whose FP16 bias ONNX Runtime's bias quantization would overflow.
+    """Conv/ConvTranspose/Gemm nodes whose FP16 bias ONNX Runtime's bias quantization would overflow.
 
     With DQ on the data and weight inputs and a Q after the op (through Relu/Clip), ORT
     (``WeightBiasQuantization``, at every optimization level) rewrites a float bias as
