@@ -54,6 +54,7 @@ FP16_MAX = 65504.0
 _BIASED_OPS = ("Conv", "ConvTranspose", "Gemm")  # the ops ONNX Runtime's bias quantization may rewrite
 # Its name in ONNX Runtime 1.2x (BiasQuantization) and since (WeightBiasQuantization); unknown names are ignored.
 _BIAS_TRANSFORMERS = ("WeightBiasQuantization", "BiasQuantization")
+_TOLD: set[str] = set()  # overflow sites already logged at INFO (a report builds many sessions)
 
 
 def _dq_scale(node_by_output: Mapping[str, onnx.NodeProto], inits: Mapping[str, onnx.TensorProto],
@@ -117,7 +118,10 @@ def make_session(
     overflow = fp16_bias_overflows(model)
     disabled = list(_BIAS_TRANSFORMERS) if overflow else None
     if overflow:
-        log.info("ONNX Runtime's bias quantization off: it would overflow FP16 at %s", ", ".join(overflow[:5]))
+        where = ", ".join(overflow[:5])
+        (log.debug if where in _TOLD else log.info)("ONNX Runtime's bias quantization off: it would overflow FP16 at %s",
+                                                    where)
+        _TOLD.add(where)
     if optimized_model_path:
         opts.optimized_model_filepath = optimized_model_path
     try:
