@@ -188,7 +188,8 @@ def train(epoch_data: Iterator[list[TrainImage]], opts: TrainOptions, checkpoint
         model.train()
         t0, stats = time.perf_counter(), []
         order = rng.permutation(len(data))
-        for s in tqdm(range(opts.steps_per_epoch), desc=f"epoch {epoch + 1}/{opts.epochs}", leave=False):
+        steps = min(opts.steps_per_epoch, len(data) // opts.batch_size)  # a --cache may hold fewer scenes
+        for s in tqdm(range(steps), desc=f"epoch {epoch + 1}/{opts.epochs}", leave=False):
             batch = [data[i] for i in order[s * opts.batch_size:(s + 1) * opts.batch_size]]
             loss, *parts = _step_loss(model, batch, rng, opts.hard_fraction)
             opt.zero_grad()
