@@ -164,3 +164,15 @@ def test_lazy_dedupe_equals_the_full_matrix_greedy(seed: int) -> None:
     full = _greedy_full_matrix(boxes, 0.5)
     np.testing.assert_array_equal(_dedupe(boxes, 0.5), full)
     np.testing.assert_array_equal(_dedupe(boxes, 0.5, limit=37), full[:37])
+
+
+@pytest.mark.parametrize("argv, words", [(["--channels", "3,8,x,8,8"], "--channels 3,8,x,8,8"),
+                                         (["--channels", "4,8,8,8,8"], "starting with 3"),
+                                         (["--hidden", "0"], "--hidden 0"),
+                                         (["--device", "tpu"], "--device tpu")])
+def test_train_detector_refuses_bad_options(argv, words, tmp_path, caplog) -> None:
+    from sppquant.demo.train_detector import main
+
+    out = tmp_path / "m.onnx"
+    assert main([*argv, "--output", str(out), "--scenes", "8", "--epochs", "1"]) == 2
+    assert words in caplog.text and not out.exists()

@@ -188,7 +188,8 @@ def train(epoch_data: Iterator[list[TrainImage]], opts: TrainOptions, checkpoint
         model.train()
         t0, stats = time.perf_counter(), []
         order = rng.permutation(len(data))
-        for s in tqdm(range(opts.steps_per_epoch), desc=f"epoch {epoch + 1}/{opts.epochs}", leave=False):
+        steps = min(opts.steps_per_epoch, len(data) // opts.batch_size)  # a --cache may hold fewer scenes
+        for s in tqdm(range(steps), desc=f"epoch {epoch + 1}/{opts.epochs}", leave=False):
             batch = [data[i] for i in order[s * opts.batch_size:(s + 1) * opts.batch_size]]
             loss, *parts = _step_loss(model, batch, rng, opts.hard_fraction)
             opt.zero_grad()
@@ -247,17 +248,33 @@ def _fixed_epochs(args: argparse.Namespace) -> Iterator[list[TrainImage]]:
         yield data
 
 
+def _checked_device_and_widths(args: argparse.Namespace) -> tuple[str, tuple[int, ...] | None, str | None]:
+    """``--device`` resolved (auto: cuda if available) and ``--channels`` parsed, or the problem in one line."""
+    import torch
+
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        return device, None, f"--device {args.device}: expected cpu, cuda, cuda:N or auto"
+    if device != "cpu" and not torch.cuda.is_available():
+        return device, None, f"--device {args.device}: this torch ({torch.__version__}) sees no CUDA device"
+    try:
+        channels = tuple(int(c) for c in args.channels.split(",")) if args.channels else None
+    except ValueError:
+        channels = ()
+    if channels is not None and (len(channels) != 5 or channels[0] != 3 or min(channels) < 1):
+        return device, None, f"--channels {args.channels}: expected 5 positive integer widths starting with 3"
+    if args.hidden is not None and args.hidden < 1:
+        return device, None, f"--hidden {args.hidden}: expected a positive width"
+    return device, channels, None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    device = args.device
-    if device == "auto":
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    channels = tuple(int(c) for c in args.channels.split(",")) if args.channels else None
-    if channels is not None and (len(channels) != 5 or channels[0] != 3 or min(channels) < 1):
-        raise SystemExit(f"--channels {args.channels}: expected 5 positive widths starting with 3")
+    device, channels, problem = _checked_device_and_widths(args)
+    if problem:
+        log.error("train_detector: %s", problem)
+        return 2
     t0 = time.perf_counter()
     opts = TrainOptions(args.epochs, args.scenes // args.batch_size, args.seed, args.batch_size, args.lr,
                         args.hard_background, device, channels, args.hidden, args.stop_after)
