@@ -134,7 +134,7 @@ def auto_joint(model: onnx.ModelProto, calib: np.ndarray, spec, hists: dict, tab
     counts = {r: sum(1 for n in quantized if choice.rules[n] == r) for r in cands}
     return tables, {"auto_images": auto_images, "times": times, "hist_s": t_hist, "auto_rules": counts,
                     "auto_method": "joint", "budget_s": budget, "start": choice.start, "table_db": choice.table_scores,
-                    "runs": choice.runs, "skipped": choice.skipped, "contest_db": choice.final_db,
+                    "runs": choice.runs, "skipped": choice.skipped, "trials": choice.trials, "contest_db": choice.final_db,
                     "contested": sum(1 for n in quantized if not choice.why[n].startswith("not contested")),
                     "moved": {n: choice.why[n] for n in quantized if choice.rules[n] != choice.start},
                     "pruned": sum(len(v) for v in choice.pruned.values())}

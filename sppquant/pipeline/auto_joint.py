@@ -52,6 +52,7 @@ class Move:
     tensor: str
     rule: str
     local_gain_db: float  # the tensor's own error: current rule's over this rule's (dB; > 0: better locally)
+    nsr_drop: float = 0.0  # the tensor's own noise-to-signal ratio: current rule's minus this rule's
 
 
 @dataclass
@@ -69,18 +70,21 @@ class JointChoice:
     skipped: int = 0  # moves not tried when the budget ran out
     final_db: float = float("nan")
     budget_s: float = 0.0
+    trials: list[tuple[str, str, float, float, bool]] = field(default_factory=list)  # tensor, rule, local gain, dB, kept
 
 
 def local_errors(hists: Mapping[str, Histogram], per_rule: Mapping[str, Mapping[str, float]],
                  rules: Sequence[str], names: Collection[str]) -> dict[str, dict[str, float]]:
-    """tensor -> rule -> expected squared error on its own histogram (rounding + clipping)."""
+    """tensor -> rule -> expected squared error on its own histogram (rounding + clipping) over the tensor's
+    energy: its local noise-to-signal ratio, so tensors of any magnitude compare (0 where it has no energy)."""
     out: dict[str, dict[str, float]] = {}
     for n in names:
         h = hists.get(n)
         if h is None or h.count == 0 or h.bin_width == 0.0:
             continue
         r, c = error_parts(h.counts, h.bin_width, np.array([per_rule[k][n] for k in rules]))
-        out[n] = {k: float(v) for k, v in zip(rules, r + c)}
+        energy = float(np.sum(h.counts * ((np.arange(len(h.counts)) + 0.5) * h.bin_width) ** 2))
+        out[n] = {k: float(v) / energy if energy > 0 else 0.0 for k, v in zip(rules, r + c)}
     return out
 
 
@@ -94,10 +98,17 @@ def _gain_db(cur: float, new: float) -> float:
 
 def order_moves(current: Mapping[str, str], alternatives: Mapping[str, Sequence[str]],
                 errors: Mapping[str, Mapping[str, float]], position: Mapping[str, int]) -> list[Move]:
-    """Every (tensor, other rule) move, locally best first; equal gains in graph order (earlier first)."""
-    moves = [Move(n, r, _gain_db(errors[n][current[n]], errors[n][r]) if n in errors else 0.0)
+    """Every (tensor, other rule) move, largest drop of the tensor's own noise-to-signal ratio first (then the
+    smallest rises: the closest calls); equal drops in graph order (earlier first).
+
+    Why the ratio's drop and not its ratio in dB: an error that already lies 40 dB below its signal moves
+    the output little whatever its dB gain (measured on the detector: such moves changed the output by
+    < 0.01 dB), and a tensor's relative noise reaches the output roughly in proportion.
+    """
+    moves = [Move(n, r, _gain_db(errors[n][current[n]], errors[n][r]) if n in errors else 0.0,
+                  errors[n][current[n]] - errors[n][r] if n in errors else 0.0)
              for n, alts in alternatives.items() for r in alts if r != current[n]]
-    return sorted(moves, key=lambda m: (-m.local_gain_db, position.get(m.tensor, 0), m.rule))
+    return sorted(moves, key=lambda m: (-m.nsr_drop, position.get(m.tensor, 0), m.rule))
 
 
 def _distinct(per_rule: Mapping[str, Mapping[str, float]], rules: Sequence[str], n: str) -> list[str]:
@@ -154,17 +165,56 @@ def pick_rules_joint(model: onnx.ModelProto, per_rule: Mapping[str, Mapping[str,
     ``budget_s`` None: the time the FP32 model takes on ``pass_images`` images, estimated from the contest
     images' FP32 reference run (a lower bound of the histogram pass, which also runs the model on them).
     Tensors the Q/DQ placement does not quantize keep ``candidates[0]``'s threshold (nothing runs them).
+    The first whole table always runs, whatever the budget (a start needs one measurement).
     """
     t0 = time.perf_counter()
     ties = dict(ties or {})
     names = list(per_rule[candidates[0]])
-    base = {n: a for n, a in per_rule[candidates[0]].items()}
+    base = dict(per_rule[candidates[0]])
     q, inputs, _ = scale_fed_model(model, {n: scale_from_amax(base[ties.get(n, n)]) for n in names
                                            if base[ties.get(n, n)] > 0})
     quantized = [n for n in inputs if n not in ties and n in base]
     errors = local_errors(hists, per_rule, candidates, quantized)
-    pruned: dict[str, dict[str, float]] = {}
+    alternatives, pruned = _alternatives(per_rule, candidates, quantized, errors)
+    contested = {n: alts for n, alts in alternatives.items() if len(alts) > 1}
+    choice = JointChoice({n: candidates[0] for n in names}, base, {}, candidates[0], {}, pruned=pruned)
+    choice.rules.update({n: alts[0] for n, alts in alternatives.items()})  # the only rule left where uncontested
+    if contested:
+        data = feeds()
+        with open_runner(model) as fp32:
+            t_ref = time.perf_counter()
+            refs = [fp32.run(f, outputs) for f in data]
+            t_ref = time.perf_counter() - t_ref
+        if budget_s is None:
+            budget_s = t_ref / max(1, sum(_images(f) for f in data)) * pass_images
+        choice.budget_s = budget_s
+        position = {t: i for i, nd in enumerate(model.graph.node) for t in nd.output}
+        with open_runner(q) as runner:
+            contest = _Contest(runner, inputs, data, refs, outputs, ties)
+            _start(choice, contest, per_rule, candidates, quantized, alternatives, errors, t0 + budget_s)
+            _greedy(choice, contest, per_rule, order_moves(choice.rules, contested, errors, position), t0 + budget_s)
+            choice.runs = contest.runs
+        log.info("auto: start %s (whole tables %s dB), %d of %d quantized tensors contested, %d runs, %d move(s) "
+                 "kept, %d skipped (time budget %.2f s), output SQNR %.2f dB on %d image(s)", choice.start,
+                 {r: round(v, 2) for r, v in choice.table_scores.items()}, len(contested), len(quantized),
+                 contest.runs, sum(1 for n in contested if choice.rules[n] != choice.start), choice.skipped,
+                 budget_s, choice.final_db, len(data))
+    for n in names:
+        choice.amax[n] = per_rule[choice.rules[n]][n]
+        if n not in quantized:
+            choice.why[n] = "not contested: " + ("tied to " + ties[n] if n in ties else "not quantized by the placement")
+        elif n not in contested:
+            choice.why[n] = "not contested: every rule " + ("not pruned locally " if n in pruned else "") + \
+                "gives the same scale"
+    return choice
+
+
+def _alternatives(per_rule: Mapping[str, Mapping[str, float]], candidates: Sequence[str], quantized: list[str],
+                  errors: Mapping[str, Mapping[str, float]]) -> tuple[dict[str, list[str]], dict[str, dict[str, float]]]:
+    """Per tensor the rules worth a run (distinct scales, not more than PRUNE_DB worse locally than the best),
+    and the pruned ones with their local gap (dB)."""
     alternatives: dict[str, list[str]] = {}
+    pruned: dict[str, dict[str, float]] = {}
     for n in quantized:
         alive = list(candidates)
         if n in errors:
@@ -174,37 +224,7 @@ def pick_rules_joint(model: onnx.ModelProto, per_rule: Mapping[str, Mapping[str,
             if far:
                 pruned[n] = far
         alternatives[n] = _distinct(per_rule, alive, n)
-    contested = {n: alts for n, alts in alternatives.items() if len(alts) > 1}
-    position = {t: i for i, nd in enumerate(model.graph.node) for t in nd.output}
-    choice = JointChoice({n: candidates[0] for n in names}, dict(base), {}, candidates[0], {}, pruned=pruned)
-    data = feeds() if contested else []
-    with open_runner(model) as fp32:
-        t_ref = time.perf_counter()
-        refs = [fp32.run(f, outputs) for f in data]
-        t_ref = time.perf_counter() - t_ref
-    if budget_s is None:
-        budget_s = t_ref / max(1, sum(_images(f) for f in data)) * pass_images
-    deadline = t0 + budget_s
-    choice.budget_s = budget_s
-    if not contested:
-        return choice
-    with open_runner(q) as runner:
-        contest = _Contest(runner, inputs, data, refs, outputs, ties)
-        _start(choice, contest, per_rule, candidates, quantized, alternatives, errors, deadline)
-        _greedy(choice, contest, per_rule, order_moves(choice.rules, contested, errors, position), deadline)
-        choice.runs = contest.runs
-    for n in names:
-        choice.amax[n] = per_rule[choice.rules[n]][n]
-        if n not in quantized:
-            choice.why[n] = "not contested: " + ("tied to " + ties[n] if n in ties else "not quantized by the placement")
-        elif n not in contested:
-            choice.why[n] = "not contested: every rule gives the same scale"
-    log.info("auto: start %s (whole tables %s dB), %d of %d quantized tensors contested, %d runs, %d move(s) kept, "
-             "%d skipped (time budget %.2f s), output SQNR %.2f dB on %d image(s)", choice.start,
-             {r: round(v, 2) for r, v in choice.table_scores.items()}, len(contested), len(quantized), contest.runs,
-             sum(1 for n in contested if choice.rules[n] != choice.start), choice.skipped, budget_s, choice.final_db,
-             len(data))
-    return choice
+    return alternatives, pruned
 
 
 def _start(choice: JointChoice, contest: _Contest, per_rule: Mapping[str, Mapping[str, float]],
@@ -272,6 +292,7 @@ def _greedy(choice: JointChoice, contest: _Contest, per_rule: Mapping[str, Mappi
         tried = choice.scores[mv.tensor]
         tried.setdefault(cur, choice.final_db)
         tried[mv.rule] = db
+        choice.trials.append((mv.tensor, mv.rule, mv.local_gain_db, db, db > choice.final_db + TIE_DB))
         if db > choice.final_db + TIE_DB:
             choice.rules[mv.tensor], choice.final_db = mv.rule, db
             choice.why[mv.tensor] = (f"{mv.rule}: output SQNR {db:.2f} dB with it vs {tried[cur]:.2f} dB with {cur} "
