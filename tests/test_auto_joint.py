@@ -129,6 +129,10 @@ def test_pick_rules_joint_finds_the_exhaustive_best_mix_that_no_single_rule_give
         assert choice.scores[n][choice.rules[n]] >= max(choice.scores[n].values()) - TIE_DB
         assert choice.amax[n] == per_rule[choice.rules[n]][n]
     assert "output SQNR" in choice.why["x"] + choice.why["r"] and choice.skipped == 0
+    near = {**per_rule, "r1b": {n: a * 1.01 for n, a in per_rule["r1"].items()}}  # r1's scales within 2%: no run
+    again = pick_rules_joint(model, near, ("r1", "r1b", "r2"), lambda: feeds, ["y"], _open, 60.0, {})
+    assert "r1b" not in again.table_scores and all(t[1] != "r1b" for t in again.trials)
+    assert (again.rules["x"], again.rules["r"]) == got and again.runs == choice.runs
 
 
 def test_pick_rules_joint_prunes_locally_hopeless_rules_and_stops_at_its_budget() -> None:

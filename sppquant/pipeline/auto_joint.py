@@ -233,7 +233,7 @@ def _start(choice: JointChoice, contest: _Contest, per_rule: Mapping[str, Mappin
     """Score each candidate's whole table (distinct ones only); the best (earlier on near ties) is the start."""
     seen: list[str] = []
     for r in candidates:
-        if any(all(per_rule[r][n] == per_rule[k][n] for n in quantized) for k in seen):
+        if any(all(_same(per_rule, n, r, k) for n in quantized) for k in seen):  # the same table: no run
             continue
         if seen and time.perf_counter() + contest.last_s > deadline:
             break
@@ -243,23 +243,28 @@ def _start(choice: JointChoice, contest: _Contest, per_rule: Mapping[str, Mappin
     choice.start = next(r for r in seen if choice.table_scores[r] >= best - TIE_DB)
     choice.final_db = choice.table_scores[choice.start]
     for n in quantized:
-        rule = choice.rules[n] = _like(n, choice.start, alternatives[n], per_rule, errors)
+        rule = choice.rules[n] = _like(n, choice.start, alternatives[n], per_rule, errors, choice.pruned.get(n, {}))
+        same = _same(per_rule, n, rule, choice.start)
         choice.why[n] = f"start: {choice.start}'s whole table scored best" + (
-            "" if rule == choice.start else f" ({rule}: {choice.start}'s scale)" if rule in same_scale(
-                n, choice.start, alternatives[n], per_rule) else f" ({choice.start} pruned locally: {rule}, best locally)")
-        if n in alternatives and len(alternatives[n]) > 1 and rule in same_scale(n, choice.start, alternatives[n],
-                                                                                  per_rule):
-            # its evidence: the whole tables' scores; its rule has the start's scale, so the start's score
+            "" if rule == choice.start else f" ({rule}: {choice.start}'s scale)" if same
+            else f" ({choice.start} pruned locally: {rule}, best locally)")
+        if len(alternatives[n]) > 1 and same:  # its evidence: the whole tables' scores (its scale: the start's)
             choice.scores[n] = {**choice.table_scores, rule: choice.table_scores[choice.start]}
 
 
 def _like(n: str, start: str, alts: Sequence[str], per_rule: Mapping[str, Mapping[str, float]],
-          errors: Mapping[str, Mapping[str, float]]) -> str:
-    """The rule of ``alts`` giving ``n`` the start rule's scale; the locally best one where start was pruned."""
+          errors: Mapping[str, Mapping[str, float]], pruned: Collection[str]) -> str:
+    """The start rule where it or a rule of ``alts`` with its scale is alive; else the locally best of ``alts``."""
     same = same_scale(n, start, alts, per_rule)
     if same:
-        return same[0]
+        return start if start not in pruned else same[0]
     return min(alts, key=lambda r: errors.get(n, {}).get(r, 0.0))
+
+
+def _same(per_rule: Mapping[str, Mapping[str, float]], n: str, a: str, b: str) -> bool:
+    """Rules ``a`` and ``b`` give ``n`` one scale (within SCALE_REL_TOL): a move between them needs no run."""
+    sa, sb = scale_from_amax(per_rule[a][n]), scale_from_amax(per_rule[b][n])
+    return a == b or abs(sa - sb) <= SCALE_REL_TOL * max(abs(sb), 1e-30)
 
 
 def same_scale(n: str, start: str, alts: Sequence[str], per_rule: Mapping[str, Mapping[str, float]]) -> list[str]:
@@ -273,11 +278,12 @@ def _greedy(choice: JointChoice, contest: _Contest, per_rule: Mapping[str, Mappi
             moves: Sequence[Move], deadline: float) -> None:
     """Try ``moves`` in order with the earlier choices applied; keep those that raise the output SQNR."""
     moved: dict[str, bool] = {}
+    moves = [mv for mv in moves if not _same(per_rule, mv.tensor, mv.rule, choice.rules[mv.tensor])]
     for i, mv in enumerate(moves):
-        if mv.rule == choice.rules[mv.tensor]:
+        if _same(per_rule, mv.tensor, mv.rule, choice.rules[mv.tensor]):
             continue
         if time.perf_counter() + contest.last_s > deadline:
-            choice.skipped = sum(1 for m in moves[i:] if m.rule != choice.rules[m.tensor])
+            choice.skipped = sum(1 for m in moves[i:] if not _same(per_rule, m.tensor, m.rule, choice.rules[m.tensor]))
             for m in moves[i:]:
                 if m.tensor not in moved:
                     choice.why[m.tensor] = (f"{choice.rules[m.tensor]}: the start's scale, other rules not tried "
