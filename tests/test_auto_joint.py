@@ -163,3 +163,20 @@ def test_order_moves_puts_the_largest_drop_of_local_noise_first() -> None:
     h = Histogram().update(np.full(100, 2.0))
     e = local_errors({"t": h}, {"p": {"t": 2.0}, "m": {"t": 1.0}}, ("p", "m"), ["t"])
     assert e["t"]["m"] == pytest.approx(((h.max_abs - 1.0) ** 2) / (h.max_abs ** 2), rel=0.02)  # clipped to half
+
+
+def test_calibrate_auto_records_per_tensor_why(tiny_project) -> None:
+    import json
+
+    from sppquant.config import load_config
+    from sppquant.pipeline.calibrate import calibrate
+
+    result = calibrate(load_config(tiny_project), algorithm="auto", progress=False)
+    tensors = json.loads(result.provenance_path.read_text())["tensors"]
+    ruled = {n: t for n, t in tensors.items() if "rule" in t}
+    assert ruled and all(t["because"] for t in ruled.values())
+    assert any(t["because"].startswith(("start", "not contested")) for t in ruled.values())
+    for t in ruled.values():  # a tensor with measured scores won on them
+        if t["why"]:
+            scores = {r: (np.inf if v is None else v) for r, v in t["why"].items()}
+            assert scores[t["rule"]] >= max(scores.values()) - TIE_DB
