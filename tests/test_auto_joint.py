@@ -180,3 +180,19 @@ def test_calibrate_auto_records_per_tensor_why(tiny_project) -> None:
         if t["why"]:
             scores = {r: (np.inf if v is None else v) for r, v in t["why"].items()}
             assert scores[t["rule"]] >= max(scores.values()) - TIE_DB
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_pick_rules_joint_properties_on_random_rule_tables(seed: int) -> None:
+    """Random thresholds for three rules: the result's SQNR is what its own exported model gives (independent
+    check), never below the best whole table, and each tensor's winner tops the scores measured on it."""
+    model, feeds = _conv_model(), _feeds()
+    m = _max_abs(model, feeds)
+    rng = np.random.default_rng(seed)
+    per_rule = {r: {n: a * float(rng.uniform(0.05, 1.0)) for n, a in m.items()} for r in ("p", "q", "s")}
+    choice = pick_rules_joint(model, per_rule, ("p", "q", "s"), lambda: feeds, ["y"], _open, 60.0, {})
+    combo = tuple(choice.rules[n] for n in ("x", "r"))
+    assert choice.final_db == pytest.approx(_exhaustive(model, per_rule, ["x", "r"], feeds)[combo], abs=1e-4)
+    assert choice.final_db >= max(choice.table_scores.values()) - 1e-9
+    for n in ("x", "r"):
+        assert choice.scores[n][choice.rules[n]] >= max(choice.scores[n].values()) - TIE_DB

@@ -72,6 +72,10 @@ class JointChoice:
     budget_s: float = 0.0
     trials: list[tuple[str, str, float, float, bool]] = field(default_factory=list)  # tensor, rule, local gain, dB, kept
 
+    def trials_of(self) -> set[str]:
+        """The tensors some move was measured on."""
+        return {t[0] for t in self.trials}
+
 
 def local_errors(hists: Mapping[str, Histogram], per_rule: Mapping[str, Mapping[str, float]],
                  rules: Sequence[str], names: Collection[str]) -> dict[str, dict[str, float]]:
@@ -277,32 +281,33 @@ def same_scale(n: str, start: str, alts: Sequence[str], per_rule: Mapping[str, M
 def _greedy(choice: JointChoice, contest: _Contest, per_rule: Mapping[str, Mapping[str, float]],
             moves: Sequence[Move], deadline: float) -> None:
     """Try ``moves`` in order with the earlier choices applied; keep those that raise the output SQNR."""
-    moved: dict[str, bool] = {}
+    kept: dict[str, str] = {}  # tensor -> the kept move, in words
     moves = [mv for mv in moves if not _same(per_rule, mv.tensor, mv.rule, choice.rules[mv.tensor])]
     for i, mv in enumerate(moves):
         if _same(per_rule, mv.tensor, mv.rule, choice.rules[mv.tensor]):
             continue
         if time.perf_counter() + contest.last_s > deadline:
-            choice.skipped = sum(1 for m in moves[i:] if not _same(per_rule, m.tensor, m.rule, choice.rules[m.tensor]))
-            for m in moves[i:]:
-                if m.tensor not in moved:
+            left = [m for m in moves[i:] if not _same(per_rule, m.tensor, m.rule, choice.rules[m.tensor])]
+            choice.skipped = len(left)
+            for m in left:
+                if m.tensor not in choice.trials_of():
                     choice.why[m.tensor] = (f"{choice.rules[m.tensor]}: the start's scale, other rules not tried "
                                             "(time budget)")
-            return
+            break
         cur = choice.rules[mv.tensor]
         amax = {n: per_rule[choice.rules[n]][n] for n in choice.rules}
         amax[mv.tensor] = per_rule[mv.rule][mv.tensor]
         db = contest.score(amax)
-        if mv.tensor not in moved:  # its evidence becomes the moves measured on it
-            choice.scores[mv.tensor], moved[mv.tensor] = {cur: choice.final_db}, True
+        if mv.tensor not in choice.trials_of():  # its evidence becomes the moves measured on it
+            choice.scores[mv.tensor] = {}
         tried = choice.scores[mv.tensor]
-        tried.setdefault(cur, choice.final_db)
+        tried[cur] = choice.final_db  # the current rule's score with every choice made so far
         tried[mv.rule] = db
         choice.trials.append((mv.tensor, mv.rule, mv.local_gain_db, db, db > choice.final_db + TIE_DB))
         if db > choice.final_db + TIE_DB:
+            kept[mv.tensor] = (f"{mv.rule}: output SQNR {db:.2f} dB with it vs {choice.final_db:.2f} dB with {cur} "
+                               f"(local gain {mv.local_gain_db:+.2f} dB)")
             choice.rules[mv.tensor], choice.final_db = mv.rule, db
-            choice.why[mv.tensor] = (f"{mv.rule}: output SQNR {db:.2f} dB with it vs {tried[cur]:.2f} dB with {cur} "
-                                     f"(local gain {mv.local_gain_db:+.2f} dB)")
-        elif mv.tensor not in choice.why or choice.why[mv.tensor].startswith("start"):
-            choice.why[mv.tensor] = f"{cur}: kept, measured against " + ", ".join(
-                f"{r} {v:.2f} dB" for r, v in tried.items())
+    for n in choice.trials_of():
+        choice.why[n] = (kept.get(n) or f"{choice.rules[n]}: kept") + "; measured " + ", ".join(
+            f"{r} {v:.2f} dB" for r, v in choice.scores[n].items())
