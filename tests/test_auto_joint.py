@@ -147,6 +147,17 @@ def test_pick_rules_joint_prunes_locally_hopeless_rules_and_stops_at_its_budget(
     pruned = pick_rules_joint(model, per_rule, ("r1", "r2", "r3"), lambda: feeds, ["y"], _open, 60.0, hists)
     assert "r1" in pruned.pruned["r"] and "r2" in pruned.pruned["x"]  # a twentieth of the range: far off locally
     assert pruned.rules["x"] != "r2" and pruned.rules["r"] != "r1"
+    assert pruned.runs == 0 and "not contested" in pruned.why["r"]  # one rule left per tensor: nothing to run
+    near = {**per_rule, "r3": {n: a * 0.97 for n, a in m.items()}}  # x and r contested, r1 / r2 still pruned
+    both = pick_rules_joint(model, near, ("r1", "r2", "r3"), lambda: feeds, ["y"], _open, 60.0, hists)
+    assert set(both.pruned) == {"x", "r"} and both.runs > 0
+    combo = (both.rules["x"], both.rules["r"])  # what was measured is what is chosen, pruning included
+    assert both.final_db == pytest.approx(_exhaustive(model, near, ["x", "r"], feeds)[combo], abs=1e-4)
+    h = hists["r"]
+    local = {k: float(mse_curve(h.counts, h.bin_width, np.array([near[k]["r"]]))[0]) for k in ("r2", "r3")}
+    # r1's whole table: on r (where r1 is pruned) the locally best of the rest
+    assert both.table_scores["r1"] == pytest.approx(
+        _exhaustive(model, near, ["x", "r"], feeds)[("r1", min(local, key=local.get))], abs=1e-4)
     _Counting.runs = 0
     none = pick_rules_joint(model, per_rule, ("r1", "r2"), lambda: feeds, ["y"], _open, 0.0, {})
     assert none.runs == 1 and _Counting.runs == 2 * len(feeds)  # FP32 references + the first table, nothing else

@@ -234,20 +234,23 @@ def _alternatives(per_rule: Mapping[str, Mapping[str, float]], candidates: Seque
 def _start(choice: JointChoice, contest: _Contest, per_rule: Mapping[str, Mapping[str, float]],
            candidates: Sequence[str], quantized: list[str], alternatives: Mapping[str, Sequence[str]],
            errors: Mapping[str, Mapping[str, float]], deadline: float) -> None:
-    """Score each candidate's whole table (distinct ones only); the best (earlier on near ties) is the start."""
+    """Score each candidate's whole table (distinct ones only; where the rule is pruned on a tensor, the locally
+    best rule's threshold there); the best (earlier on near ties) is the start, exactly as measured."""
     seen: list[str] = []
+    tables: dict[str, dict[str, str]] = {}  # rule -> tensor -> the rule whose threshold its table uses
     for r in candidates:
-        if any(all(_same(per_rule, n, r, k) for n in quantized) for k in seen):  # the same table: no run
-            continue
+        tables[r] = {n: _like(n, r, alternatives[n], per_rule, errors, choice.pruned.get(n, {})) for n in quantized}
+        if any(all(_same(per_rule, n, tables[r][n], tables[k][n]) for n in quantized) for k in seen):
+            continue  # the same table: no run
         if seen and time.perf_counter() + contest.last_s > deadline:
             break
         seen.append(r)
-        choice.table_scores[r] = contest.score({n: per_rule[r][n] for n in per_rule[r]})
+        choice.table_scores[r] = contest.score({**per_rule[r], **{n: per_rule[tables[r][n]][n] for n in quantized}})
     best = max(choice.table_scores.values())
     choice.start = next(r for r in seen if choice.table_scores[r] >= best - TIE_DB)
     choice.final_db = choice.table_scores[choice.start]
     for n in quantized:
-        rule = choice.rules[n] = _like(n, choice.start, alternatives[n], per_rule, errors, choice.pruned.get(n, {}))
+        rule = choice.rules[n] = tables[choice.start][n]
         same = _same(per_rule, n, rule, choice.start)
         choice.why[n] = f"start: {choice.start}'s whole table scored best" + (
             "" if rule == choice.start else f" ({rule}: {choice.start}'s scale)" if same
