@@ -12,7 +12,8 @@ Same models, tensors and metrics as run.py (one histogram pass shared by every r
   output SQNR when quantized alone (on ``--rank-images`` tune images), then sppquant's doubling +
   bisection search (`search_smallest_k`) on the task metric, confirmed on the held-out half.
 
-Writes results/tune_<model>.json, results/tune_<model>.plan.json and results/tune_<model>.png.
+Writes results/tune_<model>.json, results/tune_<model>.plan.json and results/tune_<model>.png
+(with --no-tune: results/auto_<model>.{json,md}).
 """
 
 from __future__ import annotations
@@ -367,6 +368,8 @@ def markdown(res: dict) -> str:
 
 
 def _stem(name: str, args: argparse.Namespace) -> str:
+    if args.no_tune:  # auto's rows only: not the tune results' files
+        return f"auto_{name}"
     return f"tune_{name}" + ("" if args.tune_from == "auto" else f"_{args.tune_from}")
 
 
