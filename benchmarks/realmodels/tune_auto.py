@@ -12,7 +12,8 @@ Same models, tensors and metrics as run.py (one histogram pass shared by every r
   output SQNR when quantized alone (on ``--rank-images`` tune images), then sppquant's doubling +
   bisection search (`search_smallest_k`) on the task metric, confirmed on the held-out half.
 
-Writes results/tune_<model>.json, results/tune_<model>.plan.json and results/tune_<model>.png.
+Writes results/tune_<model>.json, results/tune_<model>.plan.json and results/tune_<model>.png
+(with --no-tune: results/auto_<model>.{json,md}).
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def infer_model(model: onnx.ModelProto, x: np.ndarray, bs: int) -> list[np.ndarr
 
 
 def calibrate_rules(model: onnx.ModelProto, calib: np.ndarray, spec, compare_prune: bool = False,
-                    auto_images: int = 16, skip_auto: bool = False) -> tuple[dict, dict]:
+                    auto_images: int = 16, skip_auto: bool = False, auto_method: str = "joint") -> tuple[dict, dict]:
     """amax tables and wall times of entropy2, percentile (default) and auto from one histogram pass."""
     from sppquant.calibration.algorithms import get_algorithm
     from sppquant.calibration.tying import tie_sources
@@ -78,9 +79,12 @@ def calibrate_rules(model: onnx.ModelProto, calib: np.ndarray, spec, compare_pru
         tables[rule] = ours.amax_table(model, hists, rule)
         ours.qdq_model(model, tables[rule], rule)
         times[rule] = t_hist + time.perf_counter() - t1
+        times[f"{rule}_rule"] = time.perf_counter() - t1
         per_rule[rule] = tables[rule]
     if skip_auto:
         return tables, {"times": times, "hist_s": t_hist, "auto_images": 0}
+    if auto_method == "joint":
+        return auto_joint(model, calib, spec, hists, tables, times, t_hist, auto_images)
     t1 = time.perf_counter()
     cands = get_algorithm("auto").candidates
     for rule in cands:
@@ -103,6 +107,49 @@ def calibrate_rules(model: onnx.ModelProto, calib: np.ndarray, spec, compare_pru
         times["auto-unpruned"] = t_hist + time.perf_counter() - t2
         extra["unpruned_differs"] = sum(tables["auto"][n] != tables["auto-unpruned"][n] for n in tables["auto"])
     return tables, {**extra, "auto_images": auto_images, "times": times, "hist_s": t_hist, "auto_rules": counts, "contested": len(choice.scores),
+                    "pruned": sum(len(v) for v in choice.pruned.values())}
+
+
+def fp32_agreement(name: str, ref: list[np.ndarray], outs: list[np.ndarray]) -> dict[str, float]:
+    """Recognizer only: the fraction of eval images whose INT8 text equals the FP32 model's text (case-insensitive).
+    On 160 images exact match moves by 0.6 point per image, and INT8 can be right where FP32 is wrong; this
+    says how far each INT8 model is from the FP32 one, which is what calibration controls."""
+    if name != "ddddocr_rec":
+        return {}
+    import models as M
+
+    fp32 = [t.lower() for o in ref for t in M.ctc_decode(o)]
+    return {"agree_fp32": float(np.mean([a.lower() == b for o, b in zip(outs, fp32) for a in M.ctc_decode(o)]))}
+
+
+def auto_joint(model: onnx.ModelProto, calib: np.ndarray, spec, hists: dict, tables: dict, times: dict,
+               t_hist: float, auto_images: int) -> tuple[dict, dict]:
+    """sppquant's ``auto`` (`pick_rules_joint`) as the pipeline runs it: its time = the histogram pass + every
+    candidate's thresholds + the joint contest + the export, the contest under a budget of the histogram pass's
+    own time less the thresholds' (so auto <= 2x entropy2 by construction)."""
+    from sppquant.calibration.algorithms import get_algorithm
+    from sppquant.calibration.tying import tie_sources
+    from sppquant.pipeline.auto_joint import pick_rules_joint
+
+    t1 = time.perf_counter()
+    cands = get_algorithm("auto").candidates
+    per_rule = {r: tables[r] if r in tables else ours.amax_table(model, hists, r) for r in cands}
+    shared = times["entropy2_rule"] + times["percentile_rule"]  # computed once above, auto needs them too
+    budget = max(0.0, t_hist - shared - (time.perf_counter() - t1))
+    inp, outputs = model.graph.input[0].name, [o.name for o in model.graph.output]
+    ties = {o: src for o, src in tie_sources(model).items() if src in per_rule[cands[0]]}
+    choice = pick_rules_joint(model, per_rule, cands, lambda: list(R.batches(calib[:auto_images], spec.batch, inp)),
+                              outputs, _runner, budget, hists, ties)
+    tables["auto"] = ours.tie(model, dict(choice.amax))
+    ours.qdq_model(model, tables["auto"], "auto")
+    times["auto"] = t_hist + shared + time.perf_counter() - t1
+    quantized = [n for n in choice.why if not choice.why[n].startswith("not contested")]
+    counts = {r: sum(1 for n in quantized if choice.rules[n] == r) for r in cands}
+    return tables, {"auto_images": auto_images, "times": times, "hist_s": t_hist, "auto_rules": counts,
+                    "auto_method": "joint", "budget_s": budget, "start": choice.start, "table_db": choice.table_scores,
+                    "runs": choice.runs, "skipped": choice.skipped, "trials": choice.trials, "contest_db": choice.final_db,
+                    "contested": sum(1 for n in quantized if not choice.why[n].startswith("not contested")),
+                    "moved": {n: choice.why[n] for n in quantized if choice.rules[n] != choice.start},
                     "pruned": sum(len(v) for v in choice.pruned.values())}
 
 
@@ -253,13 +300,14 @@ def bench(name: str, args: argparse.Namespace) -> dict:
     spec = R.load_spec(name)
     model = ours.prepare(onnx.load(str(spec.path())))
     calib, evx, targets = R.data(name, args.calib, args.eval)
-    tables, cal = calibrate_rules(model, calib, spec, args.compare_prune, args.auto_images, args.tune_from != "auto")
+    tables, cal = calibrate_rules(model, calib, spec, args.compare_prune, args.auto_images, args.tune_from != "auto",
+                                  args.auto_method)
     ref = infer_model(model, evx, spec.batch)
     rows = {"fp32": {**metric_on(spec, ref, ref, targets), "sqnr_db": float("inf")}}
     for rule, amax in tables.items():
         outs = infer_model(ours.qdq_model(model, amax, "auto" if rule.startswith("auto") else rule), evx, spec.batch)
         rows[rule] = {**metric_on(spec, ref, outs, targets), "sqnr_db": R.sqnr_db(ref, outs),
-                      "calib_s": cal["times"][rule]}
+                      "calib_s": cal["times"][rule], **fp32_agreement(name, ref, outs)}
         log.info("%s %s: %s", name, rule, rows[rule])
     if args.modelopt_python:
         rows.update(modelopt_rows(name, model, calib, evx, targets, ref, spec, args.modelopt_python))
@@ -283,17 +331,27 @@ def markdown(res: dict) -> str:
            f"{res['eval_images']} eval images" + (f"; auto's output contest on {res['auto_images']} calibration images"
                                                   if res["auto_images"] else "") + "), "
            f"wall {res['wall_s']:.0f} s.", "",
-           f"| variant | {metric} | SQNR vs FP32 (dB) | calib time (s) | vs entropy2 time |", "|---|---|---|---|---|"]
+           f"| variant | {metric} | SQNR vs FP32 (dB) | calib time (s) | vs entropy2 time |" + (
+               " same text as FP32 |" if "agree_fp32" in rows.get("entropy2", {}) else ""),
+           "|---|---|---|---|---|" + ("---|" if "agree_fp32" in rows.get("entropy2", {}) else "")]
     for key, r in rows.items():
         if "error" in r:
             out.append(f"| {key} | FAILED: {r['error']} | | | |")
             continue
         t = r.get("calib_s")
         out.append(f"| {key} | {r[metric]:.4f} | {r['sqnr_db']:.1f} | {'-' if t is None else f'{t:.1f}'} | "
-                   f"{'-' if t is None or key.startswith('modelopt') else f'{t / e2:.2f}x'} |")
+                   f"{'-' if t is None or key.startswith('modelopt') else f'{t / e2:.2f}x'} |" + (
+                       f" {r['agree_fp32']:.4f} |" if "agree_fp32" in r else " - |" if "agree_fp32" in rows.get(
+                           "entropy2", {}) else ""))
     if "auto_rules" in res:
         out += ["", f"auto: rules per tensor {res['auto_rules']}, {res['contested']} tensors contested, "
                     f"{res.get('pruned', 0)} rule(s) pruned locally; histogram pass {res['hist_s']:.1f} s."]
+    if res.get("auto_method") == "joint":
+        out += ["", f"auto (joint, budget {res['budget_s']:.1f} s): whole tables "
+                    f"{ {r: round(v, 2) for r, v in res['table_db'].items()} } dB on the contest images, start "
+                    f"{res['start']}; {res['runs']} runs, {len(res['moved'])} tensor(s) moved off the start, "
+                    f"{res['skipped']} move(s) not tried (budget); contest output SQNR {res['contest_db']:.2f} dB."]
+        out += [f"- `{n}`: {why}" for n, why in res["moved"].items()]
     if "tune" in res:
         t, pg = res["tune"], res["tune"]["polygraphy_bisect"]
         out += ["", f"| tune --max-drop {t['max_drop']} ({t['metric']}, from the {t.get('table', 'auto')} table) | evaluations | kept above INT8 | INT8 "
@@ -310,6 +368,8 @@ def markdown(res: dict) -> str:
 
 
 def _stem(name: str, args: argparse.Namespace) -> str:
+    if args.no_tune:  # auto's rows only: not the tune results' files
+        return f"auto_{name}"
     return f"tune_{name}" + ("" if args.tune_from == "auto" else f"_{args.tune_from}")
 
 
@@ -325,10 +385,16 @@ def main() -> None:
                     help="the table tune starts from (percentile: auto is not computed)")
     ap.add_argument("--markdown", help="only re-render results/tune_<model>.md from an existing results JSON")
     ap.add_argument("--modelopt-python", help="python of an env with nvidia-modelopt: adds ModelOpt int8 rows")
-    ap.add_argument("--auto-images", type=int, default=16, help="calibration images of auto's output contest "
-                                                                 "(sppquant's AUTO_IMAGES is 16)")
+    ap.add_argument("--auto-images", type=int, help="calibration images of auto's output contest (default: "
+                                                    "sppquant's JOINT_IMAGES for joint, AUTO_IMAGES = 16 for alone)")
+    ap.add_argument("--auto-method", choices=["joint", "alone"], default="joint",
+                    help="joint: the pipeline's auto (pick_rules_joint, time-budgeted); alone: the per-tensor contest")
     ap.add_argument("--compare-prune", action="store_true", help="also run auto without pruning (time, choices)")
     args = ap.parse_args()
+    if args.auto_images is None:
+        from sppquant.pipeline.auto import AUTO_IMAGES
+        from sppquant.pipeline.auto_joint import JOINT_IMAGES
+        args.auto_images = JOINT_IMAGES if args.auto_method == "joint" else AUTO_IMAGES
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     R.RESULTS.mkdir(exist_ok=True)
     if args.markdown:

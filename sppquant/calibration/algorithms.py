@@ -231,8 +231,8 @@ ALGORITHMS.register("mse", Algorithm(
     help="the amax minimising the expected squared quantization error, clipping included"))
 ALGORITHMS.register("auto", Algorithm(
     "auto", mse_amax, "EntropyCalibration2", None,
-    help="per tensor, the rule (mse, percentile, entropy2, minmax) whose INT8 tensor alone changes the model "
-         "output least (output SQNR on calibration images)",
+    help="per tensor, one of mse, percentile, entropy2, minmax, chosen by the INT8 model's output SQNR on "
+         "calibration images (best whole table, then per-tensor moves, within one histogram pass's time)",
     candidates=("mse", "percentile", "entropy2", "minmax")))
 # Fixed percentile levels, so one report can compare them side by side (``--algorithms``).
 for _level, _name in ((99.9, "percentile_99_9"), (99.999, "percentile_99_999")):

@@ -44,6 +44,22 @@ def mse_curve(counts: np.ndarray, bin_width: float, candidates: np.ndarray) -> n
     return out
 
 
+def error_parts(counts: np.ndarray, bin_width: float, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(rounding, clipping) squared error for each candidate amax, same model as `mse_curve` (their sum).
+
+    ``auto`` weighs the two apart: clipping a tensor's largest values and rounding all of it reach the
+    model output with different gains, which one measured output run per weight can tell.
+    """
+    c = np.asarray(counts, dtype=np.float64)
+    nz = np.flatnonzero(c)
+    x, w = (nz + 0.5) * bin_width, c[nz]
+    a = np.asarray(candidates, dtype=np.float64)[:, None]
+    s = a / QMAX
+    err = (x[None, :] - np.minimum(np.rint(x[None, :] / s), QMAX) * s) ** 2 * w[None, :]
+    clipped = np.rint(x[None, :] / s) > QMAX
+    return np.where(clipped, 0.0, err).sum(axis=1), np.where(clipped, err, 0.0).sum(axis=1)
+
+
 def mse_candidates(hist: Histogram) -> np.ndarray:
     counts = hist.counts
     cum = np.cumsum(counts)

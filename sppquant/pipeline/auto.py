@@ -1,21 +1,26 @@
 """Per-tensor rule choice by measured effect on the model output (the ``auto`` algorithm).
 
-For each candidate rule (the algorithm's ``candidates``) the thresholds of every tensor
-come from the same exact histograms; then, on the first ``AUTO_IMAGES`` calibration images
-at every size, each tensor is quantized ALONE with each rule's scale (one switchable
-session per rule, `sppquant.quantize.switchable`) and the model output is compared with
-FP32 (SQNR). Each tensor gets the rule with the highest output SQNR; near ties (within
-``TIE_DB``) go to the earlier rule in ``candidates``. Tensors whose candidates agree cost
-nothing, rules agreeing on a scale share one run, and a rule whose own histogram error is
-more than ``PRUNE_DB`` above the best rule's is not run; graph outputs are judged by their
-own rounding error. The provenance records per tensor which rule won, every measured rule's
-SQNR and the pruned rules with their local error gap.
+`choose_rules` (what ``calibrate --algorithm auto`` runs) computes every candidate rule's thresholds
+from the same exact histograms and hands them to `auto_joint.pick_rules_joint`: whole rule choices
+judged jointly by the INT8 model's output SQNR, within the histogram pass's own time (so ``auto``
+costs at most about 2x ``entropy2``); see that module.
+
+`pick_rules` is the exhaustive reference it replaced, kept for benchmarks and tune's ranking
+(`output_sqnr_alone`): on the first ``AUTO_IMAGES`` calibration images at every size, each tensor
+is quantized ALONE with each rule's scale (one switchable session per rule,
+`sppquant.quantize.switchable`) and the model output is compared with FP32 (SQNR). Each tensor
+gets the rule with the highest output SQNR; near ties (within ``TIE_DB``) go to the earlier rule in
+``candidates``. Tensors whose candidates agree cost nothing, rules agreeing on a scale share one
+run, and a rule whose own histogram error is more than ``PRUNE_DB`` above the best rule's is not
+run; graph outputs are judged by their own rounding error. Its cost is contested tensors x rules x
+images forward passes (12-80x entropy2 on the real models, benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
@@ -34,6 +39,7 @@ from sppquant.calibration.tying import tie_sources
 from sppquant.config import Config
 from sppquant.data import BadFiles, calibration_set, iter_batches
 from sppquant.errors import ModelError, TableError
+from sppquant.pipeline.auto_joint import JOINT_IMAGES, pick_rules_joint
 from sppquant.pipeline.context import ModelContext, ort_runner
 from sppquant.quantize.qdq import build_qdq_model, fake_quantize
 from sppquant.quantize.switchable import switch_feeds, switchable_model
@@ -58,26 +64,35 @@ class Choice:
     scores: dict[str, dict[str, float]]  # tensor -> rule -> output SQNR (dB; inf: identical)
     degenerate: list[str]
     pruned: dict[str, dict[str, float]] = field(default_factory=dict)  # tensor -> rule -> local error gap (dB)
+    why: dict[str, str] = field(default_factory=dict)  # tensor -> one line: why its rule won
 
 
 RunnerFactory = Callable[[onnx.ModelProto], AbstractContextManager[Any]]  # model -> runner with .run(feeds, outputs)
 
 
 def choose_rules(cfg: Config, ctx: ModelContext, collector: ActivationCollector, candidates: tuple[str, ...],
-                 progress: bool = True) -> Choice:
-    """The per-tensor rule and amax; see the module docstring."""
+                 progress: bool = True, pass_s: float | None = None) -> Choice:
+    """The per-tensor rule and amax, by `auto_joint.pick_rules_joint` within one histogram pass's time.
+
+    ``pass_s``: the wall time of the histogram pass (None where the histograms came from elsewhere: then
+    estimated as the FP32 forward time of the contest images times the images the pass saw). Everything
+    auto adds (every candidate's thresholds, the contest) fits in that time, so ``auto`` costs at most
+    about 2x ``entropy2``.
+    """
+    t0 = time.perf_counter()
     per_rule, degenerate = {}, set()
     for rule in candidates:
         amax, degen = thresholds(collector.histograms, rule, cfg.calibration.algorithm_params(rule))
         per_rule[rule] = amax
         degenerate |= set(degen)
     ties = tie_sources(ctx.model) if cfg.calibration.tie_scales else {}
-    tied = {out for out, src in ties.items() if src in collector.histograms}  # their amax is the source's
-    choice = pick_rules(ctx.model, per_rule, candidates, lambda: _feeds(cfg, ctx), list(ctx.outputs),
-                        lambda m: ort_runner(cfg, m), progress, hists=collector.histograms, tied=tied,
-                        only=quantized_tensors(ctx.model, per_rule[candidates[0]]))
-    choice.degenerate = sorted(degenerate)
-    return choice
+    ties = {out: src for out, src in ties.items() if src in collector.histograms}  # their amax is the source's
+    budget = None if pass_s is None else max(0.0, pass_s - (time.perf_counter() - t0))
+    joint = pick_rules_joint(ctx.model, per_rule, candidates, lambda: _feeds(cfg, ctx, JOINT_IMAGES),
+                             list(ctx.outputs), lambda m: ort_runner(cfg, m), budget, collector.histograms, ties,
+                             pass_images=collector.images * len(cfg.input.sizes))
+    scores = {n: dict(v) for n, v in joint.scores.items()}
+    return Choice(joint.amax, joint.rules, scores, sorted(degenerate), joint.pruned, joint.why)
 
 
 def pick_rules(model: onnx.ModelProto, per_rule: Mapping[str, Mapping[str, float]], candidates: Sequence[str],
@@ -188,9 +203,9 @@ def _score(model: onnx.ModelProto, per_rule: Mapping[str, Mapping[str, float]], 
     return scores
 
 
-def _feeds(cfg: Config, ctx: ModelContext) -> list[dict[str, np.ndarray]]:
+def _feeds(cfg: Config, ctx: ModelContext, count: int = AUTO_IMAGES) -> list[dict[str, np.ndarray]]:
     images = calibration_set(cfg.calibration)
-    subset = replace(images, paths=images.paths[:AUTO_IMAGES])
+    subset = replace(images, paths=images.paths[:count])
     cal = cfg.calibration
     out = []
     for batch in iter_batches(subset, cfg.preprocess, cfg.input.sizes, cal.batch_size, "keep", "skip", cal.workers,

@@ -163,16 +163,18 @@ def _calibrate_histograms(cfg: Config, table_path: Path, algorithm: str, progres
                           executor: Executor, collected: Collected | None = None) -> CalibrationResult:
     ctx = open_model(cfg)
     collector, bad = collected or collect_activations(cfg, ctx, progress, executor)
+    pass_s = None if collected else time.perf_counter() - start  # auto's time budget (None: it estimates one)
     params = cfg.calibration.algorithm_params(algorithm)
     rules: dict[str, str] = {}
     scores: dict[str, dict[str, float]] = {}
     pruned: dict[str, dict[str, float]] = {}
+    because: dict[str, str] = {}
     if get_algorithm(algorithm).candidates:  # per-tensor choice by measured effect on the output
         from sppquant.pipeline.auto import choose_rules  # noqa: PLC0415
 
-        choice = choose_rules(cfg, ctx, collector, get_algorithm(algorithm).candidates, progress)
+        choice = choose_rules(cfg, ctx, collector, get_algorithm(algorithm).candidates, progress, pass_s)
         amax, degenerate, rules, scores = dict(choice.amax), choice.degenerate, choice.rules, choice.scores
-        pruned = choice.pruned
+        pruned, because = choice.pruned, choice.why
     else:
         amax, degenerate = thresholds(collector.histograms, algorithm, params)
     if degenerate:
@@ -183,9 +185,9 @@ def _calibrate_histograms(cfg: Config, table_path: Path, algorithm: str, progres
     table = CalibrationTable.from_amax(code, get_algorithm(algorithm).trt_header, amax)
     tensors = {name: {"amax": table.amax(name), "scale": table.scales[name], "tied_to": (ties or {}).get(name),
                       "histogram": collector.histograms[name].to_summary()} for name in table.scales}
-    for name, rule in rules.items():  # auto: which rule won, and every rule's output SQNR (null: identical)
+    for name, rule in rules.items():  # auto: which rule won, every rule's measured output SQNR (null: identical), why
         tensors[name].update(rule=rule, why={r: (v if np.isfinite(v) else None) for r, v in scores.get(name, {}).items()},
-                             pruned=pruned.get(name, {}))
+                             pruned=pruned.get(name, {}), because=because.get(name, ""))
     images = images_record(cfg, calibration_set(cfg.calibration), collector.images, bad)
     record = provenance_record(cfg, table, images, algorithm, "onnxruntime", version, tensors, ties, degenerate)
     record.executor = executor.record()

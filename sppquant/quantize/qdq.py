@@ -117,6 +117,7 @@ class QdqInfo:
     plugins: dict[str, dict[str, Any]] = field(default_factory=dict)  # node -> inputs, outputs, scales, tied
     residual_adds: dict[str, list[str]] = field(default_factory=dict)  # Add node -> its quantized skip inputs
     unquantized_weights: dict[str, str] = field(default_factory=dict)  # Conv/Gemm/MatMul weight -> why
+    act_scales: dict[str, str] = field(default_factory=dict)  # tensor -> its scale initializer (shared by its Q/DQ)
     folded_weights: list[str] = field(default_factory=list)  # Constant-node weights made initializers
     bias_corrections: list[Correction] = field(default_factory=list)  # layers whose bias absorbed dW . E[x]
     high_precision: str = "fp32"
@@ -401,6 +402,7 @@ def _emit(graph: onnx.GraphProto, plan: _Plan, scales: Mapping[str, float], info
     del graph.node[:]
     graph.node.extend(head + body)
     graph.initializer.extend(sc.inits)
+    info.act_scales.update({t: pair[0] for t, pair in sc.pairs.items()})
 
 
 def _record_plugins(graph: onnx.GraphProto, plan: _Plan, scales: Mapping[str, float], info: QdqInfo) -> None:
