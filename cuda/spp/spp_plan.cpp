@@ -105,6 +105,8 @@ SppKnobs spp_knobs() {
         s.lane_planes = std::max(1LL, env_knob("SPPQ_LANE_PLANES", 32768));
         s.fixed_mode = static_cast<int>(std::min(2LL, std::max(0LL, env_knob("SPPQ_FIXED", 1))));
         s.fixed_planes = std::max(1LL, env_knob("SPPQ_FIXED_PLANES", s.fixed_planes));
+        const long long fw = env_knob("SPPQ_FIXED_WARPS", s.fixed_warps);
+        s.fixed_warps = fw == 0 || fw == 1 || fw == 2 ? static_cast<int>(fw) : 4;
         return s;
     }();
     return k;
@@ -275,7 +277,7 @@ int fixed_shape_id(int H, int W, const int* levels, int num_levels) {
 // Fixed kernel: the lane kernel's spans (32 * k whole planes, one tile per warp, refilled once the
 // last group's planes are in registers) and the staging area O of spp_fixed.h; no R.
 bool plan_fixed(const SppArgs& a, const DeviceInfo& dev, const SppKnobs& knobs, LaneParams* p, int* id, int* grid,
-    size_t* smem) {
+    int* threads, size_t* smem) {
     std::memset(p, 0, sizeof(*p));
     if (a.pooling != SPPQ_MAX) return false;
     *id = fixed_shape_id(a.H, a.W, a.levels, a.num_levels);
@@ -298,13 +300,15 @@ bool plan_fixed(const SppArgs& a, const DeviceInfo& dev, const SppKnobs& knobs, 
     const size_t budget = static_cast<size_t>(std::min(dev.smem_optin, 200 * 1024)) / kLaneWarps;
     if (warp_bytes(1) > budget) return false;
     const long long sms = std::max(1, dev.sms);
+    // warps per block: the knob, or the rule on the four-warp plan's span count (k = 1 there: few groups)
+    const int wpb = knobs.fixed_warps > 0 ? knobs.fixed_warps : fixed_warps_rule(groups, static_cast<int>(sms));
     auto per_sm = [&](size_t wb) {  // shared memory's limit; registers may allow fewer (the launch clamps)
-        return std::max<long long>(1, std::min<long long>(kLaneBlocksPerSm,
-            static_cast<long long>(dev.smem_per_sm) / static_cast<long long>(wb * kLaneWarps + 1024)));
+        return std::max<long long>(1, std::min<long long>(kLaneBlocksPerSm * kLaneWarps / wpb,
+            static_cast<long long>(dev.smem_per_sm) / static_cast<long long>(wb * wpb + 1024)));
     };
     auto resident_warps = [&](size_t wb) {
         const long long b = per_sm(wb) * sms;
-        return (knobs.stream_blocks > 0 ? std::min(b, knobs.stream_blocks) : b) * kLaneWarps;
+        return (knobs.stream_blocks > 0 ? std::min(b, knobs.stream_blocks) : b) * wpb;
     };
     long long k = std::max<long long>(1, knobs.lane_tile / std::max<long long>(1, 32 * plane_bytes));
     while (k > 1 && (warp_bytes(k) > budget || groups / k < 2 * resident_warps(warp_bytes(k)))) --k;
@@ -315,11 +319,16 @@ bool plan_fixed(const SppArgs& a, const DeviceInfo& dev, const SppKnobs& knobs, 
     p->r_off = p->tile_bytes;
     p->o_off = p->tile_bytes;
     p->warp_bytes = static_cast<int>(warp_bytes(k));
-    *smem = static_cast<size_t>(p->warp_bytes) * kLaneWarps;
-    long long blocks = std::min(per_sm(p->warp_bytes) * sms, (p->units + kLaneWarps - 1) / kLaneWarps);
+    *smem = static_cast<size_t>(p->warp_bytes) * wpb;
+    *threads = 32 * wpb;
+    long long blocks = std::min(per_sm(p->warp_bytes) * sms, (p->units + wpb - 1) / wpb);
     if (knobs.stream_blocks > 0) blocks = std::min(blocks, knobs.stream_blocks);
     *grid = static_cast<int>(std::max(1LL, blocks));
     return true;
+}
+
+int fixed_warps_rule(long long units, int sms) {
+    return (units + kLaneWarps - 1) / kLaneWarps < sms ? 1 : kLaneWarps;
 }
 
 // Fixed kernel part of the choice rule (v7 round, benchmarks/gpu/NOTES.md): the fixed kernel forced
@@ -519,13 +528,13 @@ int plan_spp(const SppArgs& a, const DeviceInfo& dev, const SppKnobs& knobs, Spp
     const bool small_map = knobs.small && a.H <= kSmallMaxH && a.W <= kSmallMaxW;
     const bool few_planes = static_cast<long long>(a.N) * a.C <= knobs.small_planes;
     if (a.pooling == SPPQ_MAX && knobs.fixed_mode > 0 && (knobs.fixed_mode == 2 || fixed_rule(a, knobs))) {
-        int grid = 0, id = -1;
+        int grid = 0, id = -1, threads = 0;
         size_t smem = 0;
-        if (plan_fixed(a, dev, knobs, &out->lane, &id, &grid, &smem)) {
+        if (plan_fixed(a, dev, knobs, &out->lane, &id, &grid, &threads, &smem)) {
             out->kind = SppKernel::kFixed;
             out->fixed_id = id;
             out->grid = grid;
-            out->threads = 32 * kLaneWarps;
+            out->threads = threads;
             out->smem = smem;
             return SPPQ_OK;
         }
