@@ -141,6 +141,20 @@ def test_roi_spp_validation(build_dir: Path) -> None:
                                         3, lv, 4, f(1.0), f(1.0), f(1.0), None) == 8
 
 
+def test_spp_plan_fixed_kernel_rules(tmp_path: Path) -> None:
+    """The planner's fixed-kernel rules (threshold by shape and dtype, one-warp blocks) on hand-chosen shapes."""
+    nvcc = _nvcc()
+    if nvcc is None:
+        pytest.skip("nvcc not found: CUDA build tests need the CUDA toolkit")
+    exe = tmp_path / "plan_rule_check"
+    src = [CUDA_DIR / "tests" / "plan_rule_check.cpp", CUDA_DIR / "spp" / "spp_plan.cpp", CUDA_DIR / "common" / "level_plan.cpp"]
+    res = subprocess.run([nvcc, "-std=c++17", f"-I{CUDA_DIR / 'spp'}", f"-I{CUDA_DIR / 'common'}", *map(str, src), "-o", str(exe)],
+                         capture_output=True, text=True, timeout=300, check=False)
+    assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
+    run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=60, check=False)
+    assert run.returncode == 0 and " 0 failures" in run.stdout, run.stdout[-4000:]
+
+
 def test_plugin_exports_and_loads_without_tensorrt(plugin_dir: Path) -> None:
     nm = shutil.which("nm")
     if nm is not None:

@@ -165,14 +165,15 @@ def run_legacy(lib, copy_gbs: float, span: int, ours_only: bool) -> list[dict]:
     return rows
 
 
-def sweep_shapes(max_hw: int = 0) -> list[tuple[int, int, int, int]]:
+def sweep_shapes(max_hw: int = 0, max_nc: int = 0) -> list[tuple[int, int, int, int]]:
     shapes = [(n, c, hw, hw) for n in SWEEP_N for c in SWEEP_C for hw in SWEEP_HW] + ODD
-    return [s for s in shapes if not max_hw or s[2] * s[3] <= max_hw]
+    return [s for s in shapes if (not max_hw or s[2] * s[3] <= max_hw) and (not max_nc or s[0] * s[1] <= max_nc)]
 
 
-def run_sweep(lib, copy_gbs: float, span: int, budget_s: float, ours_only: bool, max_hw: int = 0) -> list[dict]:
+def run_sweep(lib, copy_gbs: float, span: int, budget_s: float, ours_only: bool, max_hw: int = 0,
+              max_nc: int = 0) -> list[dict]:
     rows, t0 = [], time.time()
-    for shape in sweep_shapes(max_hw):
+    for shape in sweep_shapes(max_hw, max_nc):
         if time.time() - t0 > budget_s:
             print(f"sweep stopped at the time budget ({budget_s:.0f} s) before {shape}", flush=True)
             break
@@ -261,6 +262,7 @@ def main() -> int:
     ap.add_argument("--compile-budget", type=float, default=0.0, help="seconds of torch.compile rows (0: none)")
     ap.add_argument("--ours-only", action="store_true", help="no floor / PyTorch (variant runs)")
     ap.add_argument("--max-hw", type=int, default=0, help="sweep only maps with H*W <= this (0: all)")
+    ap.add_argument("--max-nc", type=int, default=0, help="sweep only shapes with N*C <= this (0: all)")
     ap.add_argument("--overhead", action="store_true", help="launch overhead of the smallest case")
     ap.add_argument("--json")
     args = ap.parse_args()
@@ -290,7 +292,8 @@ def main() -> int:
             ("floor/ours", "ratio", ".2f"), ("compiled (us)", "compiled_us", ".2f"), ("path", "compiled_path", "s"),
             ("compiled/ours", "vs_compiled", ".2f"), ("compile s", "compile_s", ".1f")])
     if args.sweep:
-        rows = run_sweep(lib, copy_gbs, span, args.sweep_budget, args.ours_only, args.max_hw)
+        rows = run_sweep(lib, copy_gbs, span, args.sweep_budget, args.ours_only, args.max_hw,
+                         args.max_nc)
         result["sweep"] = rows
         if not args.ours_only:
             summarize_sweep(rows, l2)

@@ -22,7 +22,8 @@
 # check, default CASES), SKIP_BUILD (use a carried build in SPPQ_BUILD_DIR when it loads), SWEEP_MAX_HW
 # (sweep only maps with H*W <= this), SWEEP_BUDGET,
 # COMPILE_BUDGET (seconds), BENCH_VARIANTS (0: no knob variants in `bench`), BENCH_ROI / BENCH_SPP (0: no RoI / SPP bench), LANE_VARIANTS / ROI_VARIANTS
-# (the runs of `lane`).
+# (the runs of `lane`), LANE_MAX_HW / LANE_MAX_NC (its rows), FIXED_WARPS_CHECK (fixed-kernel checks and sanitizer
+# runs with SPPQ_FIXED_WARPS set to each listed value).
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 OUT=${OUT:-/tmp/sppq_out}
@@ -96,6 +97,10 @@ if has check; then
   SPPQ_LANE=2 SPPQ_LANE_STAGES=2 run_check spp_check_lane2 $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" --cases 300 --seed 9 &
   SPPQ_FIXED=2 run_check spp_check_fixed $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" --cases "${FIXED_CASES:-$CASES}" --seed 10 --fixed --require-kernel 4 &
   SPPQ_FIXED=2 SPPQ_STREAM_BLOCKS=1 SPPQ_LANE_TILE=65536 run_check spp_check_fixed_multispan $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" --cases 300 --seed 11 --fixed --require-kernel 4 &
+  for w in ${FIXED_WARPS_CHECK:-}; do  # the fixed kernel with SPPQ_FIXED_WARPS=w (1, 2, 4 or 0 = rule), one and many spans per warp
+    SPPQ_FIXED=2 SPPQ_FIXED_WARPS=$w run_check spp_check_fixed_w$w $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" --cases "${FIXED_CASES:-$CASES}" --seed $((20 + w)) --fixed --require-kernel 4 &
+    SPPQ_FIXED=2 SPPQ_FIXED_WARPS=$w SPPQ_STREAM_BLOCKS=1 SPPQ_LANE_TILE=65536 run_check spp_check_fixed_multispan_w$w $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" --cases 200 --seed $((30 + w)) --fixed --require-kernel 4 &
+  done
   SPPQ_ROI_FASTDIV=0 run_check roi_check_intdiv $PY "$ROOT/benchmarks/gpu/check_roi_spp_kernels.py" "$KLIB" --cases 200 --seed 7 &
   SPPQ_ROI_CC=1 SPPQ_ROI_DERIVE=0 run_check roi_check_cc1_noderive $PY "$ROOT/benchmarks/gpu/check_roi_spp_kernels.py" "$KLIB" --cases 100 --seed 3 &
   if [[ -x "$BUILD/sppq_plugin_harness" ]]; then
@@ -124,6 +129,11 @@ if has sanitize && command -v compute-sanitizer > /dev/null && [[ -x "$BUILD/spp
     SPPQ_FIXED=2 SPPQ_STREAM_BLOCKS=2 SPPQ_LANE_TILE=16384 run_check "${tool}_spp_fixed" compute-sanitizer --tool "$tool" \
       --error-exitcode 9 --kernel-regex kns=spp_fixed_kernel $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" \
       --cases "${SANITIZE_FIXED_CASES:-24}" --seed 12 --fixed --require-kernel 4 &
+    for w in ${FIXED_WARPS_CHECK:-}; do
+      SPPQ_FIXED=2 SPPQ_FIXED_WARPS=$w SPPQ_STREAM_BLOCKS=2 SPPQ_LANE_TILE=16384 run_check "${tool}_spp_fixed_w$w" compute-sanitizer --tool "$tool" \
+        --error-exitcode 9 --kernel-regex kns=spp_fixed_kernel $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" \
+        --cases "${SANITIZE_FIXED_CASES:-24}" --seed $((40 + w)) --fixed --require-kernel 4 &
+    done
     wait
   done
 fi
@@ -158,9 +168,12 @@ fi
 if has lane; then
   step "lane kernel A/B on tiny maps (ours only); RoI variants"
   # LANE_VARIANTS: space-separated runs, each a comma-separated list of VAR=VALUE knobs
+  # LANE_MAX_HW / LANE_MAX_NC: only sweep rows with H*W / N*C up to these (defaults 256 / all); runs numbered
+  i=0
   for v in ${LANE_VARIANTS:-SPPQ_LANE=0 SPPQ_LANE=2}; do
-    tag=$(echo "$v" | tr ',=' '__')
-    env $(echo "$v" | tr ',' ' ') timeout "$(left)" $PY "$ROOT/benchmarks/gpu/bench_spp.py" "$KLIB" --sweep --max-hw 256 --ours-only \
+    i=$((i + 1)); tag=$i-$(echo "$v" | tr ',=' '__')
+    env $(echo "$v" | tr ',' ' ') timeout "$(left)" $PY "$ROOT/benchmarks/gpu/bench_spp.py" "$KLIB" --sweep --max-hw "${LANE_MAX_HW:-256}" \
+      --max-nc "${LANE_MAX_NC:-0}" --ours-only \
       --json "$LOGS/bench_lane_$tag.json" > "$LOGS/bench_lane_$tag.log" 2>&1 || status=1
     cp "$LOGS/bench_lane_$tag.json" "$OUT/" 2>/dev/null
   done

@@ -951,10 +951,10 @@ __global__ void __launch_bounds__(32 * kLaneWarps, kFixedBlocksPerSm) spp_fixed_
     const int lane = threadIdx.x & 31, wib = threadIdx.x >> 5;
     unsigned char* wbase = smem + static_cast<size_t>(wib) * p.warp_bytes;
     T* O = reinterpret_cast<T*>(wbase + p.o_off);
-    const long long nw = static_cast<long long>(gridDim.x) * kLaneWarps;
+    const long long nw = p.nw;  // grid x (1, 2 or 4) warps per block: a kernel parameter, not a live register
     const long long total = p.nc * F::HW;
     const int span = 32 * p.k;
-    long long unit = static_cast<long long>(blockIdx.x) * kLaneWarps + wib;
+    long long unit = static_cast<long long>(blockIdx.x) * (blockDim.x >> 5) + wib;
     if (unit >= p.units) return;
     auto planes_of = [&](long long u) { return static_cast<int>(min(static_cast<long long>(span), p.nc - u * span)); };
     const T* tcur = issue_elems(in, total, unit * span * F::HW, static_cast<long long>(planes_of(unit)) * F::HW, wbase, lane);
@@ -1033,7 +1033,9 @@ int launch_fixed_shape(const void* in, void* out, const SppLaunch& l, cudaStream
     SPPQ_CUDA_RETURN(cudaGetDevice(&dev));
     SPPQ_CUDA_RETURN(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
     const int grid = std::max(1, std::min(l.grid, std::max(1, occ) * sms));
-    kern<<<grid, l.threads, l.smem, s>>>(static_cast<const T*>(in), static_cast<T*>(out), l.lane);
+    LaneParams p = l.lane;
+    p.nw = static_cast<long long>(grid) * (l.threads / 32);
+    kern<<<grid, l.threads, l.smem, s>>>(static_cast<const T*>(in), static_cast<T*>(out), p);
     return SPPQ_LAUNCH_STATUS();
 }
 

@@ -104,7 +104,9 @@ SppKnobs spp_knobs() {
         s.lane_stages = env_knob("SPPQ_LANE_STAGES", 1) == 2 ? 2 : 1;
         s.lane_planes = std::max(1LL, env_knob("SPPQ_LANE_PLANES", 32768));
         s.fixed_mode = static_cast<int>(std::min(2LL, std::max(0LL, env_knob("SPPQ_FIXED", 1))));
-        s.fixed_planes = std::max(1LL, env_knob("SPPQ_FIXED_PLANES", s.fixed_planes));
+        s.fixed_planes = std::max(0LL, env_knob("SPPQ_FIXED_PLANES", s.fixed_planes));
+        const long long fw = env_knob("SPPQ_FIXED_WARPS", s.fixed_warps);
+        s.fixed_warps = fw == 0 || fw == 1 || fw == 2 ? static_cast<int>(fw) : 4;
         return s;
     }();
     return k;
@@ -275,7 +277,7 @@ int fixed_shape_id(int H, int W, const int* levels, int num_levels) {
 // Fixed kernel: the lane kernel's spans (32 * k whole planes, one tile per warp, refilled once the
 // last group's planes are in registers) and the staging area O of spp_fixed.h; no R.
 bool plan_fixed(const SppArgs& a, const DeviceInfo& dev, const SppKnobs& knobs, LaneParams* p, int* id, int* grid,
-    size_t* smem) {
+    int* threads, size_t* smem) {
     std::memset(p, 0, sizeof(*p));
     if (a.pooling != SPPQ_MAX) return false;
     *id = fixed_shape_id(a.H, a.W, a.levels, a.num_levels);
@@ -298,13 +300,15 @@ bool plan_fixed(const SppArgs& a, const DeviceInfo& dev, const SppKnobs& knobs, 
     const size_t budget = static_cast<size_t>(std::min(dev.smem_optin, 200 * 1024)) / kLaneWarps;
     if (warp_bytes(1) > budget) return false;
     const long long sms = std::max(1, dev.sms);
+    // warps per block: the knob, or the rule on the four-warp plan's span count (k = 1 there: few groups)
+    const int wpb = knobs.fixed_warps > 0 ? knobs.fixed_warps : fixed_warps_rule(groups, static_cast<int>(sms));
     auto per_sm = [&](size_t wb) {  // shared memory's limit; registers may allow fewer (the launch clamps)
-        return std::max<long long>(1, std::min<long long>(kLaneBlocksPerSm,
-            static_cast<long long>(dev.smem_per_sm) / static_cast<long long>(wb * kLaneWarps + 1024)));
+        return std::max<long long>(1, std::min<long long>(kLaneBlocksPerSm * kLaneWarps / wpb,
+            static_cast<long long>(dev.smem_per_sm) / static_cast<long long>(wb * wpb + 1024)));
     };
     auto resident_warps = [&](size_t wb) {
         const long long b = per_sm(wb) * sms;
-        return (knobs.stream_blocks > 0 ? std::min(b, knobs.stream_blocks) : b) * kLaneWarps;
+        return (knobs.stream_blocks > 0 ? std::min(b, knobs.stream_blocks) : b) * wpb;
     };
     long long k = std::max<long long>(1, knobs.lane_tile / std::max<long long>(1, 32 * plane_bytes));
     while (k > 1 && (warp_bytes(k) > budget || groups / k < 2 * resident_warps(warp_bytes(k)))) --k;
@@ -315,21 +319,36 @@ bool plan_fixed(const SppArgs& a, const DeviceInfo& dev, const SppKnobs& knobs, 
     p->r_off = p->tile_bytes;
     p->o_off = p->tile_bytes;
     p->warp_bytes = static_cast<int>(warp_bytes(k));
-    *smem = static_cast<size_t>(p->warp_bytes) * kLaneWarps;
-    long long blocks = std::min(per_sm(p->warp_bytes) * sms, (p->units + kLaneWarps - 1) / kLaneWarps);
+    *smem = static_cast<size_t>(p->warp_bytes) * wpb;
+    *threads = 32 * wpb;
+    long long blocks = std::min(per_sm(p->warp_bytes) * sms, (p->units + wpb - 1) / wpb);
     if (knobs.stream_blocks > 0) blocks = std::min(blocks, knobs.stream_blocks);
     *grid = static_cast<int>(std::max(1LL, blocks));
     return true;
 }
 
-// Fixed kernel part of the choice rule (v7 round, benchmarks/gpu/NOTES.md): the fixed kernel forced
-// (SPPQ_FIXED=2) against the v6 rule's kernels (SPPQ_FIXED=0) on the 510 tiny-map sweep rows, same
-// H200 call: on the 330 instantiated rows with N*C >= 4096 it won on every row, 1.21-7.35x (median
-// ~3.4x; 1.21-2.25x at exactly 4096, where the v6 rule ran the small kernel); at N*C = 2048 it
-// ranged 0.90-1.67x and below it lost (0.49-1.29x: one warp per 32 planes leaves most SMs idle).
-// Same-code rows of the two runs differed by <= 0.4%.
+// Warps per block of the fixed kernel (v8 round, benchmarks/gpu/NOTES.md): one-warp blocks against
+// four-warp blocks on the 180 fixed-kernel sweep rows with N*C 4096-16384 (7x7, 13x13; same H200 call,
+// two runs each, same-code rows within 0.15% median, 0.6% p90): 13x13 fp16 / int8 1.03-1.07x faster,
+// 7x7 0.99-1.04x, fp32 0.98-1.04x (median 1.00); two-warp blocks within 1% of one-warp blocks.
+// Where four-warp blocks would leave SMs without a block, the warps spread over more SMs.
+int fixed_warps_rule(long long units, int sms) {
+    return (units + kLaneWarps - 1) / kLaneWarps < sms ? 1 : kLaneWarps;
+}
+
+// Fixed kernel part of the choice rule. v7 (call 1 of that round, four-warp blocks): the fixed kernel
+// won every instantiated sweep row with N*C >= 4096 against the v6 rule's kernels, 1.21-7.35x.
+// v8 (one-warp blocks where fixed_warps_rule picks them, same H200 call, fixed forced against the v7
+// rule's small kernel on the rows under 4096 planes): 7x7 at N*C = 1024 1.08-1.31x (all 15 rows) and
+// at 2048 1.11-1.71x (30 rows); 13x13 fp16 / int8 at 2048 1.16-1.80x (20 rows); 13x13 fp32 at 2048
+// 0.96-1.41x (4 of 10 rows 3-4% slower) and at 1024 0.71-0.88x; 13x13 fp16 at 1024 0.985-1.19x.
+// Rule: N*C >= 1024 for H*W <= 64, else N*C >= 2048 for fp16 / int8 and >= 4096 for fp32 (11x11 is
+// not in the sweep under 4096 planes: it takes 13x13's thresholds). SPPQ_FIXED_PLANES > 0 overrides.
 bool fixed_rule(const SppArgs& a, const SppKnobs& knobs) {
-    return static_cast<long long>(a.N) * a.C >= knobs.fixed_planes;
+    const long long nc = static_cast<long long>(a.N) * a.C;
+    if (knobs.fixed_planes > 0) return nc >= knobs.fixed_planes;
+    if (static_cast<long long>(a.H) * a.W <= 64) return nc >= 1024;
+    return nc >= (a.dtype == SPPQ_FLOAT32 ? 4096 : 2048);
 }
 
 void plan_small(const SppArgs& a, const DeviceInfo& dev, long long wpp, SmallParams* sp, int* grid, int* threads,
@@ -504,8 +523,9 @@ bool lane_rule(const SppArgs& a, const SppKnobs& knobs, const LaneParams& lp) {
 }
 
 // The choice rule, from same-run timings on an H200 (benchmarks/gpu/NOTES.md, v5, v6 and v7 rounds):
-//   max pooling on an instantiated (H, W, levels) of spp_fixed.h with N*C >= 4096 (fixed_rule):
-//     fixed kernel;
+//   max pooling on an instantiated (H, W, levels) of spp_fixed.h with N*C >= 1024 on 7x7, >= 2048
+//     (fp16 / int8) or 4096 (fp32) on 11x11 / 13x13 (fixed_rule): fixed kernel, one-warp blocks when
+//     four-warp blocks would leave SMs idle (fixed_warps_rule);
 //   max pooling on tiny maps of very many planes (lane_rule above: N*C >= 32768, H*W <= 64, or
 //     H*W <= 256 for fp16 / int8): lane kernel;
 //   max pooling on other small maps (H <= 16, W <= 64) of many planes (N*C > 4096): stream kernel,
@@ -519,13 +539,13 @@ int plan_spp(const SppArgs& a, const DeviceInfo& dev, const SppKnobs& knobs, Spp
     const bool small_map = knobs.small && a.H <= kSmallMaxH && a.W <= kSmallMaxW;
     const bool few_planes = static_cast<long long>(a.N) * a.C <= knobs.small_planes;
     if (a.pooling == SPPQ_MAX && knobs.fixed_mode > 0 && (knobs.fixed_mode == 2 || fixed_rule(a, knobs))) {
-        int grid = 0, id = -1;
+        int grid = 0, id = -1, threads = 0;
         size_t smem = 0;
-        if (plan_fixed(a, dev, knobs, &out->lane, &id, &grid, &smem)) {
+        if (plan_fixed(a, dev, knobs, &out->lane, &id, &grid, &threads, &smem)) {
             out->kind = SppKernel::kFixed;
             out->fixed_id = id;
             out->grid = grid;
-            out->threads = 32 * kLaneWarps;
+            out->threads = threads;
             out->smem = smem;
             return SPPQ_OK;
         }

@@ -122,6 +122,7 @@ constexpr int kLaneMaxHW = 256;      // plane elements (H, W <= 255 for the byte
 struct LaneParams {
     long long nc;          // planes
     long long units;       // spans of 32 * k planes
+    long long nw;          // fixed kernel: warps of the launch (grid x warps per block; set at launch)
     int C, H, W, HW;
     int k;                 // groups of 32 planes per span
     int stages;            // span tiles per warp: 1 (refilled after pass 1) or 2 (copy during the whole span)
@@ -164,7 +165,9 @@ struct SppLaunch {
 // SPPQ_SMALL_WPP, SPPQ_THREADS_PER_SM (segment kernel), SPPQ_LANE (0 never, 1 rule, 2 wherever it
 // fits), SPPQ_LANE_TILE (span bytes, default 4096), SPPQ_LANE_WARP_BYTES (rule's shared-memory cap),
 // SPPQ_LANE_STAGES (span tiles per warp, 1 or 2), SPPQ_LANE_PLANES (rule's least N*C, default 32768),
-// SPPQ_FIXED (0 never, 1 rule, 2 every instantiated shape), SPPQ_FIXED_PLANES (rule's least N*C).
+// SPPQ_FIXED (0 never, 1 rule, 2 every instantiated shape), SPPQ_FIXED_PLANES (rule's least N*C; 0: by
+// shape and dtype),
+// SPPQ_FIXED_WARPS (fixed kernel's warps per block: 1, 2 or 4; 0: fixed_warps_rule).
 struct SppKnobs {
     int stream_mode = 1;  // 0 never, 1 the choice rule of plan_spp, 2 every map it fits
     long long stream_tile = 4096;
@@ -179,7 +182,8 @@ struct SppKnobs {
     int lane_stages = 1;             // span tiles per warp (1: measured faster, twice the warps per SM; or 2)
     long long lane_planes = 32768;   // choice rule: N*C at least this
     int fixed_mode = 1;              // 0 never, 1 the choice rule, 2 every instantiated shape
-    long long fixed_planes = 4096;   // choice rule: N*C at least this
+    long long fixed_planes = 0;      // choice rule: N*C at least this; 0: by shape and dtype (fixed_rule)
+    int fixed_warps = 0;             // fixed kernel's warps per block (1, 2, 4); 0: fixed_warps_rule
 };
 SppKnobs spp_knobs();
 
@@ -194,8 +198,12 @@ bool lane_rule(const SppArgs& a, const SppKnobs& knobs, const LaneParams& lp);
 // Index of (H, W, levels) in SPPQ_FIXED_SHAPES, or -1.
 int fixed_shape_id(int H, int W, const int* levels, int num_levels);
 // Fixed kernel (lane layout, no R, O from spp_fixed.h): false when the shape is not instantiated.
+// *threads: 32 x warps per block (knobs.fixed_warps, or fixed_warps_rule when that is 0).
 bool plan_fixed(const SppArgs& a, const DeviceInfo& dev, const SppKnobs& knobs, LaneParams* p, int* id, int* grid,
-    size_t* smem);
+    int* threads, size_t* smem);
+// Warps per block of the fixed kernel for `units` spans (v8 round: one-warp blocks when four-warp
+// blocks would leave SMs without a block).
+int fixed_warps_rule(long long units, int sms);
 // The fixed kernel's part of the choice rule (measured; spp_plan.cpp).
 bool fixed_rule(const SppArgs& a, const SppKnobs& knobs);
 // Worst shared-memory bank conflict of the lane kernel's tile reads (lane l reads plane l).
