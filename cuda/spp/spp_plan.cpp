@@ -184,6 +184,43 @@ int lane_conflict_ways(int hw, int esize) {
     return worst;
 }
 
+namespace {
+
+// Shared memory one warp of the lane / fixed kernels may use (a block of kLaneWarps within 200 KiB).
+size_t span_warp_budget(const DeviceInfo& dev) {
+    return static_cast<size_t>(std::min(dev.smem_optin, 200 * 1024)) / kLaneWarps;
+}
+
+// Blocks of ``wpb`` warps that fit on one SM by shared memory (registers may allow fewer: the launch clamps).
+long long span_blocks_per_sm(size_t warp_bytes, int wpb, const DeviceInfo& dev) {
+    return std::max<long long>(1, std::min<long long>(kLaneBlocksPerSm * kLaneWarps / wpb,
+        static_cast<long long>(dev.smem_per_sm) / static_cast<long long>(warp_bytes * wpb + 1024)));
+}
+
+// Spans of the lane and fixed kernels: 32 * k whole planes, k from the target tile bytes, fewer while a
+// warp's shared memory exceeds the budget or the resident warps would get fewer than ~2 spans each.
+// Returns k; *grid gets the launch's blocks (at most what fits, at most one warp per span).
+template <class WarpBytes>
+long long plan_spans(const WarpBytes& warp_bytes, long long groups, long long plane_bytes, int wpb,
+                     const DeviceInfo& dev, const SppKnobs& knobs, int* grid) {
+    const size_t budget = span_warp_budget(dev);
+    const long long sms = std::max(1, dev.sms);
+    auto resident_warps = [&](size_t wb) {
+        const long long b = span_blocks_per_sm(wb, wpb, dev) * sms;
+        return (knobs.stream_blocks > 0 ? std::min(b, knobs.stream_blocks) : b) * wpb;
+    };
+    long long k = std::max<long long>(1, knobs.lane_tile / std::max<long long>(1, 32 * plane_bytes));
+    while (k > 1 && (warp_bytes(k) > budget || groups / k < 2 * resident_warps(warp_bytes(k)))) --k;
+    const long long units = (groups + k - 1) / k;
+    const size_t wb = static_cast<size_t>(static_cast<int>(warp_bytes(k)));  // as the plan stores it
+    long long blocks = std::min(span_blocks_per_sm(wb, wpb, dev) * sms, (units + wpb - 1) / wpb);
+    if (knobs.stream_blocks > 0) blocks = std::min(blocks, knobs.stream_blocks);
+    *grid = static_cast<int>(std::max(1LL, blocks));
+    return k;
+}
+
+}  // namespace
+
 // Lane kernel: spans of 32 * k whole planes (k from the target span bytes, fewer when warps
 // would idle); per warp two span tiles, R (pass-1 column maxima of 32 planes, 4-byte slots,
 // lane-interleaved) and O (every level's bins of 32 planes, odd slot strides).
@@ -229,20 +266,9 @@ bool plan_lane(const SppArgs& a, const DeviceInfo& dev, const SppKnobs& knobs, L
     auto warp_bytes = [&](long long k) {
         return stages * align16(static_cast<size_t>(32 * k * plane_bytes) + 32) + align16(r_bytes) + o_bytes;
     };
-    const size_t budget = static_cast<size_t>(std::min(dev.smem_optin, 200 * 1024)) / kLaneWarps;
+    const size_t budget = span_warp_budget(dev);
     if (warp_bytes(1) > budget) return false;
-    const long long sms = std::max(1, dev.sms);
-    auto per_sm = [&](size_t wb) {
-        return std::max<long long>(1, std::min<long long>(kLaneBlocksPerSm,
-            static_cast<long long>(dev.smem_per_sm) / static_cast<long long>(wb * kLaneWarps + 1024)));
-    };
-    auto resident_warps = [&](size_t wb) {
-        const long long b = per_sm(wb) * sms;
-        return (knobs.stream_blocks > 0 ? std::min(b, knobs.stream_blocks) : b) * kLaneWarps;
-    };
-    long long k = std::max<long long>(1, knobs.lane_tile / std::max<long long>(1, 32 * plane_bytes));
-    // at least ~2 spans per resident warp when the input allows
-    while (k > 1 && (warp_bytes(k) > budget || groups / k < 2 * resident_warps(warp_bytes(k)))) --k;
+    const long long k = plan_spans(warp_bytes, groups, plane_bytes, kLaneWarps, dev, knobs, grid);
     p->k = static_cast<int>(k);
     p->stages = stages;
     p->units = (groups + k - 1) / k;
@@ -251,9 +277,6 @@ bool plan_lane(const SppArgs& a, const DeviceInfo& dev, const SppKnobs& knobs, L
     p->o_off = p->r_off + static_cast<int>(align16(r_bytes));
     p->warp_bytes = static_cast<int>(warp_bytes(k));
     *smem = static_cast<size_t>(p->warp_bytes) * kLaneWarps;
-    long long blocks = std::min(per_sm(p->warp_bytes) * sms, (p->units + kLaneWarps - 1) / kLaneWarps);
-    if (knobs.stream_blocks > 0) blocks = std::min(blocks, knobs.stream_blocks);
-    *grid = static_cast<int>(std::max(1LL, blocks));
     return true;
 }
 
@@ -297,21 +320,12 @@ bool plan_fixed(const SppArgs& a, const DeviceInfo& dev, const SppKnobs& knobs, 
     const long long plane_bytes = static_cast<long long>(p->HW) * es;
     const long long groups = (p->nc + 31) / 32;
     auto warp_bytes = [&](long long k) { return align16(static_cast<size_t>(32 * k * plane_bytes) + 32) + align16(o_bytes); };
-    const size_t budget = static_cast<size_t>(std::min(dev.smem_optin, 200 * 1024)) / kLaneWarps;
+    const size_t budget = span_warp_budget(dev);
     if (warp_bytes(1) > budget) return false;
     const long long sms = std::max(1, dev.sms);
     // warps per block: the knob, or the rule on the four-warp plan's span count (k = 1 there: few groups)
     const int wpb = knobs.fixed_warps > 0 ? knobs.fixed_warps : fixed_warps_rule(groups, static_cast<int>(sms));
-    auto per_sm = [&](size_t wb) {  // shared memory's limit; registers may allow fewer (the launch clamps)
-        return std::max<long long>(1, std::min<long long>(kLaneBlocksPerSm * kLaneWarps / wpb,
-            static_cast<long long>(dev.smem_per_sm) / static_cast<long long>(wb * wpb + 1024)));
-    };
-    auto resident_warps = [&](size_t wb) {
-        const long long b = per_sm(wb) * sms;
-        return (knobs.stream_blocks > 0 ? std::min(b, knobs.stream_blocks) : b) * wpb;
-    };
-    long long k = std::max<long long>(1, knobs.lane_tile / std::max<long long>(1, 32 * plane_bytes));
-    while (k > 1 && (warp_bytes(k) > budget || groups / k < 2 * resident_warps(warp_bytes(k)))) --k;
+    const long long k = plan_spans(warp_bytes, groups, plane_bytes, wpb, dev, knobs, grid);
     p->k = static_cast<int>(k);
     p->stages = 1;
     p->units = (groups + k - 1) / k;
@@ -321,9 +335,6 @@ bool plan_fixed(const SppArgs& a, const DeviceInfo& dev, const SppKnobs& knobs, 
     p->warp_bytes = static_cast<int>(warp_bytes(k));
     *smem = static_cast<size_t>(p->warp_bytes) * wpb;
     *threads = 32 * wpb;
-    long long blocks = std::min(per_sm(p->warp_bytes) * sms, (p->units + wpb - 1) / wpb);
-    if (knobs.stream_blocks > 0) blocks = std::min(blocks, knobs.stream_blocks);
-    *grid = static_cast<int>(std::max(1LL, blocks));
     return true;
 }
 
