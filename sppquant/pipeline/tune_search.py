@@ -7,8 +7,9 @@ and a task metric that moves one box at a time cannot rank 70 tensors. So:
 1. **Moves, measured in context.** From the current plan (everything not kept is INT8) each candidate
    tensor gets two kinds of move, scored by a smooth ``proxy`` of the task error (lower is better: the
    output noise energy, or the score/box error of decoded detections): *keep* (the tensor and its readers
-   leave INT8) and *switch* (it stays INT8 with another rule's amax). A switch costs no INT8, so it wins
-   whenever it gains at least ``switch_share`` of what keeping would.
+   leave INT8) and *switch* (it stays INT8 with another rule's amax; measured for the candidates whose keep
+   gains most). A switch costs no INT8, so it wins whenever it gains at least ``switch_share`` of what
+   keeping would.
 2. **Groups of growing size.** The best ``1, 2, 4, ...`` moves are applied, then the task metric is
    evaluated once; candidates are re-measured in the new context before the next group (all of them on
    the first round, the ``rerank`` best of the last ranking after that).
@@ -92,18 +93,21 @@ class _Search:
             self.result.state, self.result.got, self.result.met = state, got, True
         return good
 
-    def measure(self, state: PlanState, candidates: Sequence[str], switch_share: float) -> list[Move]:
-        """Each candidate's best move from ``state``, best first (see the module docstring)."""
+    def measure(self, state: PlanState, candidates: Sequence[str], switch_share: float, switch_top: int) -> list[Move]:
+        """Each candidate's best move from ``state``, best first (see the module docstring). Rule switches are
+        measured for the ``switch_top`` candidates whose keep gains most only: a tensor whose error barely
+        matters in context gains little from either move."""
         base = self._proxy(state)
+        keeps = sorted((Move(t, None, base - self._proxy(state.apply(Move(t)))) for t in candidates),
+                       key=lambda m: -m.gain)
         moves = []
-        for t in candidates:
-            keep = Move(t, None, base - self._proxy(state.apply(Move(t))))
-            current = state.rule_of(t)
-            switches = [Move(t, r, base - self._proxy(state.apply(Move(t, r))))
-                        for r in self.alternatives.get(t, ()) if r != current]
-            best_switch = max(switches, key=lambda m: m.gain, default=None)
-            take_switch = best_switch is not None and best_switch.gain > 0 and best_switch.gain >= switch_share * keep.gain
-            moves.append(best_switch if take_switch else keep)
+        for i, keep in enumerate(keeps):
+            current = state.rule_of(keep.tensor)
+            rules = [r for r in self.alternatives.get(keep.tensor, ()) if r != current] if i < switch_top else []
+            switches = [Move(keep.tensor, r, base - self._proxy(state.apply(Move(keep.tensor, r)))) for r in rules]
+            best = max(switches, key=lambda m: m.gain, default=None)
+            take_switch = best is not None and best.gain > 0 and best.gain >= switch_share * keep.gain
+            moves.append(best if take_switch else keep)
         return sorted(moves, key=lambda m: -m.gain)
 
     def _proxy(self, state: PlanState) -> float:
@@ -124,7 +128,7 @@ def greedy_search(tensors: Sequence[str], proxy: Callable[[PlanState], float],
     if s.check(state):
         return s.result
     while True:
-        moves = [m for m in s.measure(state, candidates, switch_share) if m.tensor not in state.keep]
+        moves = [m for m in s.measure(state, candidates, switch_share, max(rerank, group)) if m.tensor not in state.keep]
         if not moves:
             break
         chosen = moves[:group]
