@@ -108,7 +108,10 @@ class _Search:
             best = max(switches, key=lambda m: m.gain, default=None)
             take_switch = best is not None and best.gain > 0 and best.gain >= switch_share * keep.gain
             moves.append(best if take_switch else keep)
-        return sorted(moves, key=lambda m: -m.gain)
+        moves.sort(key=lambda m: -m.gain)
+        log.info("tune: %d candidate(s) measured in context (proxy %.4g; %d proxy runs so far); best: %s",
+                 len(moves), base, self.result.proxy_runs, ", ".join(f"{m} ({m.gain:.3g})" for m in moves[:3]))
+        return moves
 
     def _proxy(self, state: PlanState) -> float:
         self.result.proxy_runs += 1
