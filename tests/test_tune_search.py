@@ -110,3 +110,19 @@ def test_plan_state_moves() -> None:
     st = PlanState().apply(Move("x", "mse")).apply(Move("y")).apply(Move("x", "minmax"))
     assert st.keep == ("y",) and st.rules == (("x", "minmax"),) and st.rule_of("x") == "minmax"
     assert st.without_keep("y") == PlanState((), (("x", "minmax"),))
+
+
+def test_switches_cannot_ping_pong_and_the_search_ends() -> None:
+    """Moves measured one at a time but applied as a group can undo each other: here a and b are bad on the same
+    rule, so from (r1, r1) switching either alone to r2 looks good and both together land on (r2, r2), and back.
+    Each tensor is switched at most once, so the search ends, keeping tensors until the budget holds."""
+    names = ["c", "a", "b"]
+    _, evaluate = _problem({n: 0.004 for n in names})  # switches fix nothing on the task metric
+
+    def proxy(st: PlanState) -> float:
+        clash = not {"a", "b"} & set(st.keep) and st.rule_of("a") == st.rule_of("b")
+        return 0.01 * len({"a", "b"} - set(st.keep)) + (0 if "c" in st.keep else 5) + (1.0 if clash else 0.0)
+
+    res = greedy_search(names, proxy, evaluate, _ok(0.005), alternatives={n: ["r1", "r2"] for n in ("a", "b")})
+    assert res.met and len(res.state.keep) == _brute_min_k(names, evaluate, 0.005) == 2
+    assert res.evaluations < 10

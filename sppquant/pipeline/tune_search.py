@@ -8,8 +8,8 @@ and a task metric that moves one box at a time cannot rank 70 tensors. So:
    tensor gets two kinds of move, scored by a smooth ``proxy`` of the task error (lower is better: the
    output noise energy, or the score/box error of decoded detections): *keep* (the tensor and its readers
    leave INT8) and *switch* (it stays INT8 with another rule's amax; measured for the candidates whose keep
-   gains most). A switch costs no INT8, so it wins whenever it gains at least ``switch_share`` of what
-   keeping would.
+   gains most; at most once per tensor). A switch costs no INT8, so it wins whenever it gains at least
+   ``switch_share`` of what keeping would.
 2. **Groups of growing size.** The best ``1, 2, 4, ...`` moves are applied, then the task metric is
    evaluated once; candidates are re-measured in the new context before the next group (all of them on
    the first round, the ``rerank`` best of the last ranking after that).
@@ -102,8 +102,10 @@ class _Search:
                        key=lambda m: -m.gain)
         moves = []
         for i, keep in enumerate(keeps):
-            current = state.rule_of(keep.tensor)
-            rules = [r for r in self.alternatives.get(keep.tensor, ()) if r != current] if i < switch_top else []
+            # one switch per tensor: switching again could undo it, and the search must end (each tensor is
+            # switched at most once and kept at most once)
+            switched = state.rule_of(keep.tensor) is not None
+            rules = list(self.alternatives.get(keep.tensor, ())) if i < switch_top and not switched else []
             switches = [Move(keep.tensor, r, base - self._proxy(state.apply(Move(keep.tensor, r)))) for r in rules]
             best = max(switches, key=lambda m: m.gain, default=None)
             take_switch = best is not None and best.gain > 0 and best.gain >= switch_share * keep.gain
