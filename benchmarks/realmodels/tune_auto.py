@@ -241,7 +241,9 @@ def write_plot(name: str, res: dict, algorithm: str = "auto", stem: str | None =
 
     plan = PrecisionPlan(name, "-", algorithm, res["metric"], res["max_drop"], res["tune_fp32"],
                          res["kept_high_precision"], res["curve"], res["quantized_tensors"], res["tune_images"],
-                         res["holdout_images"], res["holdout_fp32"], res["holdout_int8"], res["met"])
+                         res["holdout_images"], res["holdout_fp32"], res["holdout_int8"], res["met"],
+                         search=res.get("search", "ranked-bisection"), evaluations=res.get("evaluations", 0) + 1,
+                         proxy_runs=res.get("proxy_runs", 0))
     stem = stem or f"tune_{name}"
     plan.write(R.RESULTS / f"{stem}.plan.json")
     png = R.RESULTS / f"{stem}.png"
