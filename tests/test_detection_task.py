@@ -403,7 +403,9 @@ def test_tune_scores_detection_by_map50(tmp_path: Path, capsys: pytest.CaptureFi
     assert got["metric"] == "map50" and got["tune_images"] == got["holdout_images"] == 4
     assert 0 < got["fp32"] <= 1 and 0 < got["holdout_fp32"] <= 1
     # no drop allowed: the search kept tensors in FP16 around the RoI SPP plugin (its rewrite computes in FP32)
-    assert max(k for k, _ in got["curve"]) > 0 and got["curve"][-1][1] >= got["fp32"]
+    # (the curve lists every evaluation in search order: the chosen set's size held the budget on the tune half)
+    assert max(k for k, _ in got["curve"]) > 0
+    assert any(k == len(got["kept_high_precision"]) and v >= got["fp32"] for k, v in got["curve"])
 
 
 def test_proposal_hook_answers_are_checked() -> None:
