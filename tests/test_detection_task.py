@@ -402,9 +402,10 @@ def test_tune_scores_detection_by_map50(tmp_path: Path, capsys: pytest.CaptureFi
     got = json.loads(plan.read_text())
     assert got["metric"] == "map50" and got["tune_images"] == got["holdout_images"] == 4
     assert 0 < got["fp32"] <= 1 and 0 < got["holdout_fp32"] <= 1
-    # no drop allowed: the search stops at the first k (tensors kept in FP16) that reaches FP32's mAP@.5
-    # (k = 0 when INT8 already does on these 4 images: the shipped detector since its retraining)
-    assert got["curve"] and got["curve"][-1][1] >= got["fp32"]
+    # no drop allowed: the chosen set (k = 0 when INT8 already reaches FP32's mAP@.5 on these 4 images, as the
+    # retrained detector does) held the budget on the tune half; the curve lists every evaluation in search order
+    assert got["curve"]
+    assert any(k == len(got["kept_high_precision"]) and v >= got["fp32"] for k, v in got["curve"])
 
 
 def test_proposal_hook_answers_are_checked() -> None:

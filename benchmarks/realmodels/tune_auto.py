@@ -288,7 +288,9 @@ def write_plot(name: str, res: dict, algorithm: str = "auto", stem: str | None =
 
     plan = PrecisionPlan(name, "-", algorithm, res["metric"], res["max_drop"], res["tune_fp32"],
                          res["kept_high_precision"], res["curve"], res["quantized_tensors"], res["tune_images"],
-                         res["holdout_images"], res["holdout_fp32"], res["holdout_int8"], res["met"])
+                         res["holdout_images"], res["holdout_fp32"], res["holdout_int8"], res["met"],
+                         search=res.get("search", "ranked-bisection"), evaluations=res.get("evaluations", 0) + 1,
+                         proxy_runs=res.get("proxy_runs", 0))
     stem = stem or f"tune_{name}"
     plan.write(R.RESULTS / f"{stem}.plan.json")
     png = R.RESULTS / f"{stem}.png"
@@ -312,7 +314,9 @@ def bench(name: str, args: argparse.Namespace) -> dict:
     if args.modelopt_python:
         rows.update(modelopt_rows(name, model, calib, evx, targets, ref, spec, args.modelopt_python))
     res = {"model": name, "calib_images": len(calib), "eval_images": len(evx), "rows": rows, **cal}
-    if not args.no_tune:
+    if not args.no_tune and args.search in ("both", "greedy"):
+        res["tune_greedy"] = greedy_tune(model, tables[args.tune_from], calib, evx, targets, spec, name, args)
+    if not args.no_tune and args.search in ("both", "bisect"):
         res["tune"] = tune_model(model, tables[args.tune_from], evx, targets, spec, TUNE_METRIC[name], args.max_drop,
                                  args.rank_images)
         res["tune"]["table"] = args.tune_from
@@ -321,6 +325,22 @@ def bench(name: str, args: argparse.Namespace) -> dict:
                  res["tune"]["quantized_tensors"], res["tune"]["metric"], res["tune"]["holdout_int8"],
                  res["tune"]["holdout_fp32"], res["tune"]["met"])
     return res
+
+
+def greedy_tune(model: onnx.ModelProto, amax: dict, calib: np.ndarray, evx: np.ndarray, targets: list, spec, name: str,
+                args: argparse.Namespace) -> dict:
+    """tune's greedy in-context search from the ``--tune-from`` table (tune_greedy.py), its plan and curve."""
+    import tune_greedy
+
+    tables = tune_greedy.rule_tables(model, calib, spec, {args.tune_from: amax})
+    g = tune_greedy.tune_model_greedy(model, tables, args.tune_from, evx, targets, spec, TUNE_METRIC[name],
+                                      args.max_drop, args.proxy_images)
+    g["table"] = args.tune_from
+    g["png"] = str(write_plot(name, g, args.tune_from, _stem(name, args) + "_greedy").relative_to(HERE))
+    log.info("%s greedy tune: k=%d of %d (%d switches), held-out %.4f vs FP32 %.4f, met=%s, %d evaluations, "
+             "%d proxy runs", name, g["k"], g["quantized_tensors"], len(g["rule_switches"]), g["holdout_int8"],
+             g["holdout_fp32"], g["met"], g["evaluations"], g["proxy_runs"])
+    return g
 
 
 def markdown(res: dict) -> str:
@@ -352,6 +372,8 @@ def markdown(res: dict) -> str:
                     f"{res['start']}; {res['runs']} runs, {len(res['moved'])} tensor(s) moved off the start, "
                     f"{res['skipped']} move(s) not tried (budget); contest output SQNR {res['contest_db']:.2f} dB."]
         out += [f"- `{n}`: {why}" for n, why in res["moved"].items()]
+    if "tune_greedy" in res:
+        out += ["", greedy_markdown(res["tune_greedy"])]
     if "tune" in res:
         t, pg = res["tune"], res["tune"]["polygraphy_bisect"]
         out += ["", f"| tune --max-drop {t['max_drop']} ({t['metric']}, from the {t.get('table', 'auto')} table) | evaluations | kept above INT8 | INT8 "
@@ -365,6 +387,15 @@ def markdown(res: dict) -> str:
                 "", f"Curve: `{t['png']}`; tune split {t['tune_images']} / held-out {t['holdout_images']} images; "
                     f"kept: {', '.join(t['kept_high_precision']) or 'none'}."]
     return "\n".join(out) + "\n"
+
+
+def greedy_markdown(g: dict) -> str:
+    import tune_greedy
+
+    return "\n".join([f"| tune --max-drop {g['max_drop']} ({g['metric']}, from the {g['table']} table) | evaluations | "
+                      "kept above INT8 | INT8 fraction | held-out INT8 | held-out FP32 | met |", "|---|---|---|---|---|---|---|",
+                      tune_greedy.markdown_row(g), "", f"Curve: `{g['png']}`; kept: {', '.join(g['kept_high_precision']) or 'none'}; "
+                      f"rule switches: {g['rule_switches'] or 'none'}; search {g['search_s']:.0f} s."])
 
 
 def _stem(name: str, args: argparse.Namespace) -> str:
@@ -389,6 +420,9 @@ def main() -> None:
                                                     "sppquant's JOINT_IMAGES for joint, AUTO_IMAGES = 16 for alone)")
     ap.add_argument("--auto-method", choices=["joint", "alone"], default="joint",
                     help="joint: the pipeline's auto (pick_rules_joint, time-budgeted); alone: the per-tensor contest")
+    ap.add_argument("--search", choices=["both", "greedy", "bisect"], default="both",
+                    help="tune searches to run: greedy in context (tune_greedy.py), the ranked bisection + Polygraphy's")
+    ap.add_argument("--proxy-images", type=int, default=8, help="tune-split images for the greedy search's proxy")
     ap.add_argument("--compare-prune", action="store_true", help="also run auto without pruning (time, choices)")
     args = ap.parse_args()
     if args.auto_images is None:

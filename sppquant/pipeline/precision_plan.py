@@ -31,7 +31,7 @@ class PrecisionPlan:
     max_drop: float
     fp32: float  # the metric in FP32 on the tune split
     kept_high_precision: list[str]
-    curve: list[list[float]]  # [k, metric] evaluated on the tune split
+    curve: list[list[float]]  # [k, metric] per evaluation on the tune split, in the order evaluated
     quantized_tensors: int
     tune_images: int
     holdout_images: int
@@ -40,6 +40,10 @@ class PrecisionPlan:
     met: bool  # the budget holds on the held-out split
     format: str = PLAN_FORMAT
     notes: list[str] = field(default_factory=list)
+    # how the plan was found (absent in plans written before the greedy search; read as these defaults)
+    search: str = "ranked-bisection"  # "greedy": pipeline.tune_search; "ranked-bisection": top-k of a ranking
+    evaluations: int = 0  # task-metric evaluations on the tune split, plus the one held-out check
+    proxy_runs: int = 0  # proxy (output noise) runs of the search, each on report.layer_images images
 
     def write(self, path: Path) -> None:
         atomic_write_text(path, json.dumps(asdict(self), indent=2) + "\n")

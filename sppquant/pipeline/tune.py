@@ -5,15 +5,18 @@ Steps:
 1. The table of the chosen algorithm (default ``auto``), from `resolve_table`.
 2. The evaluation images split deterministically: even positions tune, odd positions
    confirm (so the budget is not met by fitting the images it is checked on).
-3. Sensitivity on the tune split: every quantized tensor's OUTPUT SQNR when quantized
-   alone (`report_layers`); most sensitive first.
-4. Keep the ``k`` most sensitive tensors in high precision (no Q/DQ; their readers run in
-   FP16 / FP32), ``k`` = 0, 1, 2, 4, ... until the metric drop on the tune split is within
-   the budget, then bisect between the last two ``k``: each step is one evaluation of the
-   INT8 model, and the curve of metric against ``k`` is kept.
-5. The chosen plan evaluated on the held-out split: the plan says whether the budget holds
+3. The search (`sppquant.pipeline.tune_search.greedy_search`): from the all-INT8 model, each
+   quantized tensor's effect is measured IN CONTEXT (everything else INT8): how much the output
+   noise energy vs FP32 on ``report.layer_images`` tune images drops when that tensor (and
+   its readers) leave INT8. The best 1, 2, 4, ... tensors are kept, re-measuring after each
+   group, and the task metric is evaluated once per group on the tune split. Once the budget
+   holds, the last group is bisected and every kept tensor is tried back in INT8 (one
+   evaluation each). The curve of the metric against the number of tensors kept is recorded.
+4. The chosen plan evaluated on the held-out split: the plan says whether the budget holds
    there too. The metric is the task's primary one (classification: top-1 with labels,
-   else agreement) or the one asked for.
+   else agreement) or the one asked for. When even every tensor out of INT8 misses the budget
+   on the tune split (the model in the high precision alone misses it, or the metric is too
+   noisy for it), the plan keeps them all, ``met`` is False and its notes say why.
 
 The plan (JSON) is what `export-qdq --plan` applies (no Q/DQ on the kept tensors) and what
 TensorRT 10 users get from the table without those tensors plus layer precision
@@ -24,12 +27,15 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from sppquant.atomic import atomic_write_bytes, check_writable
+from sppquant.calibration.table import CalibrationTable
 from sppquant.config import Config
 from sppquant.data import ImageSet
 from sppquant.errors import UserError
@@ -37,9 +43,11 @@ from sppquant.pipeline.context import ModelContext, open_model, ort_runner
 from sppquant.pipeline.precision_plan import PLAN_FORMAT, PrecisionPlan, read_plan  # noqa: F401 - re-exported
 from sppquant.pipeline.report import detection_ground_truth, evaluation_set
 from sppquant.pipeline.report_eval import evaluate
-from sppquant.pipeline.report_layers import analyse_layers
-from sppquant.pipeline.tables import resolve_tables
+from sppquant.pipeline.report_layers import _layer_feeds
+from sppquant.pipeline.tables import bias_means, resolve_tables
+from sppquant.pipeline.tune_search import PlanState, greedy_search
 from sppquant.quantize.qdq import build_qdq_model
+from sppquant.tasks.metrics import SqnrAccumulator
 
 log = logging.getLogger(__name__)
 
@@ -82,25 +90,66 @@ def tune(cfg: Config, max_drop: float, output: str | Path, metric: str | None = 
         metric = "sqnr_db"
     tune_set, holdout = _split(images)
     choice = resolve_tables(cfg, [algorithm], force=force, progress=progress)[algorithm]
-    qdq = build_qdq_model(ctx.model, choice.table)
-    layers = analyse_layers(cfg, ctx, choice.table, qdq, tune_set, cfg.report.layer_images, progress)
-    ranked = [r.name for r in layers.rows if r.quantized]  # most sensitive first
+    means = bias_means(cfg, choice.path)  # the INT8 model tune judges is the one export-qdq writes
+    _, info = build_qdq_model(ctx.model, choice.table)
+    tensors = list(info.activations)
+    proxy = _noise_proxy(cfg, ctx, choice.table, tune_set, progress, means)
 
-    def evaluate_k(k: int, on: ImageSet = tune_set) -> tuple[float, float]:
-        model_q, _ = build_qdq_model(ctx.model, choice.table, keep_high_precision=ranked[:k])
+    def evaluate(state: PlanState, on: ImageSet = tune_set) -> tuple[float, float]:
+        model_q, _ = build_qdq_model(ctx.model, choice.table, keep_high_precision=state.keep, channel_means=means)
         return _metric_fn(cfg, ctx, model_q, on, metric)
 
-    k, curve, fp32 = search_smallest_k(evaluate_k, len(ranked), max_drop, metric)
-    h_fp32, h_int8 = evaluate_k(k, holdout)
-    met = within_budget(h_fp32, h_int8, max_drop, metric)
-    plan = PrecisionPlan(str(cfg.model.path), str(choice.path), algorithm, metric, max_drop, fp32, ranked[:k],
-                         curve, len(ranked), len(tune_set), len(holdout), h_fp32, h_int8, met)
-    if not met:
-        plan.notes.append(f"the budget is NOT met on the held-out images: {metric} {h_int8:.4f} vs FP32 {h_fp32:.4f}")
-        log.warning("%s", plan.notes[-1])
+    found = greedy_search(tensors, proxy, evaluate, lambda ref, got: within_budget(ref, got, max_drop, metric))
+    h_fp32, h_int8 = evaluate(found.state, holdout)
+    met = found.met and within_budget(h_fp32, h_int8, max_drop, metric)
+    plan = PrecisionPlan(str(cfg.model.path), str(choice.path), algorithm, metric, max_drop, found.ref,
+                         list(found.state.keep), found.curve, len(tensors), len(tune_set), len(holdout), h_fp32, h_int8,
+                         met, search="greedy", evaluations=found.evaluations + 1, proxy_runs=found.proxy_runs)
+    plan.notes += _notes(plan, found.met, found.got)
+    for note in plan.notes:
+        log.warning("%s", note)
     plan.write(output)
     atomic_write_bytes(output.with_suffix(".png"), plot_curve(plan))
     return plan
+
+
+def _notes(plan: PrecisionPlan, tune_met: bool, tune_got: float) -> list[str]:
+    """What the user must know: the budget missed, and where (tune split, held-out split)."""
+    m, notes = plan.metric, []
+    if not tune_met:
+        notes.append(f"the budget is NOT met on the tune images even with all {plan.quantized_tensors} quantized "
+                     f"tensors out of INT8: {m} {tune_got:.4f} vs FP32 {plan.fp32:.4f} (max drop {plan.max_drop:g}); "
+                     "the high-precision model itself misses it, or the metric moves more than the budget "
+                     "between runs on these images: allow a larger --max-drop or evaluate on more images")
+    if not plan.met:
+        notes.append(f"the budget is NOT met on the held-out images: {m} {plan.holdout_int8:.4f} vs FP32 "
+                     f"{plan.holdout_fp32:.4f}")
+    if plan.met and plan.quantized_tensors and len(plan.kept_high_precision) > 0.1 * plan.quantized_tensors:
+        notes.append(f"{len(plan.kept_high_precision)} of {plan.quantized_tensors} quantized tensors kept out of "
+                     f"INT8 ({1 - len(plan.kept_high_precision) / plan.quantized_tensors:.0%} INT8): under 90% INT8")
+    return notes
+
+
+def _noise_proxy(cfg: Config, ctx: ModelContext, table: CalibrationTable, images: ImageSet,
+                 progress: bool, means: Mapping[str, np.ndarray] | None = None) -> Callable[[PlanState], float]:
+    """The search's proxy: output noise energy / signal energy vs FP32 (1 / output SQNR, linear) on the first
+    ``report.layer_images`` tune images, for the plan's Q/DQ model."""
+    feeds = _layer_feeds(cfg, ctx, images, cfg.report.layer_images, progress)
+    outputs = list(ctx.outputs)
+    with ort_runner(cfg, ctx.model) as fp32:
+        refs = [fp32.run(f, outputs) for f in feeds]
+
+    def proxy(state: PlanState) -> float:
+        model_q, _ = build_qdq_model(ctx.model, table, keep_high_precision=state.keep, channel_means=means)
+        acc = SqnrAccumulator()
+        with ort_runner(cfg, model_q) as run:
+            for f, ref in zip(feeds, refs):
+                y = run.run(f, outputs)
+                for o in outputs:
+                    acc.add(ref[o], y[o])
+        return acc.noise / max(acc.signal, 1e-30)
+
+    return proxy
 
 
 def within_budget(ref: float, got: float, max_drop: float, metric: str) -> bool:
@@ -145,8 +194,14 @@ def plot_curve(plan: PrecisionPlan) -> bytes:
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
     fig, ax = plt.subplots(figsize=(6, 3.6))
-    ks, vs = zip(*plan.curve) if plan.curve else ((), ())
-    ax.plot(ks, vs, "o-", label=f"INT8 + k tensors in high precision ({plan.algorithm})")
+    pts = sorted((k, v) for k, v in plan.curve)  # a search may evaluate several sets of one size: all are shown
+    ks, vs = zip(*pts) if pts else ((), ())
+    ax.plot(ks, vs, "o", label=f"INT8 + k tensors in high precision ({plan.algorithm}; {plan.search} search)")
+    best: dict[float, float] = {}
+    for k, v in pts:
+        best[k] = max(best.get(k, v), v)
+    if best:
+        ax.plot(list(best), list(best.values()), "-", color="C0", alpha=0.5)
     ax.axhline(plan.fp32, color="k", ls=":", label="FP32")
     if plan.metric != "sqnr_db":
         ax.axhline(plan.fp32 - plan.max_drop, color="#c44e52", ls="--", label=f"budget (-{plan.max_drop:g})")
