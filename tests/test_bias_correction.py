@@ -108,6 +108,7 @@ def test_corrected_int8_conv_keeps_fp32_output_means() -> None:
     assert weighted_layer_inputs(model) == {"x": 1}
     plain, fixed, (_, info) = _means_error(model, x, {"x": x.mean(axis=(0, 2, 3))})
     assert [c.node for c in info.bias_corrections] == ["conv"]
+    assert "1 layer bias(es) corrected for INT8 weight rounding" in info.placement  # what reports show
     assert fixed < 1e-5 < plain / 100
 
 

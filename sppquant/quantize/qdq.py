@@ -529,6 +529,8 @@ def build_qdq_model(
     if hp == "fp16":
         out = _to_fp16(out)
     info.placement = _describe(rules, only_list, hp)
+    if info.bias_corrections:
+        info.placement += f"; {len(info.bias_corrections)} layer bias(es) corrected for INT8 weight rounding"
     if info.unquantized_weights:
         log.warning("%d Conv/Gemm/MatMul weight(s) not quantized: %s", len(info.unquantized_weights),
                     "; ".join(f"{k}: {v}" for k, v in info.unquantized_weights.items()))
