@@ -71,7 +71,7 @@ def calibrate_rules(model: onnx.ModelProto, calib: np.ndarray, spec, compare_pru
 
     inp = model.graph.input[0].name
     t0 = time.perf_counter()
-    hists = ours.collect_histograms(model, R.batches(calib, spec.batch, inp), threads=R.THREADS)
+    hists, means = ours.collect(model, R.batches(calib, spec.batch, inp), threads=R.THREADS)
     t_hist = time.perf_counter() - t0
     tables, times, per_rule = {}, {}, {}
     for rule in ("entropy2", "percentile"):
@@ -81,10 +81,12 @@ def calibrate_rules(model: onnx.ModelProto, calib: np.ndarray, spec, compare_pru
         times[rule] = t_hist + time.perf_counter() - t1
         times[f"{rule}_rule"] = time.perf_counter() - t1
         per_rule[rule] = tables[rule]
+    times["percentile+bc"] = times["percentile"]  # the product default: the same table, bias-corrected export
     if skip_auto:
-        return tables, {"times": times, "hist_s": t_hist, "auto_images": 0}
+        return tables, {"times": times, "hist_s": t_hist, "auto_images": 0, "means": means}
     if auto_method == "joint":
-        return auto_joint(model, calib, spec, hists, tables, times, t_hist, auto_images)
+        tables, cal = auto_joint(model, calib, spec, hists, tables, times, t_hist, auto_images)
+        return tables, {**cal, "means": means}
     t1 = time.perf_counter()
     cands = get_algorithm("auto").candidates
     for rule in cands:
@@ -306,8 +308,13 @@ def bench(name: str, args: argparse.Namespace) -> dict:
                                   args.auto_method)
     ref = infer_model(model, evx, spec.batch)
     rows = {"fp32": {**metric_on(spec, ref, ref, targets), "sqnr_db": float("inf")}}
-    for rule, amax in tables.items():
-        outs = infer_model(ours.qdq_model(model, amax, "auto" if rule.startswith("auto") else rule), evx, spec.batch)
+    means = cal.pop("means", None)
+    variants = [(rule, amax, None) for rule, amax in tables.items()]
+    if means is not None and "percentile" in tables:
+        variants.append(("percentile+bc", tables["percentile"], means))
+    for rule, amax, m in variants:
+        base = "auto" if rule.startswith("auto") else rule.split("+")[0]
+        outs = infer_model(ours.qdq_model(model, amax, base, means=m), evx, spec.batch)
         rows[rule] = {**metric_on(spec, ref, outs, targets), "sqnr_db": R.sqnr_db(ref, outs),
                       "calib_s": cal["times"][rule], **fp32_agreement(name, ref, outs)}
         log.info("%s %s: %s", name, rule, rows[rule])
@@ -399,8 +406,9 @@ def greedy_markdown(g: dict) -> str:
 
 
 def _stem(name: str, args: argparse.Namespace) -> str:
-    if args.no_tune:  # auto's rows only: not the tune results' files
-        return f"auto_{name}"
+    if args.no_tune:  # auto's rows only: not the tune results' files (other image counts: their own files)
+        default = (args.calib, args.eval) == (32, 160 if name == "ddddocr_rec" else 80)
+        return f"auto_{name}" + ("" if default else f"_c{args.calib}_e{args.eval}")
     return f"tune_{name}" + ("" if args.tune_from == "auto" else f"_{args.tune_from}")
 
 
