@@ -66,19 +66,14 @@ def model_path(name: str) -> Path:
 
 def tensors(name: str) -> list[np.ndarray]:
     """``POOL`` preprocessed inputs (1, C, H, W) from the realmodels benchmark's image builders."""
-    from models import MEAN, MODELS, STD  # noqa: PLC0415
-    from PIL import Image
+    from models import MODELS, cls_preprocess  # noqa: PLC0415
 
     if name == "ddddocr_det":
         spec = MODELS["ddddocr_det"]
         imgs, _ = spec.build_set(POOL, 1000)
         return [spec.preprocess(i)[None] for i in imgs]
     imgs, _ = MODELS["effnet_lite0"].build_set(POOL, 1000)
-    out = []
-    for img in imgs:
-        x = np.asarray(img.convert("RGB").resize((640, 640), Image.BILINEAR), np.float32).transpose(2, 0, 1) / 255.0
-        out.append(((x - MEAN) / STD).astype(np.float32)[None])
-    return out
+    return [cls_preprocess(img, 640)[None] for img in imgs]  # square crops: 640 x 640
 
 
 def feeds(pool: list[np.ndarray], n: int, input_name: str) -> Iterator[dict[str, np.ndarray]]:

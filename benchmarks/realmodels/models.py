@@ -339,9 +339,10 @@ MEAN = np.array([0.485, 0.456, 0.406], np.float32)[:, None, None]
 STD = np.array([0.229, 0.224, 0.225], np.float32)[:, None, None]
 
 
-def _cls_pre(img: Image.Image) -> np.ndarray:
+def cls_preprocess(img: Image.Image, size: int = CLS_SIZE) -> np.ndarray:
+    """Resize(size) on the shorter side (PIL bilinear), ToTensor, ImageNet Normalize."""
     w, h = img.size
-    s = CLS_SIZE / min(w, h)
+    s = size / min(w, h)
     img = img.convert("RGB").resize((round(w * s), round(h * s)), Image.BILINEAR)
     x = np.asarray(img, np.float32).transpose(2, 0, 1) / 255.0
     return ((x - MEAN) / STD).astype(np.float32)
@@ -385,5 +386,5 @@ MODELS: dict[str, ModelSpec] = {
         sppquant_preprocess=("mostly: rgb, mean/std expressible; 'Resize(224)' (shorter side to 224, keep ratio, no "
                              "crop/pad) is not letterbox; equal for square images only; PIL antialiased bilinear vs "
                              "OpenCV linear differ on downscaling"),
-        build_set=_cls_set, preprocess=_cls_pre, metric=_Agreement(), batch=16, export=_effnet_export),
+        build_set=_cls_set, preprocess=cls_preprocess, metric=_Agreement(), batch=16, export=_effnet_export),
 }
