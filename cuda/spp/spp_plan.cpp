@@ -32,6 +32,19 @@ void int8_ratio(const SppArgs& a, float* ratio, int* requant) {
 int bin_start(long long i, long long len, long long n) { return static_cast<int>((i * len) / n); }
 int bin_end(long long i, long long len, long long n) { return static_cast<int>(((i + 1) * len + n - 1) / n); }
 
+// A root level's bin ranges along H (rows) and W (columns), at rows row_off .. row_off + n - 1 of the tables
+// (stream kernel: 16-bit entries; lane and small kernels: 8-bit, their maps being at most 255 wide).
+template <class T>
+void fill_root_bins(const SppArgs& a, int n, int row_off, T* ys, T* ye, T* xs, T* xe) {
+    for (int i = 0; i < n; ++i) {
+        const int j = row_off + i;
+        ys[j] = static_cast<T>(bin_start(i, a.H, n));
+        ye[j] = static_cast<T>(bin_end(i, a.H, n));
+        xs[j] = static_cast<T>(bin_start(i, a.W, n));
+        xe[j] = static_cast<T>(bin_end(i, a.W, n));
+    }
+}
+
 // Root tables of the stream kernel: per root bin row/column j, its range along H and W.
 void fill_stream_levels(const SppArgs& a, StreamParams* p) {
     const LevelPlan lp = plan_levels(a.levels, a.num_levels, /*derive=*/true);
@@ -47,14 +60,7 @@ void fill_stream_levels(const SppArgs& a, StreamParams* p) {
         p->row_off[l] = lp.row_off[l];
         p->rb_off[l] = lp.rb_off[l];
         if (lp.root_of[l] != l) continue;
-        const int n = lp.lev[l];
-        for (int i = 0; i < n; ++i) {
-            const int j = lp.row_off[l] + i;
-            p->rys[j] = static_cast<unsigned short>(bin_start(i, a.H, n));
-            p->rye[j] = static_cast<unsigned short>(bin_end(i, a.H, n));
-            p->rxs[j] = static_cast<unsigned short>(bin_start(i, a.W, n));
-            p->rxe[j] = static_cast<unsigned short>(bin_end(i, a.W, n));
-        }
+        fill_root_bins(a, lp.lev[l], lp.row_off[l], p->rys, p->rye, p->rxs, p->rxe);
     }
 }
 
@@ -249,13 +255,7 @@ bool plan_lane(const SppArgs& a, const DeviceInfo& dev, const SppKnobs& knobs, L
         p->div_nn[l] = make_fastdiv(static_cast<unsigned>(nn));
         obase += 32 * (nn | 1);
         if (lp.root_of[l] != l) continue;
-        for (int i = 0; i < n; ++i) {
-            const int j = lp.row_off[l] + i;
-            p->rys[j] = static_cast<unsigned char>(bin_start(i, a.H, n));
-            p->rye[j] = static_cast<unsigned char>(bin_end(i, a.H, n));
-            p->rxs[j] = static_cast<unsigned char>(bin_start(i, a.W, n));
-            p->rxe[j] = static_cast<unsigned char>(bin_end(i, a.W, n));
-        }
+        fill_root_bins(a, n, lp.row_off[l], p->rys, p->rye, p->rxs, p->rxe);
     }
     if (obase > 0xffff) return false;
     const long long plane_bytes = static_cast<long long>(p->HW) * static_cast<long long>(es);
@@ -374,12 +374,8 @@ void plan_small(const SppArgs& a, const DeviceInfo& dev, long long wpp, SmallPar
         sp->lev[l] = static_cast<unsigned char>(n);
         sp->total_bins += n * n;
         sp->sumn += n;
-        for (int i = 0; i < n; ++i, ++j) {
-            sp->xs[j] = static_cast<unsigned char>(bin_start(i, a.W, n));
-            sp->xe[j] = static_cast<unsigned char>(bin_end(i, a.W, n));
-            sp->ys[j] = static_cast<unsigned char>(bin_start(i, a.H, n));
-            sp->ye[j] = static_cast<unsigned char>(bin_end(i, a.H, n));
-        }
+        fill_root_bins(a, n, j, sp->ys, sp->ye, sp->xs, sp->xe);
+        j += n;
     }
     auto small_smem = [&](long long pl) {
         const size_t r = static_cast<size_t>(pl) * a.H * sp->sumn * 4 + 4 * sp->sumn + SPPQ_MAX_LEVELS;
