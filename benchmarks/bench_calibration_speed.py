@@ -97,9 +97,14 @@ def child_sppquant(name: str, n: int, threads: int | None, ort_threads: int | No
     extra = {"spinning": False} if feed_cls else {}  # as calibration_shard opens it
     runner = OrtRunner(model, extra_outputs=names, threads=ort_threads, **extra)
     outputs = [x for x in names if x not in set(runner.input_names)]
-    try:  # calibration_shard's collector: derived tensors (Pad, Concat, Reshape...) merged from their inputs
+    try:  # calibration_shard's collector: derived tensors (Pad, Concat, Reshape...) merged from their inputs,
+        # and the Conv/Gemm inputs' per-channel means (bias correction)
         from sppquant.calibration.derive import derivations
-        collector = collect.ActivationCollector(names, derivations(model, names))
+        try:
+            from sppquant.model import weighted_layer_inputs
+            collector = collect.ActivationCollector(names, derivations(model, names), weighted_layer_inputs(model))
+        except ImportError:  # the code before bias correction
+            collector = collect.ActivationCollector(names, derivations(model, names))
     except ImportError:  # the code before derive.py
         collector = collect.ActivationCollector(names)
     if feed_cls is not None and threads is None:  # calibration_shard's rule, calibration.workers = 2
