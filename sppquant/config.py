@@ -75,6 +75,10 @@ class CalibrationConfig:
     # INT8 layers' biases absorb the mean shift of weight rounding (quantize/bias_correction.py): Q/DQ exports,
     # report and tune, from the per-channel input means the calibration pass records
     bias_correction: bool = True
+    # how INT8 weights are rounded in those same models: "gptq" (pipeline/weight_rounding.py: for the layer's output
+    # error, from the FP32 layer inputs of the first weight_rounding_images calibration images) or "nearest"
+    weight_rounding: Literal["nearest", "gptq"] = "gptq"
+    weight_rounding_images: int = 32
     output: Path = field(default=Path("calibration.cache"), metadata=PATH)
     trt_version: str = "10.16.1"
     # Parameters of the registered algorithms, each under its own key (``percentile: 99.9``);
@@ -307,6 +311,8 @@ def _validate(cfg: Config, ctx: _Ctx) -> None:
     cal = cfg.calibration
     if cal.batch_size <= 0:
         ctx.fail("calibration.batch_size", f"expected a positive integer, got {cal.batch_size}")
+    if cal.weight_rounding_images <= 0:
+        ctx.fail("calibration.weight_rounding_images", f"expected a positive integer, got {cal.weight_rounding_images}")
     if cal.workers <= 0:
         ctx.fail("calibration.workers", f"expected a positive integer, got {cal.workers}")
     if cal.max_images is not None and cal.max_images <= 0:

@@ -17,6 +17,7 @@ from sppquant.calibration.collect import ActivationCollector
 from sppquant.calibration.tying import apply_ties, tie_sources
 from sppquant.model import weighted_layer_inputs
 from sppquant.quantize.qdq import build_qdq_model
+from sppquant.quantize.weight_rounding import RoundedWeight, RoundingPass
 
 log = logging.getLogger(__name__)
 
@@ -64,14 +65,27 @@ def amax_table(model: onnx.ModelProto, hists: dict[str, Histogram], algorithm: s
     return amax
 
 
+def gptq(model: onnx.ModelProto, batches: Iterable[dict[str, np.ndarray]], seed: int = 0,
+         threads: int = 2) -> dict[str, RoundedWeight]:
+    """GPTQ-rounded INT8 weights from these FP32 batches, as `calibration.weight_rounding: gptq` does (the
+    product default; the product feeds the first 32 calibration images)."""
+    rounding = RoundingPass(model, seed)
+    run = OrtRunner(model, extra_outputs=rounding.inputs, threads=threads)
+    for feeds in batches:
+        rounding.observe({**feeds, **run.run(feeds, [t for t in rounding.inputs if t not in feeds])})
+    return rounding.result()
+
+
 def qdq_model(model: onnx.ModelProto, amax: dict[str, float], algorithm: str,
-              keep: Iterable[str] = (), means: dict[str, np.ndarray] | None = None) -> onnx.ModelProto:
-    """sppquant's Q/DQ model; ``means``: bias correction from these per-channel input means (the product
-    default; None: without)."""
+              keep: Iterable[str] = (), means: dict[str, np.ndarray] | None = None,
+              rounded: dict[str, RoundedWeight] | None = None) -> onnx.ModelProto:
+    """sppquant's Q/DQ model; ``means``: bias correction from these per-channel input means, ``rounded``: GPTQ
+    weights (both the product default; None: without)."""
     table = CalibrationTable.from_amax(TRT_VERSION, HEADERS.get(algorithm, "EntropyCalibration2"), amax)
     # FP32 between the Q/DQ pairs, as ORT quantize_static leaves it: the benchmark judges INT8 thresholds. (The
     # export's TensorRT 11 default, FP16 there, alone takes the recognizer to 5.9 dB: RESULTS.md, issue 10 part 2.)
-    qdq, _info = build_qdq_model(model, table, high_precision="fp32", keep_high_precision=keep, channel_means=means)
+    qdq, _info = build_qdq_model(model, table, high_precision="fp32", keep_high_precision=keep, channel_means=means,
+                                 rounded_weights=rounded)
     return qdq
 
 

@@ -39,6 +39,7 @@ import ours  # noqa: E402
 import run as R  # noqa: E402
 
 log = logging.getLogger("tune_auto")
+GPTQ_IMAGES = 32  # calibration.weight_rounding_images' default
 TUNE_METRIC = {"ddddocr_rec": "exact_match", "ddddocr_det": "box_f1_fp32", "effnet_lite0": "top1_agree_fp32"}
 
 
@@ -81,12 +82,18 @@ def calibrate_rules(model: onnx.ModelProto, calib: np.ndarray, spec, compare_pru
         times[rule] = t_hist + time.perf_counter() - t1
         times[f"{rule}_rule"] = time.perf_counter() - t1
         per_rule[rule] = tables[rule]
-    times["percentile+bc"] = times["percentile"]  # the product default: the same table, bias-corrected export
+    times["percentile+bc"] = times["percentile"]  # the same table, bias-corrected export
+    t1 = time.perf_counter()
+    rounded = ours.gptq(model, R.batches(calib[:GPTQ_IMAGES], spec.batch, inp), threads=R.THREADS)
+    times["gptq_s"] = time.perf_counter() - t1
+    times["percentile+gptq"] = times["percentile"] + times["gptq_s"]  # the product default now
+    extra = {"means": means, "rounded": rounded}
     if skip_auto:
-        return tables, {"times": times, "hist_s": t_hist, "auto_images": 0, "means": means}
+        return tables, {"times": times, "hist_s": t_hist, "auto_images": 0, **extra}
     if auto_method == "joint":
         tables, cal = auto_joint(model, calib, spec, hists, tables, times, t_hist, auto_images)
-        return tables, {**cal, "means": means}
+        cal["times"]["auto+gptq"] = cal["times"]["auto"] + times["gptq_s"]
+        return tables, {**cal, **extra}
     t1 = time.perf_counter()
     cands = get_algorithm("auto").candidates
     for rule in cands:
@@ -308,13 +315,16 @@ def bench(name: str, args: argparse.Namespace) -> dict:
                                   args.auto_method)
     ref = infer_model(model, evx, spec.batch)
     rows = {"fp32": {**metric_on(spec, ref, ref, targets), "sqnr_db": float("inf")}}
-    means = cal.pop("means", None)
-    variants = [(rule, amax, None) for rule, amax in tables.items()]
+    means, rounded = cal.pop("means", None), cal.pop("rounded", None)
+    variants = [(rule, amax, None, None) for rule, amax in tables.items()]
     if means is not None and "percentile" in tables:
-        variants.append(("percentile+bc", tables["percentile"], means))
-    for rule, amax, m in variants:
+        variants.append(("percentile+bc", tables["percentile"], means, None))
+        variants.append(("percentile+gptq", tables["percentile"], means, rounded))
+    if "auto" in tables and "auto+gptq" in cal["times"]:
+        variants.append(("auto+gptq", tables["auto"], means, rounded))
+    for rule, amax, m, rw in variants:
         base = "auto" if rule.startswith("auto") else rule.split("+")[0]
-        outs = infer_model(ours.qdq_model(model, amax, base, means=m), evx, spec.batch)
+        outs = infer_model(ours.qdq_model(model, amax, base, means=m, rounded=rw), evx, spec.batch)
         rows[rule] = {**metric_on(spec, ref, outs, targets), "sqnr_db": R.sqnr_db(ref, outs),
                       "calib_s": cal["times"][rule], **fp32_agreement(name, ref, outs)}
         log.info("%s %s: %s", name, rule, rows[rule])

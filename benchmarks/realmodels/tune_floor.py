@@ -97,6 +97,11 @@ def _decoded(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return xyxy, (q[:, 4:5] * q[:, 5:]).max(1)
 
 
+def _per_image(outs: list[np.ndarray], batch: int) -> list[np.ndarray]:
+    """One output per image (the halves index images; batched models return one array per batch)."""
+    return outs if batch == 1 else [o[j:j + 1] for o in outs for j in range(len(o))]
+
+
 def floor(name: str, n_calib: int, n_eval: int) -> dict:
     spec = R.load_spec(name)
     model = ours.prepare(onnx.load(str(spec.path())))
@@ -104,12 +109,12 @@ def floor(name: str, n_calib: int, n_eval: int) -> dict:
     inp = model.graph.input[0].name
     amax = ours.amax_table(model, ours.collect_histograms(model, R.batches(calib, spec.batch, inp)), "percentile")
     metric = TUNE_METRIC[name]
-    ref = infer_model(model, evx, spec.batch)
+    ref = _per_image(infer_model(model, evx, spec.batch), spec.batch)
     halves = {"all": list(range(len(evx))), "tune": list(range(0, len(evx), 2)), "held-out": list(range(1, len(evx), 2))}
     rows = {}
     for key, m in variants(model, amax).items():
         t0 = time.perf_counter()
-        outs = infer_model(m, evx, spec.batch)
+        outs = _per_image(infer_model(m, evx, spec.batch), spec.batch)
         rows[key] = {h: metric_on(spec, [ref[i] for i in idx], [outs[i] for i in idx], [targets[i] for i in idx])[metric]
                      for h, idx in halves.items()}
         rows[key]["sqnr_db"] = R.sqnr_db(ref, outs)

@@ -12,7 +12,8 @@ from sppquant.config import Config
 from sppquant.errors import TableError, UserError
 from sppquant.ops import upgrade_opset
 from sppquant.pipeline.context import open_model, ort_runner
-from sppquant.pipeline.tables import bias_means, resolve_table
+from sppquant.pipeline.tables import resolve_table
+from sppquant.pipeline.weight_rounding import int8_weights
 from sppquant.quantize.qdq import (
     HIGH_PRECISIONS,
     MIN_OPSET,
@@ -51,7 +52,8 @@ def export_qdq(cfg: Config, output: str | Path, table_path: str | Path | None = 
     output = check_writable(output, "Q/DQ model")
     if output.resolve() == Path(cfg.model.path).resolve():
         raise UserError(f"--output {output} is the FP32 model itself (model.path); write the Q/DQ model elsewhere")
-    model = upgrade_opset(open_model(cfg).model, MIN_OPSET, "per-axis Q/DQ", str(cfg.model.path))
+    ctx = open_model(cfg)
+    model = upgrade_opset(ctx.model, MIN_OPSET, "per-axis Q/DQ", str(cfg.model.path))
     keep: list[str] = []
     if plan is not None:  # the plan ranks ITS table's tensors: that table, unless one is given explicitly
         from sppquant.pipeline.precision_plan import plan_table_path, read_plan  # noqa: PLC0415
@@ -68,7 +70,7 @@ def export_qdq(cfg: Config, output: str | Path, table_path: str | Path | None = 
     extra = sorted(set(table.scales) - model_tensor_names(model))
     try:
         qdq, info = build_qdq_model(model, table, high_precision=high_precision, keep_high_precision=keep,
-                                    channel_means=bias_means(cfg, table_path))
+                                    **int8_weights(cfg, ctx, table_path, progress).kwargs())
     except TableError as exc:
         also = f"; {len(extra)} table tensor(s) not in the model: {few(extra)}" if extra else ""
         raise TableError(f"{table_path}: calibration table does not match {cfg.model.path}: {exc}{also} "

@@ -45,7 +45,8 @@ from sppquant.pipeline.report_variants import (
     tensorrt_variants,
 )
 from sppquant.pipeline.shards import EvaluationJob, evaluate_sharded
-from sppquant.pipeline.tables import TableChoice, bias_means, resolve_tables
+from sppquant.pipeline.tables import TableChoice, resolve_tables
+from sppquant.pipeline.weight_rounding import int8_weights
 from sppquant.quantize.qdq import check_table_matches
 from sppquant.report.model import DatasetInfo, Fp16Info, Report, TableInfo
 
@@ -158,7 +159,7 @@ def build_report(
     tables = resolve_tables(cfg, algos, _given(table), force, progress)  # the one table rule
     for choice in tables.values():
         check_table_matches(choice.table, names, str(choice.path), str(cfg.model.path))
-    qdq = int8_models(cfg, ctx, tables, out_dir)
+    qdq = int8_models(cfg, ctx, tables, out_dir, progress)
     ex = make_executor(cfg, None, chosen)
     variants = tensorrt_variants(cfg, algos, qdq) if chosen == "tensorrt" else ort_variants(cfg, ctx, qdq, mixed)
     try:
@@ -191,7 +192,7 @@ def _mixed(cfg: Config, ctx: ModelContext, plan: str | Path, names: Sequence[str
     path = plan_table_path(read, plan)
     table = read_table(path, drop_zero_inf=True)
     check_table_matches(table, names, str(path), str(cfg.model.path))
-    return mixed_model(ctx, read, table, out_dir, bias_means(cfg, path)), read
+    return mixed_model(ctx, read, table, out_dir, int8_weights(cfg, ctx, path)), read
 
 
 DROP_WARN = 0.01  # a primary-metric drop (fraction) past which INT8 is reported as a problem

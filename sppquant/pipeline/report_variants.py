@@ -11,12 +11,10 @@ from __future__ import annotations
 import logging
 import os
 import platform
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnx
 
 from sppquant.atomic import atomic_write_bytes
@@ -29,7 +27,8 @@ from sppquant.errors import BackendUnavailable, UserError
 from sppquant.ops import upgrade_opset
 from sppquant.pipeline.context import ModelContext, ort_runner
 from sppquant.pipeline.precision_plan import PrecisionPlan
-from sppquant.pipeline.tables import TableChoice, bias_means
+from sppquant.pipeline.tables import TableChoice
+from sppquant.pipeline.weight_rounding import Int8Weights, int8_weights
 from sppquant.quantize.fp16 import ort_fp16_model
 from sppquant.quantize.qdq import MIN_OPSET, QdqInfo, build_qdq_model, check_qdq_model
 from sppquant.report.model import BackendInfo, DeviceInfo, Fp16Info, Int8ModelInfo
@@ -73,13 +72,14 @@ class Variants:
 
 
 def int8_models(cfg: Config, ctx: ModelContext, tables: dict[str, TableChoice],
-                out_dir: Path) -> dict[str, tuple[Any, QdqInfo]]:
+                out_dir: Path, progress: bool = True) -> dict[str, tuple[Any, QdqInfo]]:
     """The Q/DQ model of every algorithm's table (bias-corrected where the config asks and the table's
-    calibration recorded the means), checked and saved as ``model_int8_<algo>.qdq.onnx``."""
+    calibration recorded the means; weights rounded as ``calibration.weight_rounding`` says), checked
+    and saved as ``model_int8_<algo>.qdq.onnx``."""
     qdq = {}
     base = upgrade_opset(ctx.model, MIN_OPSET, "per-axis Q/DQ", str(ctx.path))
     for algo, choice in tables.items():
-        model_q, info = build_qdq_model(base, choice.table, channel_means=bias_means(cfg, choice.path))
+        model_q, info = build_qdq_model(base, choice.table, **int8_weights(cfg, ctx, choice.path, progress).kwargs())
         check_qdq_model(model_q, f"INT8 Q/DQ model ({algo})")
         atomic_write_bytes(out_dir / f"model_int8_{algo}.qdq.onnx", model_q.SerializeToString())
         qdq[algo] = (model_q, info)
@@ -90,12 +90,12 @@ MIXED_MODEL = "model_mixed.qdq.onnx"
 
 
 def mixed_model(ctx: ModelContext, plan: PrecisionPlan, table: CalibrationTable, out_dir: Path,
-                channel_means: Mapping[str, np.ndarray] | None = None) -> onnx.ModelProto:
+                weights: Int8Weights | None = None) -> onnx.ModelProto:
     """The "mixed" column of ``report --plan``: the plan's table without Q/DQ on its kept tensors (the file
     ``export-qdq --plan`` writes), checked and saved as ``model_mixed.qdq.onnx``."""
     base = upgrade_opset(ctx.model, MIN_OPSET, "per-axis Q/DQ", str(ctx.path))
     model_q, _ = build_qdq_model(base, table, keep_high_precision=plan.kept_high_precision,
-                                 channel_means=channel_means)
+                                 **(weights or Int8Weights()).kwargs())
     check_qdq_model(model_q, "mixed-precision Q/DQ model (--plan)")
     atomic_write_bytes(out_dir / MIXED_MODEL, model_q.SerializeToString())
     return model_q

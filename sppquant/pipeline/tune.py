@@ -27,12 +27,10 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from sppquant.atomic import atomic_write_bytes, check_writable
 from sppquant.calibration.table import CalibrationTable
@@ -44,8 +42,9 @@ from sppquant.pipeline.precision_plan import PLAN_FORMAT, PrecisionPlan, read_pl
 from sppquant.pipeline.report import detection_ground_truth, evaluation_set
 from sppquant.pipeline.report_eval import evaluate
 from sppquant.pipeline.report_layers import _layer_feeds
-from sppquant.pipeline.tables import bias_means, resolve_tables
+from sppquant.pipeline.tables import resolve_tables
 from sppquant.pipeline.tune_search import PlanState, greedy_search
+from sppquant.pipeline.weight_rounding import Int8Weights, int8_weights
 from sppquant.quantize.qdq import build_qdq_model
 from sppquant.tasks.metrics import SqnrAccumulator
 
@@ -90,13 +89,13 @@ def tune(cfg: Config, max_drop: float, output: str | Path, metric: str | None = 
         metric = "sqnr_db"
     tune_set, holdout = _split(images)
     choice = resolve_tables(cfg, [algorithm], force=force, progress=progress)[algorithm]
-    means = bias_means(cfg, choice.path)  # the INT8 model tune judges is the one export-qdq writes
+    weights = int8_weights(cfg, ctx, choice.path, progress)  # the INT8 model tune judges is export-qdq's
     _, info = build_qdq_model(ctx.model, choice.table)
     tensors = list(info.activations)
-    proxy = _noise_proxy(cfg, ctx, choice.table, tune_set, progress, means)
+    proxy = _noise_proxy(cfg, ctx, choice.table, tune_set, progress, weights)
 
     def evaluate(state: PlanState, on: ImageSet = tune_set) -> tuple[float, float]:
-        model_q, _ = build_qdq_model(ctx.model, choice.table, keep_high_precision=state.keep, channel_means=means)
+        model_q, _ = build_qdq_model(ctx.model, choice.table, keep_high_precision=state.keep, **weights.kwargs())
         return _metric_fn(cfg, ctx, model_q, on, metric)
 
     found = greedy_search(tensors, proxy, evaluate, lambda ref, got: within_budget(ref, got, max_drop, metric))
@@ -131,7 +130,7 @@ def _notes(plan: PrecisionPlan, tune_met: bool, tune_got: float) -> list[str]:
 
 
 def _noise_proxy(cfg: Config, ctx: ModelContext, table: CalibrationTable, images: ImageSet,
-                 progress: bool, means: Mapping[str, np.ndarray] | None = None) -> Callable[[PlanState], float]:
+                 progress: bool, weights: Int8Weights | None = None) -> Callable[[PlanState], float]:
     """The search's proxy: output noise energy / signal energy vs FP32 (1 / output SQNR, linear) on the first
     ``report.layer_images`` tune images, for the plan's Q/DQ model."""
     feeds = _layer_feeds(cfg, ctx, images, cfg.report.layer_images, progress)
@@ -140,7 +139,8 @@ def _noise_proxy(cfg: Config, ctx: ModelContext, table: CalibrationTable, images
         refs = [fp32.run(f, outputs) for f in feeds]
 
     def proxy(state: PlanState) -> float:
-        model_q, _ = build_qdq_model(ctx.model, table, keep_high_precision=state.keep, channel_means=means)
+        model_q, _ = build_qdq_model(ctx.model, table, keep_high_precision=state.keep,
+                                     **(weights or Int8Weights()).kwargs())
         acc = SqnrAccumulator()
         with ort_runner(cfg, model_q) as run:
             for f, ref in zip(feeds, refs):

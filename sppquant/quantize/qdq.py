@@ -47,6 +47,7 @@ from sppquant.quantize.bias_correction import Correction, correct_biases
 from sppquant.quantize.fake import QMAX, QMIN, fake_quantize, weight_scales  # noqa: F401 - re-exported
 from sppquant.quantize.fold import fold_weight_constants
 from sppquant.quantize.rules import MIN_GEMM_DIM, QdqRule, RuleTable, default_rules
+from sppquant.quantize.weight_rounding import RoundedWeight
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,7 @@ class QdqInfo:
     act_scales: dict[str, str] = field(default_factory=dict)  # tensor -> its scale initializer (shared by its Q/DQ)
     folded_weights: list[str] = field(default_factory=list)  # Constant-node weights made initializers
     bias_corrections: list[Correction] = field(default_factory=list)  # layers whose bias absorbed dW . E[x]
+    rounded_weights: list[str] = field(default_factory=list)  # weights on GPTQ grid points (`weight_rounding`)
     high_precision: str = "fp32"
     placement: str = ""  # one line for reports: which placement this model follows
 
@@ -337,8 +339,10 @@ def _pair(names: Names, tensor: str, scale: str, zero: str, axis: int | None, dq
 class _Scales:
     """Scale/zero-point initializers, one pair per tensor, shared by every Q/DQ of that tensor."""
 
-    def __init__(self, names: Names, scales: Mapping[str, float]) -> None:
+    def __init__(self, names: Names, scales: Mapping[str, float],
+                 weight_scales_given: Mapping[str, np.ndarray] | None = None) -> None:
         self.names, self.scales, self.pairs, self.inits = names, scales, {}, []
+        self.given = weight_scales_given or {}
 
     def act(self, tensor: str) -> tuple[str, str]:
         if tensor not in self.pairs:
@@ -349,17 +353,24 @@ class _Scales:
         return self.pairs[tensor]
 
     def weight(self, name: str, w: np.ndarray, axis: int) -> tuple[str, str]:
-        scale = weight_scales(w, axis)
+        scale = self.given[name] if name in self.given else weight_scales(w, axis)
         s, z = self.names.new(f"{name}_weight_scale"), self.names.new(f"{name}_weight_zero_point")
         self.inits += [numpy_helper.from_array(scale, s), numpy_helper.from_array(np.zeros(scale.shape, np.int8), z)]
         return s, z
 
 
+def _usable_rounding(plan: _Plan, inits: Mapping[str, onnx.TensorProto],
+                     rounded: Mapping[str, RoundedWeight]) -> dict[str, RoundedWeight]:
+    """The given roundings of weights this plan quantizes on the same axis, with the initializer's shape."""
+    return {w: r for w, r in rounded.items() if w in plan.weight_uses and plan.weights.get(w) == r.axis
+            and w in inits and tuple(inits[w].dims) == r.values.shape}
+
+
 def _emit(graph: onnx.GraphProto, plan: _Plan, scales: Mapping[str, float], info: QdqInfo,
-          inits: dict[str, onnx.TensorProto]) -> None:
+          inits: dict[str, onnx.TensorProto], weight_scales_given: Mapping[str, np.ndarray] | None = None) -> None:
     """Write the planned Q/DQ nodes into ``graph`` (in place), in topological order."""
     names = Names(graph)
-    sc = _Scales(names, scales)
+    sc = _Scales(names, scales, weight_scales_given)
     read_as: dict[tuple[int, int], str] = {}  # (node, input) -> the tensor it reads instead
     after: dict[str, list[onnx.NodeProto]] = {}  # tensor -> nodes right after its producer
     head: list[onnx.NodeProto] = []
@@ -485,6 +496,7 @@ def build_qdq_model(
     rules: RuleTable | None = None,
     keep_high_precision: Iterable[str] = (),
     channel_means: Mapping[str, np.ndarray] | None = None,
+    rounded_weights: Mapping[str, RoundedWeight] | None = None,
 ) -> tuple[onnx.ModelProto, QdqInfo]:
     """A copy of ``model`` with Q/DQ placed by ``rules`` (default: ``rules.default_rules()``).
 
@@ -495,6 +507,9 @@ def build_qdq_model(
     Q/DQ (a precision plan from ``sppquant tune``): their readers run in the high precision.
     ``channel_means`` (layer input -> per-channel mean, from calibration): the bias of every layer
     whose weights get INT8 absorbs the rounding's mean shift (`bias_correction`).
+    ``rounded_weights`` (weight -> its INT8 values and scales, `weight_rounding`): these weights take
+    those grid points instead of the nearest ones (same per-channel scales); their layers get no bias
+    correction.
     """
     opset = default_opset(model)
     if opset < MIN_OPSET:
@@ -521,14 +536,22 @@ def build_qdq_model(
     plan = _plan(out.graph, rules, inits, info, quantize_weights, only_list)
     _keep(plan, out.graph, set(keep_high_precision))
     _check_scales(plan, scales)
-    if channel_means:
-        uses = [(k, w, plan.weights[w]) for w, ks in plan.weight_uses.items() for k, slot in ks if slot == 1]
+    rounded = _usable_rounding(plan, inits, rounded_weights or {})
+    if channel_means:  # for weights rounded to nearest: GPTQ's objective already holds the input mean, and
+        # correcting on top of it lost 0.1-4 dB of output SQNR on the three real models (RESULTS.md)
+        uses = [(k, w, plan.weights[w]) for w, ks in plan.weight_uses.items() for k, slot in ks
+                if slot == 1 and w not in rounded]
         info.bias_corrections = correct_biases(out.graph, uses, channel_means)
         inits = {i.name: i for i in out.graph.initializer}
-    _emit(out.graph, plan, scales, info, inits)
+    for w, r in rounded.items():  # the Q of a grid value with its own scale returns its integer exactly
+        inits[w].CopyFrom(numpy_helper.from_array(r.values, w))
+    info.rounded_weights = sorted(rounded)
+    _emit(out.graph, plan, scales, info, inits, {w: r.scales for w, r in rounded.items()})
     if hp == "fp16":
         out = _to_fp16(out)
     info.placement = _describe(rules, only_list, hp)
+    if info.rounded_weights:
+        info.placement += f"; {len(info.rounded_weights)} weight(s) GPTQ-rounded"
     if info.bias_corrections:
         info.placement += f"; {len(info.bias_corrections)} layer bias(es) corrected for INT8 weight rounding"
     if info.unquantized_weights:
