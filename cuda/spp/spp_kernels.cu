@@ -1000,7 +1000,7 @@ SPPQ_HD constexpr unsigned fx_sel2(int xa, int yb) {
 SPPQ_HD constexpr unsigned fx_sel2s(int xa, int yb) {
     return static_cast<unsigned>(xa | ((xa | 8) << 4) | ((4 + yb) << 8) | (((4 + yb) | 8) << 12));
 }
-// low half from x's half ha, high half from y's half hb (whole 16-bit halves)
+// low half from x's half ha, high half from y's half hb (whole 16-bit halves; format 2)
 SPPQ_HD constexpr unsigned fx_selh(int ha, int hb) {
     return static_cast<unsigned>((2 * ha) | ((2 * ha + 1) << 4) | ((4 + 2 * hb) << 8) | ((5 + 2 * hb) << 12));
 }
@@ -1130,7 +1130,8 @@ __device__ __forceinline__ void fixed_finish_i8(unsigned* b, int8_t* O, int lane
                     constexpr int ja = P::pj(m, ca), jb = P::pj(m, cb);
                     constexpr int ha = P::can(m, ca, 0) ? 0 : 1, hb = P::can(m, cb, 1) ? 1 : 0;
                     if constexpr (ja == jb && ha == 0 && hb == 1) return rr[by * hm + ja];
-                    else return __byte_perm(rr[by * hm + ja], rr[by * hm + jb], fx_selh(ha, hb));
+                    else return __byte_perm(rr[by * hm + ja], rr[by * hm + jb],
+                        FMT == 2 ? fx_selh(ha, hb) : fx_sel2(2 * ha + 1, 2 * hb + 1));
                 };
                 unsigned acc = term(std::integral_constant<int, 0>{});
                 static_for<k - 1>([&](auto TI) { acc = vmax_s16x2(acc, term(std::integral_constant<int, decltype(TI)::value + 1>{})); });
