@@ -5,7 +5,8 @@
 //
 // fixed (v7, max pooling on the tiny-map shapes SPP networks run, spp_fixed.h): the lane layout
 //   with H, W and the levels as template parameters, so each lane reduces its plane in
-//   registers with compile-time indices (spp_fixed_kernel below).
+//   registers with compile-time indices (spp_fixed_kernel below); int8 (v9) as packed pairs of
+//   bins, two per max.s16x2, the plane read as 32-bit words (fixed_rows_i8 / fixed_finish_i8).
 // lane (v6, max pooling on tiny maps of very many planes): one lane per plane, 32 planes per warp,
 //   warp-uniform loops and tables, coalesced stores (see spp_lane_kernel below).
 // stream (v5, max pooling): a persistent grid of independent warps. A warp's work is a sequence
