@@ -23,7 +23,8 @@
 # (sweep only maps with H*W <= this), SWEEP_BUDGET,
 # COMPILE_BUDGET (seconds), BENCH_VARIANTS (0: no knob variants in `bench`), BENCH_ROI / BENCH_SPP (0: no RoI / SPP bench), LANE_VARIANTS / ROI_VARIANTS
 # (the runs of `lane`), LANE_MAX_HW / LANE_MAX_NC (its rows), FIXED_WARPS_CHECK (fixed-kernel checks and sanitizer
-# runs with SPPQ_FIXED_WARPS set to each listed value).
+# runs with SPPQ_FIXED_WARPS set to each listed value), FIXED_I8_CHECK (likewise with the int8 body SPPQ_FIXED_I8
+# forced to each listed value: 0, 1, 2).
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 OUT=${OUT:-/tmp/sppq_out}
@@ -101,6 +102,10 @@ if has check; then
     SPPQ_FIXED=2 SPPQ_FIXED_WARPS=$w run_check spp_check_fixed_w$w $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" --cases "${FIXED_CASES:-$CASES}" --seed $((20 + w)) --fixed --require-kernel 4 &
     SPPQ_FIXED=2 SPPQ_FIXED_WARPS=$w SPPQ_STREAM_BLOCKS=1 SPPQ_LANE_TILE=65536 run_check spp_check_fixed_multispan_w$w $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" --cases 200 --seed $((30 + w)) --fixed --require-kernel 4 &
   done
+  for b in ${FIXED_I8_CHECK:-}; do  # the fixed kernel with its int8 body forced (SPPQ_FIXED_I8=b: 0, 1, 2), one and many spans per warp
+    SPPQ_FIXED=2 SPPQ_FIXED_I8=$b run_check spp_check_fixed_i8_$b $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" --cases "${FIXED_CASES:-$CASES}" --seed $((50 + b)) --fixed --require-kernel 4 &
+    SPPQ_FIXED=2 SPPQ_FIXED_I8=$b SPPQ_STREAM_BLOCKS=1 SPPQ_LANE_TILE=65536 run_check spp_check_fixed_multispan_i8_$b $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" --cases 200 --seed $((55 + b)) --fixed --require-kernel 4 &
+  done
   SPPQ_ROI_FASTDIV=0 run_check roi_check_intdiv $PY "$ROOT/benchmarks/gpu/check_roi_spp_kernels.py" "$KLIB" --cases 200 --seed 7 &
   SPPQ_ROI_CC=1 SPPQ_ROI_DERIVE=0 run_check roi_check_cc1_noderive $PY "$ROOT/benchmarks/gpu/check_roi_spp_kernels.py" "$KLIB" --cases 100 --seed 3 &
   if [[ -x "$BUILD/sppq_plugin_harness" ]]; then
@@ -129,6 +134,11 @@ if has sanitize && command -v compute-sanitizer > /dev/null && [[ -x "$BUILD/spp
     SPPQ_FIXED=2 SPPQ_STREAM_BLOCKS=2 SPPQ_LANE_TILE=16384 run_check "${tool}_spp_fixed" compute-sanitizer --tool "$tool" \
       --error-exitcode 9 --kernel-regex kns=spp_fixed_kernel $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" \
       --cases "${SANITIZE_FIXED_CASES:-24}" --seed 12 --fixed --require-kernel 4 &
+    for b in ${FIXED_I8_CHECK:-}; do
+      SPPQ_FIXED=2 SPPQ_FIXED_I8=$b SPPQ_STREAM_BLOCKS=2 SPPQ_LANE_TILE=16384 run_check "${tool}_spp_fixed_i8_$b" compute-sanitizer --tool "$tool" \
+        --error-exitcode 9 --kernel-regex kns=spp_fixed_kernel $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" \
+        --cases "${SANITIZE_FIXED_CASES:-24}" --seed $((60 + b)) --fixed --require-kernel 4 &
+    done
     for w in ${FIXED_WARPS_CHECK:-}; do
       SPPQ_FIXED=2 SPPQ_FIXED_WARPS=$w SPPQ_STREAM_BLOCKS=2 SPPQ_LANE_TILE=16384 run_check "${tool}_spp_fixed_w$w" compute-sanitizer --tool "$tool" \
         --error-exitcode 9 --kernel-regex kns=spp_fixed_kernel $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" \

@@ -5,7 +5,8 @@
 //
 // fixed (v7, max pooling on the tiny-map shapes SPP networks run, spp_fixed.h): the lane layout
 //   with H, W and the levels as template parameters, so each lane reduces its plane in
-//   registers with compile-time indices (spp_fixed_kernel below).
+//   registers with compile-time indices (spp_fixed_kernel below); int8 (v9) as packed pairs of
+//   bins, two per max.s16x2, the plane read as 32-bit words (fixed_rows_i8 / fixed_finish_i8).
 // lane (v6, max pooling on tiny maps of very many planes): one lane per plane, 32 planes per warp,
 //   warp-uniform loops and tables, coalesced stores (see spp_lane_kernel below).
 // stream (v5, max pooling): a persistent grid of independent warps. A warp's work is a sequence
@@ -943,10 +944,237 @@ __device__ __forceinline__ void fixed_store(const T* O, T* __restrict__ out, con
     });
 }
 
-template <typename T, class F>
+// ---- fixed kernel, int8 on packed pairs (v9) -----------------------------------------------------
+// A "pair" word holds two int8 bins of one level, one per 16-bit half, and max.s16x2 takes the
+// maxima of both in one instruction. Two formats (FMT), each built from any two plane bytes by one
+// byte permute: 1 = the bins in bytes 1 and 3 (bytes 0 and 2: whatever the permute put there; a
+// half compares as hi * 256 + lo, so the high byte of the maximum is the maximum of the high bytes
+// whatever the low bytes hold); 2 = the bins sign-extended to 16 bits (bytes 0 and 2 hold them, so
+// a low bin is stored to O without a shift). Level l's pair (by, j), j < h = ceil(n / 2), holds bins (by, j) (byte 1) and
+// (by, j + h) (byte 3; bin (by, j) again when j + h == n): a level of even n derived from a level
+// of 2n, 4n, ... takes elementwise maxima of whole pairs, since (x, x + h) maps onto (kx, kx + kh).
+// The plane is read as 32-bit words (realigned by a funnel shift: planes of odd H*W are not
+// word-aligned in the tile) instead of one byte per load.
+template <class F> struct FxPk {
+    SPPQ_HD static constexpr int h(int l) { return (F::lev(l) + 1) / 2; }
+    SPPQ_HD static constexpr int hib(int l, int j) { return j + h(l) < F::lev(l) ? j + h(l) : j; }
+    SPPQ_HD static constexpr int off(int l) {  // pairs of the previous levels
+        int s = 0;
+        for (int i = 0; i < l; ++i) s += F::lev(i) * h(i);
+        return s;
+    }
+    static constexpr int TP = off(F::NL);
+    // column c of level l: the pair column holding it, and the half (0: byte 1, 1: byte 3)
+    SPPQ_HD static constexpr int pj(int l, int c) { return c < h(l) ? c : c - h(l); }
+    SPPQ_HD static constexpr int phalf(int l, int c) { return c < h(l) ? 0 : 1; }
+    // may column c be read from half hf of its pair? (a duplicated pair holds its column in both)
+    SPPQ_HD static constexpr bool can(int l, int c, int hf) {
+        return phalf(l, c) == hf || (c < h(l) && c + h(l) >= F::lev(l));
+    }
+    // Derived level l from m = src(l), pair column j: term t (t < k) of its maximum takes its low
+    // bin from column k*j + t of m and its high bin from column k*hib(l, j) + mt(l, j, t) (greedy:
+    // the first unused high column in the same pair and half, so the term is a whole pair of m).
+    SPPQ_HD static constexpr int mt(int l, int j, int t) {
+        const int m = F::src(l), k = F::lev(m) / F::lev(l);
+        bool used[8] = {false, false, false, false, false, false, false, false};
+        int pick = 0;
+        for (int u = 0; u <= t; ++u) {
+            const int a = k * j + u;
+            pick = -1;
+            for (int s = 0; s < k && pick < 0; ++s) {
+                const int b = k * hib(l, j) + s;
+                if (!used[s] && pj(m, a) == pj(m, b) && can(m, a, 0) && can(m, b, 1)) pick = s;
+            }
+            for (int s = 0; s < k && pick < 0; ++s)
+                if (!used[s]) pick = s;
+            used[pick] = true;
+        }
+        return pick;
+    }
+};
+
+// bytes 1 and 3 of a word: a from x's byte xa (0-3), b from y's byte yb (0-3)
+SPPQ_HD constexpr unsigned fx_sel2(int xa, int yb) {
+    return static_cast<unsigned>(xa | (xa << 4) | ((4 + yb) << 8) | ((4 + yb) << 12));
+}
+// the same bytes sign-extended to 16 bits (prmt's sign-replicate mode, bit 3 of a selector nibble)
+SPPQ_HD constexpr unsigned fx_sel2s(int xa, int yb) {
+    return static_cast<unsigned>(xa | ((xa | 8) << 4) | ((4 + yb) << 8) | (((4 + yb) | 8) << 12));
+}
+// low half from x's half ha, high half from y's half hb (whole 16-bit halves; format 2)
+SPPQ_HD constexpr unsigned fx_selh(int ha, int hb) {
+    return static_cast<unsigned>((2 * ha) | ((2 * ha + 1) << 4) | ((4 + 2 * hb) << 8) | ((5 + 2 * hb) << 12));
+}
+
+// Pass 1 (int8): every pair of every root level of the plane at `pl` (tile) into b.
+template <class F, int FMT>
+__device__ __forceinline__ void fixed_rows_i8(const int8_t* pl, unsigned* b) {
+    using P = FxPk<F>;
+    constexpr int NA = (F::HW + 3) / 4;      // plane words
+    constexpr int NR = (F::HW + 2) / 4 + 1;  // tile words holding them at any byte offset
+    const int o = static_cast<int>(reinterpret_cast<uintptr_t>(pl) & 3u);
+    const unsigned* raw = reinterpret_cast<const unsigned*>(pl - o);
+    const unsigned sh = 8u * static_cast<unsigned>(o);
+    unsigned r[NR], w[NA];
+    static_for<NR>([&](auto I) { r[decltype(I)::value] = raw[decltype(I)::value]; });
+    static_for<NA>([&](auto I) {
+        constexpr int i = decltype(I)::value;
+        if constexpr (i + 1 < NR) w[i] = __funnelshift_r(r[i], r[i + 1], sh);
+        else w[i] = r[i] >> sh;
+    });
+    // plane bytes a and b as one pair (a in byte 1, b in byte 3)
+    auto pair = [&](auto A, auto B) {
+        constexpr int a = decltype(A)::value, bb = decltype(B)::value;
+        if constexpr (FMT == 2) return prmt(w[a >> 2], w[bb >> 2], fx_sel2s(a & 3, bb & 3));
+        else return __byte_perm(w[a >> 2], w[bb >> 2], fx_sel2(a & 3, bb & 3));
+    };
+    static_for<F::H>([&](auto Y) {
+        constexpr int y = decltype(Y)::value;
+        static_for<F::NL>([&](auto LI) {
+            constexpr int l = decltype(LI)::value;
+            if constexpr (F::src(l) < 0) {
+                constexpr int n = F::lev(l), h = P::h(l);
+                static_for<h>([&](auto J) {
+                    constexpr int j = decltype(J)::value, j2 = P::hib(l, j);
+                    constexpr int xs = F::bs(j, F::W, n), la = F::be(j, F::W, n) - xs;
+                    constexpr int xs2 = F::bs(j2, F::W, n), lb = F::be(j2, F::W, n) - xs2;
+                    constexpr int len = la > lb ? la : lb;
+                    unsigned rm = pair(std::integral_constant<int, y * F::W + xs>{},
+                        std::integral_constant<int, y * F::W + xs2>{});
+                    static_for<len - 1>([&](auto TI) {
+                        constexpr int t = decltype(TI)::value + 1;
+                        constexpr int ta = t < la ? t : la - 1, tb = t < lb ? t : lb - 1;
+                        rm = vmax_s16x2(rm, pair(std::integral_constant<int, y * F::W + xs + ta>{},
+                            std::integral_constant<int, y * F::W + xs2 + tb>{}));
+                    });
+                    static_for<n>([&](auto BY) {
+                        constexpr int by = decltype(BY)::value;
+                        constexpr int ys = F::bs(by, F::H, n), ye = F::be(by, F::H, n);
+                        constexpr int i = P::off(l) + by * h + j;
+                        if constexpr (y == ys) b[i] = rm;
+                        else if constexpr (y > ys && y < ye) b[i] = vmax_s16x2(b[i], rm);
+                    });
+                });
+            }
+        });
+    });
+}
+
+// Word of 4 staged bins: bin e of level l (row-major) is byte 1 or 3 of pair src_pair(l, e).
+template <class F, int FMT> struct FxStage {
+    using P = FxPk<F>;
+    SPPQ_HD static constexpr int pr(int l, int e) {  // pair index (within b) holding bin e of level l
+        const int n = F::lev(l), by = e / n, bx = e % n;
+        return P::off(l) + by * P::h(l) + P::pj(l, bx);
+    }
+    static constexpr int B0 = FMT == 2 ? 0 : 1;  // byte of a pair's low bin
+    SPPQ_HD static constexpr int by(int l, int e) { return B0 + 2 * P::phalf(l, e % F::lev(l)); }
+    // distinct pairs among bins e0..e0+3, in order of first use: index u (0..3) -> bin slot, or -1
+    SPPQ_HD static constexpr int reg(int l, int e0, int u) {
+        int seen = 0;
+        for (int i = 0; i < 4; ++i) {
+            bool fresh = true;
+            for (int q = 0; q < i; ++q) fresh = fresh && pr(l, e0 + q) != pr(l, e0 + i);
+            if (fresh) {
+                if (seen == u) return i;
+                ++seen;
+            }
+        }
+        return -1;
+    }
+    SPPQ_HD static constexpr int nreg(int l, int e0) {
+        return reg(l, e0, 3) >= 0 ? 4 : reg(l, e0, 2) >= 0 ? 3 : reg(l, e0, 1) >= 0 ? 2 : 1;
+    }
+    SPPQ_HD static constexpr int slot(int l, int e0, int i) {  // which distinct pair bin e0 + i uses
+        for (int u = 0; u < 4; ++u)
+            if (reg(l, e0, u) >= 0 && pr(l, e0 + reg(l, e0, u)) == pr(l, e0 + i)) return u;
+        return 0;
+    }
+    // <= 2 distinct pairs: one permute of (pair 0, pair 1)
+    SPPQ_HD static constexpr unsigned sel_direct(int l, int e0) {
+        unsigned s = 0;
+        for (int i = 0; i < 4; ++i) s |= static_cast<unsigned>(4 * slot(l, e0, i) + by(l, e0 + i)) << (4 * i);
+        return s;
+    }
+    // 3-4 distinct pairs: X = the bin bytes of pairs 0 and 1, Y likewise of pairs 2 and 3, then one permute
+    SPPQ_HD static constexpr unsigned sel_xy(int l, int e0) {
+        unsigned s = 0;
+        for (int i = 0; i < 4; ++i) s |= static_cast<unsigned>(2 * slot(l, e0, i) + (by(l, e0 + i) > 1)) << (4 * i);
+        return s;
+    }
+};
+
+// Derived levels from pairs (levels by decreasing n), then every level's bins to O as bytes (4 per
+// 32-bit store where a lane's bins are word-aligned in O, i.e. n^2 % 4 == 0).
+template <class F, int FMT>
+__device__ __forceinline__ void fixed_finish_i8(unsigned* b, int8_t* O, int lane) {
+    using P = FxPk<F>;
+    using S = FxStage<F, FMT>;
+    constexpr unsigned kBins = FMT == 2 ? 0x6420u : 0x7531u;  // the bin bytes of two pairs
+    static_for<F::NL>([&](auto R) {
+        constexpr int l = F::order(decltype(R)::value);
+        constexpr int n = F::lev(l), nn = n * n, hl = P::h(l);
+        if constexpr (F::src(l) >= 0) {
+            constexpr int m = F::src(l), nm = F::lev(m), k = nm / n, hm = P::h(m);
+            unsigned rr[n * hm];  // m's pairs folded over the k rows of each of l's bin rows
+            static_for<n * hm>([&](auto I) {
+                constexpr int by = decltype(I)::value / hm, jm = decltype(I)::value % hm;
+                unsigned acc = b[P::off(m) + (k * by) * hm + jm];
+                static_for<k - 1>([&](auto U) { acc = vmax_s16x2(acc, b[P::off(m) + (k * by + decltype(U)::value + 1) * hm + jm]); });
+                rr[decltype(I)::value] = acc;
+            });
+            static_for<n * hl>([&](auto I) {
+                constexpr int by = decltype(I)::value / hl, j = decltype(I)::value % hl;
+                auto term = [&](auto TI) {
+                    constexpr int t = decltype(TI)::value;
+                    constexpr int ca = k * j + t, cb = k * P::hib(l, j) + P::mt(l, j, t);
+                    constexpr int ja = P::pj(m, ca), jb = P::pj(m, cb);
+                    constexpr int ha = P::can(m, ca, 0) ? 0 : 1, hb = P::can(m, cb, 1) ? 1 : 0;
+                    if constexpr (ja == jb && ha == 0 && hb == 1) return rr[by * hm + ja];
+                    else return __byte_perm(rr[by * hm + ja], rr[by * hm + jb],
+                        FMT == 2 ? fx_selh(ha, hb) : fx_sel2(2 * ha + 1, 2 * hb + 1));
+                };
+                unsigned acc = term(std::integral_constant<int, 0>{});
+                static_for<k - 1>([&](auto TI) { acc = vmax_s16x2(acc, term(std::integral_constant<int, decltype(TI)::value + 1>{})); });
+                b[P::off(l) + decltype(I)::value] = acc;
+            });
+        }
+        const int q0 = F::template obase<int8_t>(l) + lane * nn;
+        if constexpr (nn % 4 == 0) {
+            static_for<nn / 4>([&](auto G) {
+                constexpr int e0 = 4 * decltype(G)::value;
+                constexpr int nr = S::nreg(l, e0);
+                auto rg = [&](auto U) {
+                    constexpr int u = decltype(U)::value;
+                    constexpr int i = S::reg(l, e0, u < nr ? u : nr - 1);
+                    return b[S::pr(l, e0 + i)];
+                };
+                unsigned v;
+                if constexpr (nr <= 2) {
+                    v = __byte_perm(rg(std::integral_constant<int, 0>{}), rg(std::integral_constant<int, 1>{}), S::sel_direct(l, e0));
+                } else {
+                    const unsigned x = __byte_perm(rg(std::integral_constant<int, 0>{}), rg(std::integral_constant<int, 1>{}), kBins);
+                    const unsigned y = __byte_perm(rg(std::integral_constant<int, 2>{}), rg(std::integral_constant<int, 3>{}), kBins);
+                    v = __byte_perm(x, y, S::sel_xy(l, e0));
+                }
+                *reinterpret_cast<unsigned*>(O + fx_pad<int8_t>(q0 + e0)) = v;
+            });
+        } else {
+            static_for<nn>([&](auto E) {
+                constexpr int e = decltype(E)::value;
+                O[fx_pad<int8_t>(q0 + e)] = static_cast<int8_t>(b[S::pr(l, e)] >> (8 * S::by(l, e)));
+            });
+        }
+    });
+}
+
+// PK (int8 only; LaneParams::body, from the planner): 0 = one int per bin (the v7/v8 body), 1 / 2 =
+// packed pairs in format 1 / 2 (fixed_rows_i8 / fixed_finish_i8).
+template <typename T, class F, int PK>
 __global__ void __launch_bounds__(32 * kLaneWarps, kFixedBlocksPerSm) spp_fixed_kernel(const T* __restrict__ in,
     T* __restrict__ out, const LaneParams p) {
     using A = typename LaneT<T>::A;
+    static_assert(PK == 0 || std::is_same<T, int8_t>::value, "packed pairs are the int8 path");
     extern __shared__ __align__(16) unsigned char smem[];
     const int lane = threadIdx.x & 31, wib = threadIdx.x >> 5;
     unsigned char* wbase = smem + static_cast<size_t>(wib) * p.warp_bytes;
@@ -968,14 +1196,25 @@ __global__ void __launch_bounds__(32 * kLaneWarps, kFixedBlocksPerSm) spp_fixed_
         const int np = planes_of(unit);
         for (int g = 0; g * 32 < np; ++g) {
             const int ng = min(32, np - g * 32);
-            A b[F::TB];
-            if (lane < ng) fixed_rows<T, F>(tcur + (g * 32 + lane) * F::HW, b);
-            if (more && (g + 1) * 32 >= np) {  // the tile is free: refill it while the bins go out
-                __syncwarp();
-                tnext = issue_elems(in, total, nunit * span * F::HW, static_cast<long long>(planes_of(nunit)) * F::HW,
-                    wbase, lane);
+            if constexpr (PK > 0) {
+                unsigned b[FxPk<F>::TP];
+                if (lane < ng) fixed_rows_i8<F, PK>(tcur + (g * 32 + lane) * F::HW, b);
+                if (more && (g + 1) * 32 >= np) {  // the tile is free: refill it while the bins go out
+                    __syncwarp();
+                    tnext = issue_elems(in, total, nunit * span * F::HW, static_cast<long long>(planes_of(nunit)) * F::HW,
+                        wbase, lane);
+                }
+                if (lane < ng) fixed_finish_i8<F, PK>(b, O, lane);
+            } else {
+                A b[F::TB];
+                if (lane < ng) fixed_rows<T, F>(tcur + (g * 32 + lane) * F::HW, b);
+                if (more && (g + 1) * 32 >= np) {  // the tile is free: refill it while the bins go out
+                    __syncwarp();
+                    tnext = issue_elems(in, total, nunit * span * F::HW, static_cast<long long>(planes_of(nunit)) * F::HW,
+                        wbase, lane);
+                }
+                if (lane < ng) fixed_finish<T, F>(b, O, lane);
             }
-            if (lane < ng) fixed_finish<T, F>(b, O, lane);
             __syncwarp();
             fixed_store<T, F>(O, out, p, plane0 + g * 32, ng, lane);
             __syncwarp();  // O is rewritten by the next group
@@ -1025,7 +1264,11 @@ int launch_pool(const void* in, void* out, const SppLaunch& l, cudaStream_t s) {
 
 template <typename T, class F>
 int launch_fixed_shape(const void* in, void* out, const SppLaunch& l, cudaStream_t s) {
-    auto kern = spp_fixed_kernel<T, F>;
+    auto kern = spp_fixed_kernel<T, F, 0>;
+    if constexpr (std::is_same<T, int8_t>::value) {
+        if (l.lane.body == 1) kern = spp_fixed_kernel<T, F, 1>;
+        if (l.lane.body == 2) kern = spp_fixed_kernel<T, F, 2>;
+    }
     SPPQ_RETURN_IF_ERROR(set_smem(kern, l.smem));
     // the planner sized the persistent grid by shared memory; registers may allow fewer blocks
     int occ = 0, dev = 0, sms = 0;

@@ -113,6 +113,8 @@ SppKnobs spp_knobs() {
         s.fixed_planes = std::max(0LL, env_knob("SPPQ_FIXED_PLANES", s.fixed_planes));
         const long long fw = env_knob("SPPQ_FIXED_WARPS", s.fixed_warps);
         s.fixed_warps = fw == 0 || fw == 1 || fw == 2 ? static_cast<int>(fw) : 4;
+        const long long fi = env_knob("SPPQ_FIXED_I8", -1);
+        s.fixed_i8 = fi >= 0 && fi <= 2 ? static_cast<int>(fi) : -1;
         return s;
     }();
     return k;
@@ -309,6 +311,7 @@ bool plan_fixed(const SppArgs& a, const DeviceInfo& dev, const SppKnobs& knobs, 
     p->nc = static_cast<long long>(a.N) * a.C;
     p->C = a.C; p->H = a.H; p->W = a.W; p->HW = a.H * a.W;
     int8_ratio(a, &p->ratio, &p->requant);
+    p->body = a.dtype != SPPQ_INT8 ? 0 : knobs.fixed_i8 >= 0 ? knobs.fixed_i8 : fixed_i8_rule(a);
     int l[4] = {0, 0, 0, 0};
     p->nlev = a.num_levels;
     for (int i = 0; i < a.num_levels; ++i) {
@@ -345,6 +348,20 @@ bool plan_fixed(const SppArgs& a, const DeviceInfo& dev, const SppKnobs& knobs, 
 // Where four-warp blocks would leave SMs without a block, the warps spread over more SMs.
 int fixed_warps_rule(long long units, int sms) {
     return (units + kLaneWarps - 1) / kLaneWarps < sms ? 1 : kLaneWarps;
+}
+
+// int8 body of the fixed kernel (v9 round, benchmarks/gpu/NOTES.md; same H200 call, each body forced
+// on the 140 int8 fixed-kernel rows of the sweep with H*W <= 169): packed pairs (two bins per max.s16x2, 4-byte plane
+// loads and staging stores) won 1.06x median on 7x7 and 1.15x on 13x13, up to 1.34x, and took int8
+// under fp16 on 7x7 8,4,2,1 / 6,3,2,1; on 5,3,1 (odd levels only: a third of the pairs hold one bin
+// twice, and odd n^2 leaves byte stores) they lost 2-4.5% on launches of N*C <= 16384 (one group per
+// warp: latency) and won 4-17% above. Format 2 (body 2) is
+// correct on the device but was not timed: only by SPPQ_FIXED_I8=2.
+int fixed_i8_rule(const SppArgs& a) {
+    bool even = false;
+    for (int i = 0; i < a.num_levels; ++i) even = even || a.levels[i] % 2 == 0;
+    if (!even && static_cast<long long>(a.N) * a.C <= 16384) return 0;
+    return 1;
 }
 
 // Fixed kernel part of the choice rule. v7 (call 1 of that round, four-warp blocks): the fixed kernel
@@ -532,7 +549,8 @@ bool lane_rule(const SppArgs& a, const SppKnobs& knobs, const LaneParams& lp) {
 // The choice rule, from same-run timings on an H200 (benchmarks/gpu/NOTES.md, v5, v6 and v7 rounds):
 //   max pooling on an instantiated (H, W, levels) of spp_fixed.h with N*C >= 1024 on 7x7, >= 2048
 //     (fp16 / int8) or 4096 (fp32) on 11x11 / 13x13 (fixed_rule): fixed kernel, one-warp blocks when
-//     four-warp blocks would leave SMs idle (fixed_warps_rule);
+//     four-warp blocks would leave SMs idle (fixed_warps_rule); int8 on packed pairs except all-odd
+//     level sets at N*C <= 16384 (fixed_i8_rule, v9 round);
 //   max pooling on tiny maps of very many planes (lane_rule above: N*C >= 32768, H*W <= 64, or
 //     H*W <= 256 for fp16 / int8): lane kernel;
 //   max pooling on other small maps (H <= 16, W <= 64) of many planes (N*C > 4096): stream kernel,

@@ -133,6 +133,7 @@ struct LaneParams {
     int nlev, total_bins;
     float ratio;           // int8: in_scale / out_scale
     int requant;           // int8: 0 = copy values
+    int body;              // fixed kernel, int8: 0 one int per bin, 1 / 2 packed pairs (fixed_i8_rule)
     unsigned char lev[SPPQ_MAX_LEVELS], root_of[SPPQ_MAX_LEVELS], k_of[SPPQ_MAX_LEVELS];
     unsigned short out_off[SPPQ_MAX_LEVELS], row_off[SPPQ_MAX_LEVELS];
     unsigned short ostride[SPPQ_MAX_LEVELS];  // O slots per plane of each level: n^2 rounded up to odd
@@ -184,6 +185,7 @@ struct SppKnobs {
     int fixed_mode = 1;              // 0 never, 1 the choice rule, 2 every instantiated shape
     long long fixed_planes = 0;      // choice rule: N*C at least this; 0: by shape and dtype (fixed_rule)
     int fixed_warps = 0;             // fixed kernel's warps per block (1, 2, 4); 0: fixed_warps_rule
+    int fixed_i8 = -1;               // fixed kernel's int8 body (0, 1, 2: LaneParams::body); -1: fixed_i8_rule
 };
 SppKnobs spp_knobs();
 
@@ -195,6 +197,8 @@ bool plan_lane(const SppArgs& a, const DeviceInfo& dev, const SppKnobs& knobs, L
     size_t* smem);
 // The lane kernel's part of the choice rule (measured; spp_plan.cpp).
 bool lane_rule(const SppArgs& a, const SppKnobs& knobs, const LaneParams& lp);
+// The fixed kernel's int8 body (LaneParams::body; measured, spp_plan.cpp).
+int fixed_i8_rule(const SppArgs& a);
 // Index of (H, W, levels) in SPPQ_FIXED_SHAPES, or -1.
 int fixed_shape_id(int H, int W, const int* levels, int num_levels);
 // Fixed kernel (lane layout, no R, O from spp_fixed.h): false when the shape is not instantiated.

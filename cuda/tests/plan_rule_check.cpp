@@ -1,9 +1,10 @@
-// CPU check of the whole-map SPP planner's fixed-kernel rules (spp_plan.cpp, v8 round): which kernel and
-// block size plan_spp picks for hand-chosen shapes on an H200-like device (132 SMs), with the default
+// CPU check of the whole-map SPP planner's fixed-kernel rules (spp_plan.cpp, v8 / v9 rounds): which kernel,
+// block size and int8 body plan_spp picks for hand-chosen shapes on an H200-like device (132 SMs), with the default
 // knobs and with the v7 knobs. Prints one line per failure and "plan rule check: N checks, F failures".
 #include "spp_plan.h"
 
 #include <cstdio>
+#include <initializer_list>
 
 using namespace sppq;
 
@@ -44,6 +45,36 @@ void check_fixed(const SppKnobs& knobs, int n, int c, int hw, int dtype, bool fi
     if (l.threads == 32) expect(static_cast<long long>(l.grid) == l.lane.units, "one-warp blocks: a block per span", n, c, hw, dtype);
 }
 
+// the fixed kernel's int8 body (v9 round): packed pairs unless the levels are all odd on a launch of
+// N*C <= 16384; fp32 / fp16 always 0; SPPQ_FIXED_I8 (knobs.fixed_i8) forces a body
+void check_body(const SppKnobs& knobs, int n, int c, int hw, int dtype, const int* lv, int nl, int body) {
+    SppLaunch l{};
+    expect(plan_of(knobs, n, c, hw, dtype, lv, nl, &l) && l.kind == SppKernel::kFixed, "fixed kernel expected", n, c,
+        hw, dtype);
+    expect(l.lane.body == body, "int8 body", n, c, hw, dtype);
+}
+
+void check_bodies() {
+    const SppKnobs def{};
+    static const int l8421[4] = {8, 4, 2, 1}, l6321[4] = {6, 3, 2, 1}, l531[3] = {5, 3, 1}, l124[3] = {1, 2, 4};
+    for (int hw : {7, 13}) {
+        check_body(def, 8, 512, hw, SPPQ_INT8, l8421, 4, 1);
+        check_body(def, 128, 2048, hw, SPPQ_INT8, l6321, 4, 1);
+        check_body(def, 8, 512, hw, SPPQ_INT8, l124, 3, 1);
+        check_body(def, 8, 2048, hw, SPPQ_INT8, l531, 3, 0);    // 16384 planes: one group per warp
+        check_body(def, 64, 512, hw, SPPQ_INT8, l531, 3, 1);    // 32768
+        check_body(def, 128, 2048, hw, SPPQ_FLOAT16, l8421, 4, 0);
+        check_body(def, 8, 512, hw, SPPQ_FLOAT32, l531, 3, 0);
+    }
+    SppKnobs forced{};
+    for (int b = 0; b < 3; ++b) {
+        forced.fixed_i8 = b;
+        check_body(forced, 8, 512, 7, SPPQ_INT8, l531, 3, b);
+        check_body(forced, 128, 2048, 13, SPPQ_INT8, l8421, 4, b);
+        check_body(forced, 128, 2048, 13, SPPQ_FLOAT16, l8421, 4, 0);
+    }
+}
+
 }  // namespace
 
 int main() {
@@ -66,6 +97,7 @@ int main() {
     v7.fixed_warps = 4;
     check_fixed(v7, 1, 2048, 7, SPPQ_FLOAT16, false, 0);
     check_fixed(v7, 8, 512, 7, SPPQ_INT8, true, 128);
+    check_bodies();
     std::printf("plan rule check: %d checks, %d failures\n", g_checks, g_fail);
     return g_fail == 0 ? 0 : 1;
 }
