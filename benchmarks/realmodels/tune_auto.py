@@ -163,8 +163,10 @@ def auto_joint(model: onnx.ModelProto, calib: np.ndarray, spec, hists: dict, tab
 
 
 def tune_model(model: onnx.ModelProto, amax: dict, evx: np.ndarray, targets: list, spec, metric: str,
-               max_drop: float, rank_images: int) -> dict:
-    """sppquant's tune search on the benchmark tensors (see the module docstring)."""
+               max_drop: float, rank_images: int, weights: dict | None = None) -> dict:
+    """sppquant's tune search on the benchmark tensors (see the module docstring); ``weights``: the INT8
+    weights' ``means`` / ``rounded`` as the product default builds them (None: round to nearest)."""
+    weights = weights or {}
     from sppquant.calibration.table import CalibrationTable
     from sppquant.pipeline.auto import output_sqnr_alone
     from sppquant.pipeline.tune import search_smallest_k, within_budget
@@ -190,7 +192,7 @@ def tune_model(model: onnx.ModelProto, amax: dict, evx: np.ndarray, targets: lis
 
     def evaluate_k(k: int, held_out: bool = False) -> tuple[float, float]:
         evals["n"] += 1
-        q = ours.qdq_model(model, amax, "auto", keep=ranked[:k])  # kept tensors: FP32, like the rest
+        q = ours.qdq_model(model, amax, "auto", keep=ranked[:k], **weights)  # kept tensors: FP32, like the rest
         x, ref, tg, f = (evx[idx_h], ref_h, tg_h, fp32_h) if held_out else (evx[idx_t], ref_t, tg_t, fp32_t)
         return f, metric_on(spec, ref, infer_model(q, x, spec.batch), tg)[metric]
 
@@ -199,9 +201,9 @@ def tune_model(model: onnx.ModelProto, amax: dict, evx: np.ndarray, targets: lis
     h_fp32, h_int8 = evaluate_k(k, held_out=True)
     search_s, tune_evals = time.perf_counter() - t1, evals["n"]
     poly = polygraphy_bisect(model, quantized, lambda keep: metric_on(
-        spec, ref_t, infer_model(ours.qdq_model(model, amax, "auto", keep=keep), evx[idx_t], spec.batch), tg_t)[metric],
+        spec, ref_t, infer_model(ours.qdq_model(model, amax, "auto", keep=keep, **weights), evx[idx_t], spec.batch), tg_t)[metric],
         fp32_t, max_drop, lambda keep: metric_on(
-        spec, ref_h, infer_model(ours.qdq_model(model, amax, "auto", keep=keep), evx[idx_h], spec.batch), tg_h)[metric])
+        spec, ref_h, infer_model(ours.qdq_model(model, amax, "auto", keep=keep, **weights), evx[idx_h], spec.batch), tg_h)[metric])
     evals["n"] = tune_evals
     return {"polygraphy_bisect": poly, "metric": metric, "max_drop": max_drop, "quantized_tensors": len(ranked), "kept_high_precision": ranked[:k],
             "k": k, "int8_fraction": 1 - k / max(1, len(ranked)), "curve": curve, "tune_fp32": fp32_t,
@@ -335,7 +337,7 @@ def bench(name: str, args: argparse.Namespace) -> dict:
         res["tune_greedy"] = greedy_tune(model, tables[args.tune_from], calib, evx, targets, spec, name, args)
     if not args.no_tune and args.search in ("both", "bisect"):
         res["tune"] = tune_model(model, tables[args.tune_from], evx, targets, spec, TUNE_METRIC[name], args.max_drop,
-                                 args.rank_images)
+                                 args.rank_images, {"means": means, "rounded": rounded})
         res["tune"]["table"] = args.tune_from
         res["tune"]["png"] = str(write_plot(name, res["tune"], args.tune_from, _stem(name, args)).relative_to(HERE))
         log.info("%s tune: k=%d of %d, held-out %s %.4f vs FP32 %.4f, met=%s", name, res["tune"]["k"],
