@@ -23,7 +23,8 @@
 # (sweep only maps with H*W <= this), SWEEP_BUDGET,
 # COMPILE_BUDGET (seconds), BENCH_VARIANTS (0: no knob variants in `bench`), BENCH_ROI / BENCH_SPP (0: no RoI / SPP bench), LANE_VARIANTS / ROI_VARIANTS
 # (the runs of `lane`), LANE_MAX_HW / LANE_MAX_NC (its rows), FIXED_WARPS_CHECK (fixed-kernel checks and sanitizer
-# runs with SPPQ_FIXED_WARPS set to each listed value).
+# runs with SPPQ_FIXED_WARPS set to each listed value), ROWS_CASES / SANITIZE_ROWS_CASES (rows-kernel checks, v9),
+# LANE_MIN_HW / SWEEP_MIN_HW (only maps with H*W >= this in `lane` / `sweep`), NCU_VARIANTS (knob sets for `ncu`).
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 OUT=${OUT:-/tmp/sppq_out}
@@ -101,11 +102,15 @@ if has check; then
     SPPQ_FIXED=2 SPPQ_FIXED_WARPS=$w run_check spp_check_fixed_w$w $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" --cases "${FIXED_CASES:-$CASES}" --seed $((20 + w)) --fixed --require-kernel 4 &
     SPPQ_FIXED=2 SPPQ_FIXED_WARPS=$w SPPQ_STREAM_BLOCKS=1 SPPQ_LANE_TILE=65536 run_check spp_check_fixed_multispan_w$w $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" --cases 200 --seed $((30 + w)) --fixed --require-kernel 4 &
   done
+  # the rows kernel (v9): on its own maps (drawn until it is chosen) and on the general random cases wherever it fits
+  SPPQ_ROWS=2 run_check spp_check_rows $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" --cases "${ROWS_CASES:-$CASES}" --seed 50 --rows --require-kernel 5 &
+  SPPQ_ROWS=2 run_check spp_check_rows_anywhere $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" --cases "${ROWS_CASES:-$CASES}" --seed 51 &
   SPPQ_ROI_FASTDIV=0 run_check roi_check_intdiv $PY "$ROOT/benchmarks/gpu/check_roi_spp_kernels.py" "$KLIB" --cases 200 --seed 7 &
   SPPQ_ROI_CC=1 SPPQ_ROI_DERIVE=0 run_check roi_check_cc1_noderive $PY "$ROOT/benchmarks/gpu/check_roi_spp_kernels.py" "$KLIB" --cases 100 --seed 3 &
   if [[ -x "$BUILD/sppq_plugin_harness" ]]; then
     run_check spp_harness "$BUILD/sppq_plugin_harness" --require-gpu &
     run_check roi_harness "$BUILD/sppq_roi_plugin_harness" --require-gpu &
+    SPPQ_ROWS=2 run_check spp_harness_rows "$BUILD/sppq_plugin_harness" --require-gpu &
   else
     note "- plugin harnesses not built (no TensorRT headers found)"
   fi
@@ -129,6 +134,8 @@ if has sanitize && command -v compute-sanitizer > /dev/null && [[ -x "$BUILD/spp
     SPPQ_FIXED=2 SPPQ_STREAM_BLOCKS=2 SPPQ_LANE_TILE=16384 run_check "${tool}_spp_fixed" compute-sanitizer --tool "$tool" \
       --error-exitcode 9 --kernel-regex kns=spp_fixed_kernel $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" \
       --cases "${SANITIZE_FIXED_CASES:-24}" --seed 12 --fixed --require-kernel 4 &
+    SPPQ_ROWS=2 run_check "${tool}_spp_rows" compute-sanitizer --tool "$tool" --error-exitcode 9 --kernel-regex kns=spp_rows_kernel \
+      $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" --cases "${SANITIZE_ROWS_CASES:-24}" --seed 52 --rows --require-kernel 5 &
     for w in ${FIXED_WARPS_CHECK:-}; do
       SPPQ_FIXED=2 SPPQ_FIXED_WARPS=$w SPPQ_STREAM_BLOCKS=2 SPPQ_LANE_TILE=16384 run_check "${tool}_spp_fixed_w$w" compute-sanitizer --tool "$tool" \
         --error-exitcode 9 --kernel-regex kns=spp_fixed_kernel $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" \
@@ -173,7 +180,7 @@ if has lane; then
   for v in ${LANE_VARIANTS:-SPPQ_LANE=0 SPPQ_LANE=2}; do
     i=$((i + 1)); tag=$i-$(echo "$v" | tr ',=' '__')
     env $(echo "$v" | tr ',' ' ') timeout "$(left)" $PY "$ROOT/benchmarks/gpu/bench_spp.py" "$KLIB" --sweep --max-hw "${LANE_MAX_HW:-256}" \
-      --max-nc "${LANE_MAX_NC:-0}" --ours-only \
+      --max-nc "${LANE_MAX_NC:-0}" --min-hw "${LANE_MIN_HW:-0}" --ours-only \
       --json "$LOGS/bench_lane_$tag.json" > "$LOGS/bench_lane_$tag.log" 2>&1 || status=1
     cp "$LOGS/bench_lane_$tag.json" "$OUT/" 2>/dev/null
   done
@@ -186,17 +193,22 @@ fi
 if has ncu && command -v ncu > /dev/null; then
   step "ncu"
   NCU_CASES=${NCU_CASES:-"spp:64,2048,7,7:4-2-1:fp32 spp:128,2048,7,7:6-3-2-1:int8 spp:128,2048,7,7:6-3-2-1:fp16 spp:128,256,13,13:6-3-2-1:int8 roi:sppnet:fp32 roi:sppnet:int8 roi:frcnn:fp16"}
+  # NCU_VARIANTS: space-separated runs, each "default" or a comma-separated list of VAR=VALUE knobs (all cases each)
+  for nv in ${NCU_VARIANTS:-default}; do
+  nenv=(); [[ $nv != default ]] && read -r -a nenv <<< "$(echo "$nv" | tr ',' ' ')"
+  echo "## ncu variant $nv" >> "$LOGS/ncu.log"
   # shellcheck disable=SC2086
-  (cd "$ROOT/benchmarks/gpu" && timeout "$(left)" ncu --clock-control none -k regex:"stream_kernel|lane_kernel|fixed_kernel|roi_spp_kernel|forward_kernel|small_kernel" \
+  (cd "$ROOT/benchmarks/gpu" && env "${nenv[@]}" timeout "$(left)" ncu --clock-control none -k regex:"stream_kernel|lane_kernel|fixed_kernel|roi_spp_kernel|forward_kernel|small_kernel|rows_kernel" \
      --launch-skip 0 --section SpeedOfLight --section Occupancy --section WarpStateStats --section LaunchStats \
-     --section MemoryWorkloadAnalysis $PY profile_spp.py "$KLIB" $NCU_CASES) > "$LOGS/ncu.log" 2>&1
-  { echo; echo "## ncu"; grep -E "_kernel<|Duration|DRAM Throughput|Memory Throughput|Compute \(SM\) Throughput|L1/TEX Hit|L2 Hit|Achieved Occupancy|Theoretical Occupancy|Registers Per|Block Limit (Shared|Reg)|Warp Cycles Per Issued|Grid Size|Block Size" \
+     --section MemoryWorkloadAnalysis $PY profile_spp.py "$KLIB" $NCU_CASES) >> "$LOGS/ncu.log" 2>&1
+  done
+  { echo; echo "## ncu"; grep -E "## ncu variant|_kernel<|Duration|DRAM Throughput|Memory Throughput|Compute \(SM\) Throughput|L1/TEX Hit|L2 Hit|Achieved Occupancy|Theoretical Occupancy|Registers Per|Block Limit (Shared|Reg)|Warp Cycles Per Issued|Grid Size|Block Size" \
      "$LOGS/ncu.log" | sed 's/^ *//' | head -120; } >> "$SUMMARY"
 fi
 
 if has sweep; then
   step "SPP sweep"
-  timeout "$(left)" $PY "$ROOT/benchmarks/gpu/bench_spp.py" "$KLIB" --sweep --max-hw "${SWEEP_MAX_HW:-0}" --sweep-budget "${SWEEP_BUDGET:-$(( $(left) - 40 - ${COMPILE_BUDGET:-60} ))}" \
+  timeout "$(left)" $PY "$ROOT/benchmarks/gpu/bench_spp.py" "$KLIB" --sweep --max-hw "${SWEEP_MAX_HW:-0}" --min-hw "${SWEEP_MIN_HW:-0}" --sweep-budget "${SWEEP_BUDGET:-$(( $(left) - 40 - ${COMPILE_BUDGET:-60} ))}" \
     --compile-budget "${COMPILE_BUDGET:-60}" --json "$LOGS/bench_spp_sweep.json" > "$LOGS/bench_spp_sweep.log" 2>&1 || status=1
   cp "$LOGS/bench_spp_sweep.json" "$OUT/" 2>/dev/null
   { echo; echo "## SPP sweep"; sed -n '/torch.compile rows/,$p' "$LOGS/bench_spp_sweep.log" | grep -vE "^$"; } >> "$SUMMARY"

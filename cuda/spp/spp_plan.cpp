@@ -113,6 +113,7 @@ SppKnobs spp_knobs() {
         s.fixed_planes = std::max(0LL, env_knob("SPPQ_FIXED_PLANES", s.fixed_planes));
         const long long fw = env_knob("SPPQ_FIXED_WARPS", s.fixed_warps);
         s.fixed_warps = fw == 0 || fw == 1 || fw == 2 ? static_cast<int>(fw) : 4;
+        s.rows_mode = static_cast<int>(std::min(2LL, std::max(0LL, env_knob("SPPQ_ROWS", 1))));
         return s;
     }();
     return k;
@@ -515,6 +516,76 @@ int plan_segment(const SppArgs& a, const DeviceInfo& dev, long long threads_per_
     return SPPQ_OK;
 }
 
+// Rows kernel (v9): lanes over V-column vectors of a row (V from the row pitch and the input's
+// alignment, as the segment kernel), G = 32 / (W / V) planes per warp, disjoint row segments at
+// every bin boundary of every level, each level read from CM (roots) or derived from the nearest
+// finer level that it divides (the fixed kernel's choice of source).
+bool plan_rows(const SppArgs& a, const DeviceInfo& dev, RowsParams* p, int* vec_out, int* grid, size_t* smem) {
+    (void)dev;
+    if (a.pooling != SPPQ_MAX || a.W > 255 || a.H > 65535) return false;
+    std::memset(p, 0, sizeof(*p));
+    const size_t es = esize_of(a.dtype);
+    int vec = static_cast<int>(16 / es);
+    while (vec > 1 && ((a.W % vec) != 0 || (a.in_addr % (vec * es)) != 0)) vec /= 2;
+    const int vpr = a.W / vec;
+    if (vpr > 32) return false;
+    p->vpr = vpr;
+    p->G = 32 / vpr;
+    p->nc = static_cast<long long>(a.N) * a.C;
+    p->C = a.C; p->H = a.H; p->W = a.W; p->HW = a.H * a.W;
+    p->nlev = a.num_levels;
+    int8_ratio(a, &p->ratio, &p->requant);
+    for (int l = 0; l < a.num_levels; ++l) {
+        p->lev[l] = static_cast<unsigned char>(a.levels[l]);
+        p->off[l] = static_cast<unsigned short>(p->total_bins);
+        p->base[l] = static_cast<unsigned short>(p->sumn);
+        p->total_bins += a.levels[l] * a.levels[l];
+        p->sumn += a.levels[l];
+        int best = -1;
+        for (int i = 0; i < a.num_levels; ++i)
+            if (a.levels[i] > a.levels[l] && a.levels[i] % a.levels[l] == 0 && (best < 0 || a.levels[i] < a.levels[best])) best = i;
+        p->src[l] = static_cast<unsigned char>(best < 0 ? kRowsNoSrc : best);
+        p->k[l] = static_cast<unsigned char>(best < 0 ? 1 : a.levels[best] / a.levels[l]);
+    }
+    for (int r = 0; r < a.num_levels; ++r) {  // rank by decreasing n, ties in list order
+        for (int l = 0; l < a.num_levels; ++l) {
+            int rank = 0;
+            for (int j = 0; j < a.num_levels; ++j) rank += a.levels[j] > a.levels[l] || (a.levels[j] == a.levels[l] && j < l);
+            if (rank == r) p->order[r] = static_cast<unsigned char>(l);
+        }
+    }
+    unsigned short ybnd[kMaxSeg + 1];
+    unsigned char ylo[SPPQ_MAX_SUM_BINS], yhi[SPPQ_MAX_SUM_BINS];
+    if (!plan_axis(a.H, a.levels, a.num_levels, ybnd, &p->sy, ylo, yhi)) return false;
+    for (int s = 0; s < p->sy; ++s) p->yend[s] = ybnd[s + 1];
+    for (int l = 0; l < a.num_levels; ++l) {
+        const int n = a.levels[l];
+        for (int i = 0; i < n; ++i) {
+            const int j = p->base[l] + i;
+            p->tab[j] = static_cast<unsigned>(ylo[j]) | (static_cast<unsigned>(yhi[j]) << 8) |
+                (static_cast<unsigned>(bin_start(i, a.W, n)) << 16) | (static_cast<unsigned>(bin_end(i, a.W, n)) << 24);
+        }
+    }
+    const size_t cm = align16(static_cast<size_t>(p->G) * p->sy * a.W * es);
+    const size_t wb = align16(cm + static_cast<size_t>(p->G) * p->total_bins * 4 + static_cast<size_t>(p->sumn) * 4);
+    if (wb > 48 * 1024 / kRowsWarps) return false;  // 4 warps in the default 48 KB of a block
+    p->cm_bytes = static_cast<int>(cm);
+    p->warp_bytes = static_cast<int>(wb);
+    p->groups = (p->nc + p->G - 1) / p->G;
+    const long long blocks = (p->groups + kRowsWarps - 1) / kRowsWarps;
+    if (blocks > 0x7fffffffLL) return false;
+    *grid = static_cast<int>(blocks);
+    *smem = wb * kRowsWarps;
+    *vec_out = vec;
+    return true;
+}
+
+// Rows kernel part of the choice rule (v9 round): vector loads of at least 4 bytes.
+bool rows_rule(const SppArgs& a, const RowsParams& p, int vec) {
+    (void)p;
+    return static_cast<size_t>(vec) * esize_of(a.dtype) >= 4;
+}
+
 // Lane kernel part of the choice rule (v6 round, benchmarks/gpu/NOTES.md): the lane kernel with one
 // span tile per warp (SPPQ_LANE_STAGES=1, the default) forced on the 510 tiny-map sweep rows against
 // the v5 rule's kernels (stream / small) on the same kind of H200. It needs many planes (a warp
@@ -545,6 +616,19 @@ bool lane_rule(const SppArgs& a, const SppKnobs& knobs, const LaneParams& lp) {
 int plan_spp(const SppArgs& a, const DeviceInfo& dev, const SppKnobs& knobs, SppLaunch* out) {
     const bool small_map = knobs.small && a.H <= kSmallMaxH && a.W <= kSmallMaxW;
     const bool few_planes = static_cast<long long>(a.N) * a.C <= knobs.small_planes;
+    auto try_rows = [&](bool rule) {
+        if (a.pooling != SPPQ_MAX) return false;
+        int grid = 0, vec = 1;
+        size_t smem = 0;
+        if (!plan_rows(a, dev, &out->rows, &vec, &grid, &smem) || (rule && !rows_rule(a, out->rows, vec))) return false;
+        out->kind = SppKernel::kRows;
+        out->grid = grid;
+        out->threads = 32 * kRowsWarps;
+        out->vec = vec;
+        out->smem = smem;
+        return true;
+    };
+    if (knobs.rows_mode == 2 && try_rows(false)) return SPPQ_OK;
     if (a.pooling == SPPQ_MAX && knobs.fixed_mode > 0 && (knobs.fixed_mode == 2 || fixed_rule(a, knobs))) {
         int grid = 0, id = -1, threads = 0;
         size_t smem = 0;
@@ -570,6 +654,7 @@ int plan_spp(const SppArgs& a, const DeviceInfo& dev, const SppKnobs& knobs, Spp
             }
         }
     }
+    if (knobs.rows_mode == 1 && !small_map && try_rows(true)) return SPPQ_OK;
     const bool stream = knobs.stream_mode == 2 || (knobs.stream_mode == 1 && small_map && !few_planes);
     if (a.pooling == SPPQ_MAX && stream) {
         int grid = 0;
