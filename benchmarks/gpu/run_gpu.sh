@@ -121,6 +121,9 @@ fi
 if has sanitize && command -v compute-sanitizer > /dev/null && [[ -x "$BUILD/sppq_plugin_harness" ]]; then
   step "compute-sanitizer"
   for tool in memcheck racecheck; do
+    SPPQ_ROWS=2 run_check "${tool}_spp_rows" compute-sanitizer --tool "$tool" --error-exitcode 9 --kernel-regex kns=spp_rows_kernel \
+      $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" --cases "${SANITIZE_ROWS_CASES:-24}" --seed 52 --rows --require-kernel 5 &
+    [[ -n "${SANITIZE_ROWS_ONLY:-}" ]] && { wait; continue; }  # the rows kernel's runs only
     for h in sppq_plugin_harness sppq_roi_plugin_harness; do
       run_check "${tool}_$h" compute-sanitizer --tool "$tool" --error-exitcode 9 "$BUILD/$h" --require-gpu &
     done
@@ -134,8 +137,6 @@ if has sanitize && command -v compute-sanitizer > /dev/null && [[ -x "$BUILD/spp
     SPPQ_FIXED=2 SPPQ_STREAM_BLOCKS=2 SPPQ_LANE_TILE=16384 run_check "${tool}_spp_fixed" compute-sanitizer --tool "$tool" \
       --error-exitcode 9 --kernel-regex kns=spp_fixed_kernel $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" \
       --cases "${SANITIZE_FIXED_CASES:-24}" --seed 12 --fixed --require-kernel 4 &
-    SPPQ_ROWS=2 run_check "${tool}_spp_rows" compute-sanitizer --tool "$tool" --error-exitcode 9 --kernel-regex kns=spp_rows_kernel \
-      $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" --cases "${SANITIZE_ROWS_CASES:-24}" --seed 52 --rows --require-kernel 5 &
     for w in ${FIXED_WARPS_CHECK:-}; do
       SPPQ_FIXED=2 SPPQ_FIXED_WARPS=$w SPPQ_STREAM_BLOCKS=2 SPPQ_LANE_TILE=16384 run_check "${tool}_spp_fixed_w$w" compute-sanitizer --tool "$tool" \
         --error-exitcode 9 --kernel-regex kns=spp_fixed_kernel $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" \

@@ -114,6 +114,8 @@ SppKnobs spp_knobs() {
         const long long fw = env_knob("SPPQ_FIXED_WARPS", s.fixed_warps);
         s.fixed_warps = fw == 0 || fw == 1 || fw == 2 ? static_cast<int>(fw) : 4;
         s.rows_mode = static_cast<int>(std::min(2LL, std::max(0LL, env_knob("SPPQ_ROWS", 1))));
+        s.rows_warps = std::max(0LL, env_knob("SPPQ_ROWS_WARPS", s.rows_warps));
+        s.rows_planes = std::max(1LL, env_knob("SPPQ_ROWS_PLANES", s.rows_planes));
         return s;
     }();
     return k;
@@ -517,11 +519,13 @@ int plan_segment(const SppArgs& a, const DeviceInfo& dev, long long threads_per_
 }
 
 // Rows kernel (v9): lanes over V-column vectors of a row (V from the row pitch and the input's
-// alignment, as the segment kernel), G = 32 / (W / V) planes per warp, disjoint row segments at
-// every bin boundary of every level, each level read from CM (roots) or derived from the nearest
-// finer level that it divides (the fixed kernel's choice of source).
-bool plan_rows(const SppArgs& a, const DeviceInfo& dev, RowsParams* p, int* vec_out, int* grid, size_t* smem) {
-    (void)dev;
+// alignment, as the segment kernel), rc row chunks per plane (doubled while the launch has fewer than
+// warps_per_sm warps per SM, a chunk keeps >= 8 rows and a plane <= 32 lanes), G = 32 / (W / V * rc)
+// planes per warp, disjoint row segments at every bin boundary of every level and every chunk start,
+// each level read from CM (roots) or derived from the nearest finer level that it divides (the fixed
+// kernel's choice of source).
+bool plan_rows(const SppArgs& a, const DeviceInfo& dev, long long warps_per_sm, RowsParams* p, int* vec_out, int* grid,
+    size_t* smem) {
     if (a.pooling != SPPQ_MAX || a.W > 255 || a.H > 65535) return false;
     std::memset(p, 0, sizeof(*p));
     const size_t es = esize_of(a.dtype);
@@ -530,7 +534,6 @@ bool plan_rows(const SppArgs& a, const DeviceInfo& dev, RowsParams* p, int* vec_
     const int vpr = a.W / vec;
     if (vpr > 32) return false;
     p->vpr = vpr;
-    p->G = 32 / vpr;
     p->nc = static_cast<long long>(a.N) * a.C;
     p->C = a.C; p->H = a.H; p->W = a.W; p->HW = a.H * a.W;
     p->nlev = a.num_levels;
@@ -554,10 +557,23 @@ bool plan_rows(const SppArgs& a, const DeviceInfo& dev, RowsParams* p, int* vec_
             if (rank == r) p->order[r] = static_cast<unsigned char>(l);
         }
     }
+    // row chunks: more, shorter lanes (more warps) while the launch is short of warps
+    const long long want = warps_per_sm * std::max(1, dev.sms);
+    int rc = 1;
+    while (2 * rc * vpr <= 32 && (a.H + 2 * rc - 1) / (2 * rc) >= 8 && (p->nc + 32 / (rc * vpr) - 1) / (32 / (rc * vpr)) < want)
+        rc *= 2;
+    const int rows = (a.H + rc - 1) / rc;
+    p->rows = rows;
+    p->rc = rc;  // lanes of chunks past H (when ceil(H / rows) < rc) stay idle
+    p->G = 32 / (vpr * rc);
     unsigned short ybnd[kMaxSeg + 1];
     unsigned char ylo[SPPQ_MAX_SUM_BINS], yhi[SPPQ_MAX_SUM_BINS];
-    if (!plan_axis(a.H, a.levels, a.num_levels, ybnd, &p->sy, ylo, yhi)) return false;
+    if (!plan_axis(a.H, a.levels, a.num_levels, ybnd, &p->sy, ylo, yhi, rc > 1 ? rows : 0)) return false;
     for (int s = 0; s < p->sy; ++s) p->yend[s] = ybnd[s + 1];
+    for (int ch = 0, s = 0; ch < rc && ch * rows < a.H; ++ch) {
+        while (ybnd[s] < ch * rows) ++s;
+        p->cseg[ch] = static_cast<unsigned char>(s);
+    }
     for (int l = 0; l < a.num_levels; ++l) {
         const int n = a.levels[l];
         for (int i = 0; i < n; ++i) {
@@ -566,7 +582,11 @@ bool plan_rows(const SppArgs& a, const DeviceInfo& dev, RowsParams* p, int* vec_
                 (static_cast<unsigned>(bin_start(i, a.W, n)) << 16) | (static_cast<unsigned>(bin_end(i, a.W, n)) << 24);
         }
     }
-    const size_t cm = align16(static_cast<size_t>(p->G) * p->sy * a.W * es);
+    // CM rows: whole 4-byte words, an odd number of them (the bin phase's lanes read different rows)
+    int words = static_cast<int>((static_cast<size_t>(a.W) * es + 3) / 4);
+    if (words % 2 == 0) ++words;
+    p->cw = static_cast<int>(static_cast<size_t>(words) * 4 / es);
+    const size_t cm = align16(static_cast<size_t>(p->G) * p->sy * p->cw * es);
     const size_t wb = align16(cm + static_cast<size_t>(p->G) * p->total_bins * 4 + static_cast<size_t>(p->sumn) * 4);
     if (wb > 48 * 1024 / kRowsWarps) return false;  // 4 warps in the default 48 KB of a block
     p->cm_bytes = static_cast<int>(cm);
@@ -580,10 +600,13 @@ bool plan_rows(const SppArgs& a, const DeviceInfo& dev, RowsParams* p, int* vec_
     return true;
 }
 
-// Rows kernel part of the choice rule (v9 round): vector loads of at least 4 bytes.
-bool rows_rule(const SppArgs& a, const RowsParams& p, int vec) {
-    (void)p;
-    return static_cast<size_t>(vec) * esize_of(a.dtype) >= 4;
+// Rows kernel part of the choice rule (v9 round, benchmarks/gpu/NOTES.md): against the segment kernel on
+// the 765 sweep rows with H*W >= 400 (same H200 call), the rows kernel without row chunks won every row
+// with N*C >= 2048 on 20x20 and 40x40 (1.05-4.3x) and most on 64x64 (1.06-2.0x; 0.8-0.99x on some 64x64
+// 5,3,1 / 6,3,2,1 rows), and lost on most rows with N*C <= 1024 (0.29-1.5x: a launch of 32-171 warps is
+// one warp's chain of dependent row loads). Vector loads of >= 4 bytes (narrower ones were not measured).
+bool rows_rule(const SppArgs& a, const SppKnobs& knobs, const RowsParams& p, int vec) {
+    return static_cast<size_t>(vec) * esize_of(a.dtype) >= 4 && p.nc >= knobs.rows_planes;
 }
 
 // Lane kernel part of the choice rule (v6 round, benchmarks/gpu/NOTES.md): the lane kernel with one
@@ -620,7 +643,9 @@ int plan_spp(const SppArgs& a, const DeviceInfo& dev, const SppKnobs& knobs, Spp
         if (a.pooling != SPPQ_MAX) return false;
         int grid = 0, vec = 1;
         size_t smem = 0;
-        if (!plan_rows(a, dev, &out->rows, &vec, &grid, &smem) || (rule && !rows_rule(a, out->rows, vec))) return false;
+        if (!plan_rows(a, dev, knobs.rows_warps, &out->rows, &vec, &grid, &smem) ||
+            (rule && !rows_rule(a, knobs, out->rows, vec)))
+            return false;
         out->kind = SppKernel::kRows;
         out->grid = grid;
         out->threads = 32 * kRowsWarps;

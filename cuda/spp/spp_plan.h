@@ -162,9 +162,11 @@ struct RowsParams {
     int C, H, W, HW;
     int vpr;               // lanes per plane: W / V
     int G;                 // planes per warp
-    int sy;                // row segments (disjoint; every bin row is a run of them)
+    int rc, rows;          // row chunks per plane (lanes per plane = vpr x rc) and rows per chunk
+    int sy;                // row segments (disjoint; every bin row and every chunk is a run of them)
+    int cw;                // CM row length in elements: >= W, an odd number of 4-byte words (no bank conflicts)
     int nlev, total_bins, sumn;
-    int cm_bytes;          // CM per warp: G x sy x W input elements, 16-byte aligned
+    int cm_bytes;          // CM per warp: G x sy x cw input elements, 16-byte aligned
     int warp_bytes;        // CM + RB (G x total_bins 4-byte slots) + the bin table (sumn words)
     float ratio;           // int8: in_scale / out_scale
     int requant;           // int8: 0 = copy values
@@ -173,6 +175,7 @@ struct RowsParams {
     unsigned short off[SPPQ_MAX_LEVELS];    // sum of n^2 of the previous levels (output and RB offset)
     unsigned short base[SPPQ_MAX_LEVELS];   // sum of n of the previous levels (bin table offset)
     unsigned short yend[kMaxSeg + 1];       // row segment s ends before row yend[s]
+    unsigned char cseg[32];                 // first row segment of each row chunk
     unsigned tab[SPPQ_MAX_SUM_BINS];        // per (level, bin i): first | end segment << 8 (rows), x0 << 16 | x1 << 24
 };
 
@@ -200,7 +203,8 @@ struct SppLaunch {
 // SPPQ_FIXED (0 never, 1 rule, 2 every instantiated shape), SPPQ_FIXED_PLANES (rule's least N*C; 0: by
 // shape and dtype),
 // SPPQ_FIXED_WARPS (fixed kernel's warps per block: 1, 2 or 4; 0: fixed_warps_rule),
-// SPPQ_ROWS (rows kernel: 0 never, 1 rule, 2 every map it fits).
+// SPPQ_ROWS (rows kernel: 0 never, 1 rule, 2 every map it fits), SPPQ_ROWS_WARPS (its target warps per SM for
+// row chunking, default 64; 0: no chunks), SPPQ_ROWS_PLANES (rule's least N*C, default 2048).
 struct SppKnobs {
     int stream_mode = 1;  // 0 never, 1 the choice rule of plan_spp, 2 every map it fits
     long long stream_tile = 4096;
@@ -218,6 +222,8 @@ struct SppKnobs {
     long long fixed_planes = 0;      // choice rule: N*C at least this; 0: by shape and dtype (fixed_rule)
     int fixed_warps = 0;             // fixed kernel's warps per block (1, 2, 4); 0: fixed_warps_rule
     int rows_mode = 1;               // rows kernel: 0 never, 1 the choice rule, 2 every map it fits
+    long long rows_warps = 64;       // rows kernel: row chunks until the launch has this many warps per SM
+    long long rows_planes = 2048;    // rows kernel choice rule: N*C at least this
 };
 SppKnobs spp_knobs();
 
@@ -243,9 +249,10 @@ bool fixed_rule(const SppArgs& a, const SppKnobs& knobs);
 // Worst shared-memory bank conflict of the lane kernel's tile reads (lane l reads plane l).
 int lane_conflict_ways(int hw, int esize);
 // Rows kernel (v9): false when a row does not fit one warp or CM / RB exceed the shared memory.
-bool plan_rows(const SppArgs& a, const DeviceInfo& dev, RowsParams* p, int* vec, int* grid, size_t* smem);
+bool plan_rows(const SppArgs& a, const DeviceInfo& dev, long long warps_per_sm, RowsParams* p, int* vec, int* grid,
+    size_t* smem);
 // The rows kernel's part of the choice rule (measured; spp_plan.cpp).
-bool rows_rule(const SppArgs& a, const RowsParams& p, int vec);
+bool rows_rule(const SppArgs& a, const SppKnobs& knobs, const RowsParams& p, int vec);
 bool plan_stream(const SppArgs& a, const DeviceInfo& dev, const SppKnobs& knobs, StreamParams* p, int* grid,
     size_t* smem);
 void plan_small(const SppArgs& a, const DeviceInfo& dev, long long wpp, SmallParams* p, int* grid, int* threads,

@@ -45,29 +45,42 @@ __global__ void __launch_bounds__(32 * kRowsWarps, kRowsBlocksPerSm) spp_rows_ke
     const int np = static_cast<int>(min(static_cast<long long>(p.G), p.nc - plane0));
     const int H = p.H, W = p.W, sy = p.sy;
 
-    // rows: all H rows of this lane's V columns, U loads in flight, a flush per row segment
-    const int g = lane / p.vpr, vc = lane - g * p.vpr;
-    if (g < np) {
+    // rows: this lane's chunk of rows of its V columns, U loads in flight, a flush per row segment
+    const int lpp = p.vpr * p.rc;
+    const int g = lane / lpp, rem = lane - g * lpp;
+    const int ch = rem / p.vpr, vc = rem - ch * p.vpr;
+    const int y0 = ch * p.rows, y1 = min(H, y0 + p.rows);
+    if (g < np && y0 < H) {
         constexpr int B = static_cast<int>(sizeof(T)) * V;
-        constexpr int U = B >= 16 ? kRowsUnroll : 2 * kRowsUnroll;
-        const T* src = in + static_cast<size_t>(plane0 + g) * p.HW + vc * V;
-        T* dst = cm + g * sy * W + vc * V;
+        constexpr int U = B >= 16 ? kRowsUnroll : (B >= 8 && sizeof(T) == 1 ? 12 : 2 * kRowsUnroll);  // int8 x 8: 16 spilled
+        const int cw = p.cw;
+        const T* src = in + static_cast<size_t>(plane0 + g) * p.HW + static_cast<size_t>(y0) * W + vc * V;
+        int s = p.cseg[ch];
+        T* dst = cm + (g * sy + s) * cw + vc * V;
         Strip<T, SPPQ_MAX, V> acc;
         acc.init();
-        int s = 0, nb = p.yend[0];
-        for (int y = 0; y < H; y += U) {
+        int nb = p.yend[s];
+        for (int y = y0; y < y1; y += U) {
             Vec<T, V> buf[U];
 #pragma unroll
             for (int u = 0; u < U; ++u)
-                if (y + u < H) buf[u] = ldg_stream<T, V>(src + static_cast<size_t>(u) * W);
+                if (y + u < y1) buf[u] = ldg_stream<T, V>(src + static_cast<size_t>(u) * W);
 #pragma unroll
             for (int u = 0; u < U; ++u) {
-                if (y + u < H) {
+                if (y + u < y1) {
                     acc.add(buf[u]);
-                    if (y + u + 1 == nb) {  // uniform across the warp: same row for every lane
-                        acc.store(dst);
+                    if (y + u + 1 == nb) {  // a segment ends (chunk ends are segment ends)
+                        Vec<T, V> o;
+                        acc.store(o.v);
+                        if constexpr (B % 4 == 0) {  // CM rows are 4-byte aligned (odd word count), not 16
+#pragma unroll
+                            for (int k = 0; k < B / 4; ++k) reinterpret_cast<unsigned*>(dst)[k] = reinterpret_cast<const unsigned*>(&o)[k];
+                        } else {
+#pragma unroll
+                            for (int k = 0; k < V; ++k) dst[k] = o.v[k];
+                        }
                         acc.init();
-                        dst += W;
+                        dst += cw;
                         ++s;
                         nb = s < sy ? p.yend[s] : 0x7fffffff;
                     }
@@ -98,8 +111,8 @@ __global__ void __launch_bounds__(32 * kRowsWarps, kRowsBlocksPerSm) spp_rows_ke
             if (sl == kRowsNoSrc) {
                 const unsigned ty = tab[base + by], tx = tab[base + bx];
                 const int s0 = ty & 255, s1 = (ty >> 8) & 255, x0 = (tx >> 16) & 255, x1 = tx >> 24;
-                const T* row = cm + (gi * sy + s0) * W;
-                for (int s = s0; s < s1; ++s, row += W) {
+                const T* row = cm + (gi * sy + s0) * p.cw;
+                for (int s = s0; s < s1; ++s, row += p.cw) {
 #pragma unroll 4
                     for (int x = x0; x < x1; ++x) acc = rmax(acc, cvt(row[x]));
                 }

@@ -58,7 +58,14 @@ void check_rows(const SppKnobs& knobs, int n, int c, int h, int w, int dtype, in
     expect((l.kind == SppKernel::kRows) == rows, rows ? "rows kernel expected" : "no rows kernel expected", n, c, h, dtype);
     if (!rows || l.kind != SppKernel::kRows) return;
     const RowsParams& p = l.rows;
-    expect(l.vec == vec && p.vpr == w / vec && p.G == 32 / p.vpr, "rows: vector width / lanes per plane", n, c, h, dtype);
+    expect(l.vec == vec && p.vpr == w / vec && p.G == 32 / (p.vpr * p.rc) && p.G >= 1 && p.rows * p.rc >= h &&
+        p.rows >= (p.rc > 1 ? 8 : 1), "rows: vector width / lanes per plane / row chunks", n, c, h, dtype);
+    // row chunks only while the launch is short of warps (default: 64 per SM), and chunk starts are segment starts
+    const long long gh = p.rc > 1 ? 32 / (p.vpr * (p.rc / 2)) : 1;  // planes per warp with half the chunks
+    expect(p.rc == 1 || ((static_cast<long long>(n) * c + gh - 1) / gh < 64LL * 132 && p.vpr * p.rc <= 32), "rows: chunk count",
+        n, c, h, dtype);
+    for (int ch = 0; ch < p.rc && ch * p.rows < h; ++ch)
+        expect(ch == 0 ? p.cseg[0] == 0 : p.yend[p.cseg[ch] - 1] == ch * p.rows, "rows: chunk start is a segment start", n, c, h, dtype);
     expect(p.groups == (static_cast<long long>(n) * c + p.G - 1) / p.G && l.threads == 32 * kRowsWarps &&
         static_cast<long long>(l.grid) * kRowsWarps >= p.groups && l.smem == static_cast<size_t>(p.warp_bytes) * kRowsWarps,
         "rows: groups / grid / shared memory", n, c, h, dtype);
@@ -107,6 +114,20 @@ int main() {
         check_rows(def, 128, 256, 13, 13, dt, SPPQ_MAX, l6321, 4, false, 0);  // fixed kernel
     }
     check_rows(def, 8, 384, 37, 53, SPPQ_FLOAT32, SPPQ_MAX, l124, 3, false, 0);  // odd W: 53 scalar lanes > 32
+    check_rows(def, 1, 1024, 64, 64, SPPQ_FLOAT32, SPPQ_MAX, l124, 3, false, 0);  // under 2048 planes: segment kernel
+    {  // few planes: row chunks (8 rows each at most 8 chunks) until 64 warps per SM or 32 lanes per plane
+        SppLaunch l{};
+        DeviceInfo dev;
+        dev.sms = 132;
+        dev.smem_optin = 227 * 1024;
+        const SppArgs a{SPPQ_INT8, SPPQ_MAX, 1, 2048, 64, 64, l6321, 4, 1.0f, 1.0f, 256};
+        expect(plan_spp(a, dev, def, &l) == SPPQ_OK && l.kind == SppKernel::kRows && l.rows.rc == 8 && l.rows.rows == 8 &&
+            l.rows.G == 1, "rows: 2048 int8 64x64 planes take 8 chunks of 8 rows", 1, 2048, 64, SPPQ_INT8);
+        SppKnobs nochunk{};
+        nochunk.rows_warps = 0;
+        expect(plan_spp(a, dev, nochunk, &l) == SPPQ_OK && l.kind == SppKernel::kRows && l.rows.rc == 1 && l.rows.G == 8,
+            "rows: SPPQ_ROWS_WARPS=0 keeps whole planes per lane", 1, 2048, 64, SPPQ_INT8);
+    }
     SppKnobs off{};
     off.rows_mode = 0;
     check_rows(off, 64, 2048, 20, 20, SPPQ_FLOAT32, SPPQ_MAX, l8421, 4, false, 0);
