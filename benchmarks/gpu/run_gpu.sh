@@ -24,7 +24,7 @@
 # COMPILE_BUDGET (seconds), BENCH_VARIANTS (0: no knob variants in `bench`), BENCH_ROI / BENCH_SPP (0: no RoI / SPP bench), LANE_VARIANTS / ROI_VARIANTS
 # (the runs of `lane`), LANE_MAX_HW / LANE_MAX_NC (its rows), FIXED_WARPS_CHECK (fixed-kernel checks and sanitizer
 # runs with SPPQ_FIXED_WARPS set to each listed value), ROWS_CASES / SANITIZE_ROWS_CASES (rows-kernel checks, v9),
-# LANE_MIN_HW / SWEEP_MIN_HW (only maps with H*W >= this in `lane` / `sweep`), NCU_VARIANTS (knob sets for `ncu`).
+# OTHER_CASES (RoI, stream and lane checks; default CASES), LANE_MIN_HW / SWEEP_MIN_HW (only maps with H*W >= this in `lane` / `sweep`), NCU_VARIANTS (knob sets for `ncu`).
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 OUT=${OUT:-/tmp/sppq_out}
@@ -88,11 +88,11 @@ run_check() {  # name, command...: logs to $LOGS/name.log, RESULT line to the su
 if has check; then
   step "checks: kernels vs references, knob variants, plugin harnesses"
   run_check spp_check $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" --cases "$CASES" &
-  run_check roi_check $PY "$ROOT/benchmarks/gpu/check_roi_spp_kernels.py" "$KLIB" --cases "$CASES" &
-  SPPQ_STREAM=2 run_check spp_check_stream $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" --cases "$CASES" --seed 4 &
+  run_check roi_check $PY "$ROOT/benchmarks/gpu/check_roi_spp_kernels.py" "$KLIB" --cases "${OTHER_CASES:-$CASES}" &
+  SPPQ_STREAM=2 run_check spp_check_stream $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" --cases "${OTHER_CASES:-$CASES}" --seed 4 &
   SPPQ_STREAM=2 SPPQ_STREAM_TILE=512 SPPQ_STREAM_BLOCKS=3 run_check spp_check_multispan $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" --cases 150 --seed 1 &
   SPPQ_STREAM=0 run_check spp_check_v4 $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" --cases 100 --seed 2 &
-  SPPQ_LANE=2 run_check spp_check_lane $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" --cases "$CASES" --seed 5 &
+  SPPQ_LANE=2 run_check spp_check_lane $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" --cases "${OTHER_CASES:-$CASES}" --seed 5 &
   SPPQ_LANE=2 SPPQ_STREAM_BLOCKS=1 SPPQ_LANE_TILE=65536 run_check spp_check_lane_multispan $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" --cases 300 --seed 6 &
   SPPQ_LANE=2 SPPQ_LANE_STAGES=2 SPPQ_STREAM_BLOCKS=1 SPPQ_LANE_TILE=65536 run_check spp_check_lane2_multispan $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" --cases 300 --seed 8 &
   SPPQ_LANE=2 SPPQ_LANE_STAGES=2 run_check spp_check_lane2 $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" --cases 300 --seed 9 &
@@ -104,6 +104,7 @@ if has check; then
   done
   # the rows kernel (v9): on its own maps (drawn until it is chosen) and on the general random cases wherever it fits
   SPPQ_ROWS=2 run_check spp_check_rows $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" --cases "${ROWS_CASES:-$CASES}" --seed 50 --rows --require-kernel 5 &
+  SPPQ_ROWS=2 SPPQ_ROWS_WARPS=0 run_check spp_check_rows_nochunk $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" --cases 300 --seed 53 --rows --require-kernel 5 &
   SPPQ_ROWS=2 run_check spp_check_rows_anywhere $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" --cases "${ROWS_CASES:-$CASES}" --seed 51 &
   SPPQ_ROI_FASTDIV=0 run_check roi_check_intdiv $PY "$ROOT/benchmarks/gpu/check_roi_spp_kernels.py" "$KLIB" --cases 200 --seed 7 &
   SPPQ_ROI_CC=1 SPPQ_ROI_DERIVE=0 run_check roi_check_cc1_noderive $PY "$ROOT/benchmarks/gpu/check_roi_spp_kernels.py" "$KLIB" --cases 100 --seed 3 &
