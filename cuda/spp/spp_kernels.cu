@@ -1,8 +1,9 @@
 // sppquant: whole-map Spatial Pyramid Pooling forward kernels (semantics: spp_kernels.h).
 //
-// Five kernels, chosen per call by plan_spp() (spp_plan.cpp; one launch each, every input
+// Six kernels, chosen per call by plan_spp() (spp_plan.cpp; one launch each, every input
 // element read once for all levels, tables passed by value so launches are graph-capturable):
 //
+// rows (v9, max pooling on maps whose row fits one warp, 20x20 .. 64x64): in spp_rows.cu.
 // fixed (v7, max pooling on the tiny-map shapes SPP networks run, spp_fixed.h): the lane layout
 //   with H, W and the levels as template parameters, so each lane reduces its plane in
 //   registers with compile-time indices (spp_fixed_kernel below).

@@ -114,6 +114,7 @@ SppKnobs spp_knobs() {
         const long long fw = env_knob("SPPQ_FIXED_WARPS", s.fixed_warps);
         s.fixed_warps = fw == 0 || fw == 1 || fw == 2 ? static_cast<int>(fw) : 4;
         s.rows_mode = static_cast<int>(std::min(2LL, std::max(0LL, env_knob("SPPQ_ROWS", 1))));
+        s.rows_chunk_below = std::max(0LL, env_knob("SPPQ_ROWS_CHUNK_BELOW", s.rows_chunk_below));
         s.rows_warps = std::max(0LL, env_knob("SPPQ_ROWS_WARPS", s.rows_warps));
         s.rows_planes = std::max(1LL, env_knob("SPPQ_ROWS_PLANES", s.rows_planes));
         return s;
@@ -519,13 +520,14 @@ int plan_segment(const SppArgs& a, const DeviceInfo& dev, long long threads_per_
 }
 
 // Rows kernel (v9): lanes over V-column vectors of a row (V from the row pitch and the input's
-// alignment, as the segment kernel), rc row chunks per plane (doubled while the launch has fewer than
-// warps_per_sm warps per SM, a chunk keeps >= 8 rows and a plane <= 32 lanes), G = 32 / (W / V * rc)
+// alignment, as the segment kernel), rc row chunks per plane (when whole planes give fewer than
+// chunk_below warps per SM: doubled while the launch has fewer than warps_per_sm warps per SM, a chunk
+// keeps >= 8 rows and a plane <= 32 lanes), G = 32 / (W / V * rc)
 // planes per warp, disjoint row segments at every bin boundary of every level and every chunk start,
 // each level read from CM (roots) or derived from the nearest finer level that it divides (the fixed
 // kernel's choice of source).
-bool plan_rows(const SppArgs& a, const DeviceInfo& dev, long long warps_per_sm, RowsParams* p, int* vec_out, int* grid,
-    size_t* smem) {
+bool plan_rows(const SppArgs& a, const DeviceInfo& dev, long long chunk_below, long long warps_per_sm, RowsParams* p,
+    int* vec_out, int* grid, size_t* smem) {
     if (a.pooling != SPPQ_MAX || a.W > 255 || a.H > 65535) return false;
     std::memset(p, 0, sizeof(*p));
     const size_t es = esize_of(a.dtype);
@@ -557,8 +559,10 @@ bool plan_rows(const SppArgs& a, const DeviceInfo& dev, long long warps_per_sm, 
             if (rank == r) p->order[r] = static_cast<unsigned char>(l);
         }
     }
-    // row chunks: more, shorter lanes (more warps) while the launch is short of warps
-    const long long want = warps_per_sm * std::max(1, dev.sms);
+    // row chunks: more, shorter lanes (more warps) when whole planes leave the launch short of warps (v9 call 3:
+    // 1.1-3.4x at N*C <= 4096, 0.6-0.95x from ~12 warps per SM on, where the extra segments cost more)
+    const long long sms = std::max(1, dev.sms);
+    const long long want = (p->nc + 32 / vpr - 1) / (32 / vpr) < chunk_below * sms ? warps_per_sm * sms : 0;
     int rc = 1;
     while (2 * rc * vpr <= 32 && (a.H + 2 * rc - 1) / (2 * rc) >= 8 && (p->nc + 32 / (rc * vpr) - 1) / (32 / (rc * vpr)) < want)
         rc *= 2;
@@ -601,10 +605,10 @@ bool plan_rows(const SppArgs& a, const DeviceInfo& dev, long long warps_per_sm, 
 }
 
 // Rows kernel part of the choice rule (v9 round, benchmarks/gpu/NOTES.md): against the segment kernel on
-// the 765 sweep rows with H*W >= 400 (same H200 call), the rows kernel without row chunks won every row
-// with N*C >= 2048 on 20x20 and 40x40 (1.05-4.3x) and most on 64x64 (1.06-2.0x; 0.8-0.99x on some 64x64
-// 5,3,1 / 6,3,2,1 rows), and lost on most rows with N*C <= 1024 (0.29-1.5x: a launch of 32-171 warps is
-// one warp's chain of dependent row loads). Vector loads of >= 4 bytes (narrower ones were not measured).
+// the 765 sweep rows with H*W >= 400 (same H200 call, the rows kernel forced with and without row chunks),
+// the rows kernel with chunks below 12 warps per SM won every 20x20 / 40x40 / 64x64 row with N*C >= 1024
+// (0.99-4.1x, median ~1.7x; one 20x20 fp32 row at 0.99) and lost some rows with N*C <= 512 (0.82-1.3x).
+// Odd widths (33, 53) do not fit (W / V > 32 lanes): segment kernel. Vector loads of >= 4 bytes only.
 bool rows_rule(const SppArgs& a, const SppKnobs& knobs, const RowsParams& p, int vec) {
     return static_cast<size_t>(vec) * esize_of(a.dtype) >= 4 && p.nc >= knobs.rows_planes;
 }
@@ -627,6 +631,8 @@ bool lane_rule(const SppArgs& a, const SppKnobs& knobs, const LaneParams& lp) {
 //   max pooling on an instantiated (H, W, levels) of spp_fixed.h with N*C >= 1024 on 7x7, >= 2048
 //     (fp16 / int8) or 4096 (fp32) on 11x11 / 13x13 (fixed_rule): fixed kernel, one-warp blocks when
 //     four-warp blocks would leave SMs idle (fixed_warps_rule);
+//   max pooling on maps of more than 16 rows or 64 columns whose row fits a warp, N*C >= 1024 (rows_rule,
+//     v9): rows kernel, row chunks below 12 warps per SM (plan_rows);
 //   max pooling on tiny maps of very many planes (lane_rule above: N*C >= 32768, H*W <= 64, or
 //     H*W <= 256 for fp16 / int8): lane kernel;
 //   max pooling on other small maps (H <= 16, W <= 64) of many planes (N*C > 4096): stream kernel,
@@ -643,7 +649,7 @@ int plan_spp(const SppArgs& a, const DeviceInfo& dev, const SppKnobs& knobs, Spp
         if (a.pooling != SPPQ_MAX) return false;
         int grid = 0, vec = 1;
         size_t smem = 0;
-        if (!plan_rows(a, dev, knobs.rows_warps, &out->rows, &vec, &grid, &smem) ||
+        if (!plan_rows(a, dev, knobs.rows_chunk_below, knobs.rows_warps, &out->rows, &vec, &grid, &smem) ||
             (rule && !rows_rule(a, knobs, out->rows, vec)))
             return false;
         out->kind = SppKernel::kRows;

@@ -1,6 +1,9 @@
 // Launch planning for the whole-map SPP kernels: parameter blocks passed by value to the
 // kernels, and pure host functions that fill them (no CUDA calls here; the device facts come in
-// as a DeviceInfo). Five kernels, picked by plan_spp() (rule and evidence in spp_plan.cpp):
+// as a DeviceInfo). Six kernels, picked by plan_spp() (rule and evidence in spp_plan.cpp):
+//   rows     max pooling on maps of more than 16 rows or 64 columns whose row fits one warp (W / V <= 32
+//            lanes of V-element vectors, e.g. 20x20 .. 64x64) with N*C >= 1024: each warp streams whole
+//            planes (or row chunks) through registers, no block barrier (v9, spp_rows.cu).
 //   fixed    max pooling on an instantiated (H, W, levels) of spp_fixed.h (7x7, 11x11, 13x13 with
 //            the common level sets) with N*C >= 4096: the lane kernel's spans with the shape and
 //            levels at compile time; every bin in registers, no tables (v7).
@@ -203,8 +206,9 @@ struct SppLaunch {
 // SPPQ_FIXED (0 never, 1 rule, 2 every instantiated shape), SPPQ_FIXED_PLANES (rule's least N*C; 0: by
 // shape and dtype),
 // SPPQ_FIXED_WARPS (fixed kernel's warps per block: 1, 2 or 4; 0: fixed_warps_rule),
-// SPPQ_ROWS (rows kernel: 0 never, 1 rule, 2 every map it fits), SPPQ_ROWS_WARPS (its target warps per SM for
-// row chunking, default 64; 0: no chunks), SPPQ_ROWS_PLANES (rule's least N*C, default 2048).
+// SPPQ_ROWS (rows kernel: 0 never, 1 rule, 2 every map it fits), SPPQ_ROWS_CHUNK_BELOW / SPPQ_ROWS_WARPS (row
+// chunks when whole planes per lane give fewer warps per SM than the first, default 12, then until the second,
+// default 64; SPPQ_ROWS_WARPS=0: no chunks), SPPQ_ROWS_PLANES (rule's least N*C, default 1024).
 struct SppKnobs {
     int stream_mode = 1;  // 0 never, 1 the choice rule of plan_spp, 2 every map it fits
     long long stream_tile = 4096;
@@ -222,8 +226,9 @@ struct SppKnobs {
     long long fixed_planes = 0;      // choice rule: N*C at least this; 0: by shape and dtype (fixed_rule)
     int fixed_warps = 0;             // fixed kernel's warps per block (1, 2, 4); 0: fixed_warps_rule
     int rows_mode = 1;               // rows kernel: 0 never, 1 the choice rule, 2 every map it fits
-    long long rows_warps = 64;       // rows kernel: row chunks until the launch has this many warps per SM
-    long long rows_planes = 2048;    // rows kernel choice rule: N*C at least this
+    long long rows_chunk_below = 12; // rows kernel: row chunks only when whole planes give fewer warps per SM than this,
+    long long rows_warps = 64;       //   then until the launch has this many warps per SM
+    long long rows_planes = 1024;    // rows kernel choice rule: N*C at least this
 };
 SppKnobs spp_knobs();
 
@@ -249,8 +254,8 @@ bool fixed_rule(const SppArgs& a, const SppKnobs& knobs);
 // Worst shared-memory bank conflict of the lane kernel's tile reads (lane l reads plane l).
 int lane_conflict_ways(int hw, int esize);
 // Rows kernel (v9): false when a row does not fit one warp or CM / RB exceed the shared memory.
-bool plan_rows(const SppArgs& a, const DeviceInfo& dev, long long warps_per_sm, RowsParams* p, int* vec, int* grid,
-    size_t* smem);
+bool plan_rows(const SppArgs& a, const DeviceInfo& dev, long long chunk_below, long long warps_per_sm, RowsParams* p,
+    int* vec, int* grid, size_t* smem);
 // The rows kernel's part of the choice rule (measured; spp_plan.cpp).
 bool rows_rule(const SppArgs& a, const SppKnobs& knobs, const RowsParams& p, int vec);
 bool plan_stream(const SppArgs& a, const DeviceInfo& dev, const SppKnobs& knobs, StreamParams* p, int* grid,

@@ -61,9 +61,13 @@ void check_rows(const SppKnobs& knobs, int n, int c, int h, int w, int dtype, in
     expect(l.vec == vec && p.vpr == w / vec && p.G == 32 / (p.vpr * p.rc) && p.G >= 1 && p.rows * p.rc >= h &&
         p.rows >= (p.rc > 1 ? 8 : 1), "rows: vector width / lanes per plane / row chunks", n, c, h, dtype);
     // row chunks only while the launch is short of warps (default: 64 per SM), and chunk starts are segment starts
-    const long long gh = p.rc > 1 ? 32 / (p.vpr * (p.rc / 2)) : 1;  // planes per warp with half the chunks
-    expect(p.rc == 1 || ((static_cast<long long>(n) * c + gh - 1) / gh < 64LL * 132 && p.vpr * p.rc <= 32), "rows: chunk count",
-        n, c, h, dtype);
+    // row chunks only when whole planes give < 12 warps per SM, then doubled while < 64 warps per SM (knob defaults)
+    const long long nc = static_cast<long long>(n) * c;
+    const long long g1 = 32 / p.vpr, gh = p.rc > 1 ? 32 / (p.vpr * (p.rc / 2)) : 1;  // planes per warp: 1 and rc / 2 chunks
+    expect(p.rc == 1 ? ((nc + g1 - 1) / g1 >= 12LL * 132 || 2 * p.vpr > 32 || (h + 1) / 2 < 8 ||
+                           (nc + 32 / (2 * p.vpr) - 1) / (32 / (2 * p.vpr)) >= 64LL * 132 || knobs.rows_warps == 0)
+                     : ((nc + g1 - 1) / g1 < 12LL * 132 && (nc + gh - 1) / gh < 64LL * 132 && p.vpr * p.rc <= 32),
+        "rows: chunk count", n, c, h, dtype);
     for (int ch = 0; ch < p.rc && ch * p.rows < h; ++ch)
         expect(ch == 0 ? p.cseg[0] == 0 : p.yend[p.cseg[ch] - 1] == ch * p.rows, "rows: chunk start is a segment start", n, c, h, dtype);
     expect(p.groups == (static_cast<long long>(n) * c + p.G - 1) / p.G && l.threads == 32 * kRowsWarps &&
@@ -114,7 +118,9 @@ int main() {
         check_rows(def, 128, 256, 13, 13, dt, SPPQ_MAX, l6321, 4, false, 0);  // fixed kernel
     }
     check_rows(def, 8, 384, 37, 53, SPPQ_FLOAT32, SPPQ_MAX, l124, 3, false, 0);  // odd W: 53 scalar lanes > 32
-    check_rows(def, 1, 1024, 64, 64, SPPQ_FLOAT32, SPPQ_MAX, l124, 3, false, 0);  // under 2048 planes: segment kernel
+    check_rows(def, 1, 512, 64, 64, SPPQ_FLOAT32, SPPQ_MAX, l124, 3, false, 0);   // under 1024 planes: segment kernel
+    check_rows(def, 1, 1024, 64, 64, SPPQ_FLOAT32, SPPQ_MAX, l124, 3, true, 4);   // from 1024 planes (with row chunks)
+    check_rows(def, 16, 1024, 40, 40, SPPQ_FLOAT16, SPPQ_MAX, l531, 3, true, 8);  // 2731 warps >= 12 per SM: no chunks
     {  // few planes: row chunks (8 rows each at most 8 chunks) until 64 warps per SM or 32 lanes per plane
         SppLaunch l{};
         DeviceInfo dev;
