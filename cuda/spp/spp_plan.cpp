@@ -519,6 +519,35 @@ int plan_segment(const SppArgs& a, const DeviceInfo& dev, long long threads_per_
     return SPPQ_OK;
 }
 
+namespace {
+
+// Rows kernel: per-level offsets, each level's source (the smallest finer level it divides, as the fixed
+// kernel) and the processing order (decreasing n, ties in list order, so a source precedes its levels).
+void fill_rows_levels(const SppArgs& a, RowsParams* p) {
+    p->nlev = a.num_levels;
+    for (int l = 0; l < a.num_levels; ++l) {
+        p->lev[l] = static_cast<unsigned char>(a.levels[l]);
+        p->off[l] = static_cast<unsigned short>(p->total_bins);
+        p->base[l] = static_cast<unsigned short>(p->sumn);
+        p->total_bins += a.levels[l] * a.levels[l];
+        p->sumn += a.levels[l];
+        int best = -1;
+        for (int i = 0; i < a.num_levels; ++i)
+            if (a.levels[i] > a.levels[l] && a.levels[i] % a.levels[l] == 0 && (best < 0 || a.levels[i] < a.levels[best])) best = i;
+        p->src[l] = static_cast<unsigned char>(best < 0 ? kRowsNoSrc : best);
+        p->k[l] = static_cast<unsigned char>(best < 0 ? 1 : a.levels[best] / a.levels[l]);
+    }
+    for (int r = 0; r < a.num_levels; ++r) {
+        for (int l = 0; l < a.num_levels; ++l) {
+            int rank = 0;
+            for (int j = 0; j < a.num_levels; ++j) rank += a.levels[j] > a.levels[l] || (a.levels[j] == a.levels[l] && j < l);
+            if (rank == r) p->order[r] = static_cast<unsigned char>(l);
+        }
+    }
+}
+
+}  // namespace
+
 // Rows kernel (v9): lanes over V-column vectors of a row (V from the row pitch and the input's
 // alignment, as the segment kernel), rc row chunks per plane (when whole planes give fewer than
 // chunk_below warps per SM: doubled while the launch has fewer than warps_per_sm warps per SM, a chunk
@@ -538,27 +567,8 @@ bool plan_rows(const SppArgs& a, const DeviceInfo& dev, long long chunk_below, l
     p->vpr = vpr;
     p->nc = static_cast<long long>(a.N) * a.C;
     p->C = a.C; p->H = a.H; p->W = a.W; p->HW = a.H * a.W;
-    p->nlev = a.num_levels;
     int8_ratio(a, &p->ratio, &p->requant);
-    for (int l = 0; l < a.num_levels; ++l) {
-        p->lev[l] = static_cast<unsigned char>(a.levels[l]);
-        p->off[l] = static_cast<unsigned short>(p->total_bins);
-        p->base[l] = static_cast<unsigned short>(p->sumn);
-        p->total_bins += a.levels[l] * a.levels[l];
-        p->sumn += a.levels[l];
-        int best = -1;
-        for (int i = 0; i < a.num_levels; ++i)
-            if (a.levels[i] > a.levels[l] && a.levels[i] % a.levels[l] == 0 && (best < 0 || a.levels[i] < a.levels[best])) best = i;
-        p->src[l] = static_cast<unsigned char>(best < 0 ? kRowsNoSrc : best);
-        p->k[l] = static_cast<unsigned char>(best < 0 ? 1 : a.levels[best] / a.levels[l]);
-    }
-    for (int r = 0; r < a.num_levels; ++r) {  // rank by decreasing n, ties in list order
-        for (int l = 0; l < a.num_levels; ++l) {
-            int rank = 0;
-            for (int j = 0; j < a.num_levels; ++j) rank += a.levels[j] > a.levels[l] || (a.levels[j] == a.levels[l] && j < l);
-            if (rank == r) p->order[r] = static_cast<unsigned char>(l);
-        }
-    }
+    fill_rows_levels(a, p);
     // row chunks: more, shorter lanes (more warps) when whole planes leave the launch short of warps (v9 call 3:
     // 1.1-3.4x at N*C <= 4096, 0.6-0.95x from ~12 warps per SM on, where the extra segments cost more)
     const long long sms = std::max(1, dev.sms);
