@@ -44,7 +44,7 @@ LEGACY = [((32, 512, 64, 64), (1, 2, 4)), ((32, 512, 64, 64), (6, 3, 2, 1)), ((7
 SWEEP_N, SWEEP_C, SWEEP_HW = (1, 8, 64, 128), (256, 512, 1024, 2048), (7, 13, 20, 40, 64)
 ODD = [(8, 384, 37, 53), (32, 96, 37, 53), (4, 1000, 15, 9), (128, 768, 11, 11), (64, 200, 33, 33)]
 LEVEL_SETS = [(1, 2, 4), (6, 3, 2, 1), (4, 2, 1), (8, 4, 2, 1), (5, 3, 1)]
-KERNELS = {0: "stream", 1: "small", 2: "segment", 3: "lane", 4: "fixed", -1: "?"}
+KERNELS = {0: "stream", 1: "small", 2: "segment", 3: "lane", 4: "fixed", 5: "rows", -1: "?"}
 
 
 def torch_spp(x: torch.Tensor, levels: tuple[int, ...]) -> torch.Tensor:
@@ -165,15 +165,16 @@ def run_legacy(lib, copy_gbs: float, span: int, ours_only: bool) -> list[dict]:
     return rows
 
 
-def sweep_shapes(max_hw: int = 0, max_nc: int = 0) -> list[tuple[int, int, int, int]]:
+def sweep_shapes(max_hw: int = 0, max_nc: int = 0, min_hw: int = 0) -> list[tuple[int, int, int, int]]:
     shapes = [(n, c, hw, hw) for n in SWEEP_N for c in SWEEP_C for hw in SWEEP_HW] + ODD
-    return [s for s in shapes if (not max_hw or s[2] * s[3] <= max_hw) and (not max_nc or s[0] * s[1] <= max_nc)]
+    return [s for s in shapes if (not max_hw or s[2] * s[3] <= max_hw) and (not max_nc or s[0] * s[1] <= max_nc)
+            and s[2] * s[3] >= min_hw]
 
 
 def run_sweep(lib, copy_gbs: float, span: int, budget_s: float, ours_only: bool, max_hw: int = 0,
-              max_nc: int = 0) -> list[dict]:
+              max_nc: int = 0, min_hw: int = 0) -> list[dict]:
     rows, t0 = [], time.time()
-    for shape in sweep_shapes(max_hw, max_nc):
+    for shape in sweep_shapes(max_hw, max_nc, min_hw):
         if time.time() - t0 > budget_s:
             print(f"sweep stopped at the time budget ({budget_s:.0f} s) before {shape}", flush=True)
             break
@@ -263,6 +264,7 @@ def main() -> int:
     ap.add_argument("--ours-only", action="store_true", help="no floor / PyTorch (variant runs)")
     ap.add_argument("--max-hw", type=int, default=0, help="sweep only maps with H*W <= this (0: all)")
     ap.add_argument("--max-nc", type=int, default=0, help="sweep only shapes with N*C <= this (0: all)")
+    ap.add_argument("--min-hw", type=int, default=0, help="sweep only maps with H*W >= this (0: all)")
     ap.add_argument("--overhead", action="store_true", help="launch overhead of the smallest case")
     ap.add_argument("--json")
     args = ap.parse_args()
@@ -293,7 +295,7 @@ def main() -> int:
             ("compiled/ours", "vs_compiled", ".2f"), ("compile s", "compile_s", ".1f")])
     if args.sweep:
         rows = run_sweep(lib, copy_gbs, span, args.sweep_budget, args.ours_only, args.max_hw,
-                         args.max_nc)
+                         args.max_nc, args.min_hw)
         result["sweep"] = rows
         if not args.ours_only:
             summarize_sweep(rows, l2)

@@ -10,7 +10,7 @@ and int8; int8 requantization follows the float32 arithmetic documented in spp_k
 (``rint(float32(q) * (float32(in_scale) / float32(out_scale)))``, clamped). Avg pooling is
 compared with tolerances (float32 accumulation against the float64 reference).
 
-Usage: python check_spp_kernels.py LIB.so [--cases 1000] [--seed 0]
+Usage: python check_spp_kernels.py LIB.so [--cases 1000] [--seed 0] [--fixed | --rows] [--require-kernel K]
 """
 
 from __future__ import annotations
@@ -107,6 +107,31 @@ def fixed_case(rng: np.random.Generator, shapes: list) -> tuple[tuple[int, int, 
     while n * c * h * w > 1_500_000 and c > 1:
         c = max(1, c // 2)
     return (n, c, h, w), levels
+
+
+def rows_case(rng: np.random.Generator, i: int, dtype: str) -> tuple[tuple[int, int, int, int], tuple[int, ...], int]:
+    """A map whose row fits one warp (the rows kernel, spp_rows.cu): W = V * k (k <= 32 lanes), any H and levels
+    (overlapping bins, levels larger than the map), random N and C (warps of G planes across images).
+    Returns (shape, levels, element offset); an offset (unaligned rows) only with W <= 32 (V = 1 fits)."""
+    levels = LEVEL_SETS[rng.integers(len(LEVEL_SETS))] if rng.random() < 0.6 else \
+        tuple(int(v) for v in rng.integers(1, 14, size=rng.integers(1, 6)))
+    es = {"fp32": 4, "fp16": 2, "int8": 1}[dtype]
+    offset = int(rng.integers(1, 4)) if i % 7 == 0 else 0
+    vmax = 1 if offset else 16 // es
+    v = int(rng.choice([x for x in (1, 2, 4, 8, 16) if x <= vmax]))
+    w = v * int(rng.integers(1, 33))
+    while w > 255:
+        w //= 2
+    h = int(rng.choice([int(rng.integers(1, 9)), int(rng.integers(9, 70)), int(rng.choice([20, 40, 64]))]))
+    if i % 5 == 0:
+        h = w = int(rng.choice([20, 40, 64])) if not offset else int(rng.choice([20, 24, 32]))
+    n = int(rng.integers(1, 9))
+    c = int(rng.choice([int(rng.integers(1, 40)), int(rng.integers(40, 700))]))
+    while n * c * h * w > 1_500_000 and c > 1:
+        c = max(1, c // 2)
+    while n * c * h * w > 1_500_000 and n > 1:
+        n = max(1, n // 2)
+    return (n, c, h, w), levels, offset
 
 
 def random_data(rng: np.random.Generator, dtype: str, shape: tuple[int, ...], special: bool) -> np.ndarray:
@@ -265,6 +290,9 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--fixed", action="store_true",
                     help="max pooling on the fixed kernel's shapes only (cuda/spp/spp_fixed.h), random N and C")
+    ap.add_argument("--rows", action="store_true",
+                    help="max pooling on maps whose row fits one warp (rows kernel), random N and C; cases whose "
+                         "kernel choice is not --require-kernel are drawn again (at most 50 times)")
     ap.add_argument("--require-kernel", type=int, default=-1,
                     help="fail a case whose kernel choice (sppq_spp_kernel_choice) is not this")
     args = ap.parse_args()
@@ -283,8 +311,17 @@ def main() -> int:
     for dtype in DTYPES:
         ok = total = 0
         for i in range(args.cases):
-            shape, levels = fixed_case(rng, fixed) if fixed else random_case(rng, i)
-            pooling = "avg" if i % 4 == 3 and not fixed else "max"
+            row_offset = None
+            if args.rows:
+                for _ in range(50):
+                    shape, levels, row_offset = rows_case(rng, i, dtype)
+                    arr = (ctypes.c_int * len(levels))(*levels)
+                    if args.require_kernel < 0 or lib.sppq_spp_kernel_choice(
+                            DTYPES[dtype][0], 0, *shape, arr, len(levels)) == args.require_kernel:
+                        break
+            else:
+                shape, levels = fixed_case(rng, fixed) if fixed else random_case(rng, i)
+            pooling = "avg" if i % 4 == 3 and not (fixed or args.rows) else "max"
             if args.require_kernel >= 0:
                 arr = (ctypes.c_int * len(levels))(*levels)
                 kind = lib.sppq_spp_kernel_choice(DTYPES[dtype][0], 0 if pooling == "max" else 1, *shape, arr, len(levels))
@@ -293,7 +330,7 @@ def main() -> int:
                                     f"want {args.require_kernel}")
                     continue
             special = dtype != "int8" and i % 5 == 1
-            offset = int(rng.integers(0, 4)) if i % 7 == 0 else 0
+            offset = row_offset if row_offset is not None else (int(rng.integers(0, 4)) if i % 7 == 0 else 0)
             err = run_case(lib, rng, dtype, pooling, shape, levels, special, offset)
             total += 1
             if err is None:

@@ -24,7 +24,8 @@
 # COMPILE_BUDGET (seconds), BENCH_VARIANTS (0: no knob variants in `bench`), BENCH_ROI / BENCH_SPP (0: no RoI / SPP bench), LANE_VARIANTS / ROI_VARIANTS
 # (the runs of `lane`), LANE_MAX_HW / LANE_MAX_NC (its rows), FIXED_WARPS_CHECK (fixed-kernel checks and sanitizer
 # runs with SPPQ_FIXED_WARPS set to each listed value), FIXED_I8_CHECK (likewise with the int8 body SPPQ_FIXED_I8
-# forced to each listed value: 0, 1, 2).
+# forced to each listed value: 0, 1, 2), ROWS_CASES / SANITIZE_ROWS_CASES (rows-kernel checks, v9),
+# OTHER_CASES (RoI, stream and lane checks; default CASES), LANE_MIN_HW / SWEEP_MIN_HW (only maps with H*W >= this in `lane` / `sweep`), NCU_VARIANTS (knob sets for `ncu`).
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 OUT=${OUT:-/tmp/sppq_out}
@@ -88,11 +89,11 @@ run_check() {  # name, command...: logs to $LOGS/name.log, RESULT line to the su
 if has check; then
   step "checks: kernels vs references, knob variants, plugin harnesses"
   run_check spp_check $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" --cases "$CASES" &
-  run_check roi_check $PY "$ROOT/benchmarks/gpu/check_roi_spp_kernels.py" "$KLIB" --cases "$CASES" &
-  SPPQ_STREAM=2 run_check spp_check_stream $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" --cases "$CASES" --seed 4 &
+  run_check roi_check $PY "$ROOT/benchmarks/gpu/check_roi_spp_kernels.py" "$KLIB" --cases "${OTHER_CASES:-$CASES}" &
+  SPPQ_STREAM=2 run_check spp_check_stream $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" --cases "${OTHER_CASES:-$CASES}" --seed 4 &
   SPPQ_STREAM=2 SPPQ_STREAM_TILE=512 SPPQ_STREAM_BLOCKS=3 run_check spp_check_multispan $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" --cases 150 --seed 1 &
   SPPQ_STREAM=0 run_check spp_check_v4 $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" --cases 100 --seed 2 &
-  SPPQ_LANE=2 run_check spp_check_lane $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" --cases "$CASES" --seed 5 &
+  SPPQ_LANE=2 run_check spp_check_lane $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" --cases "${OTHER_CASES:-$CASES}" --seed 5 &
   SPPQ_LANE=2 SPPQ_STREAM_BLOCKS=1 SPPQ_LANE_TILE=65536 run_check spp_check_lane_multispan $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" --cases 300 --seed 6 &
   SPPQ_LANE=2 SPPQ_LANE_STAGES=2 SPPQ_STREAM_BLOCKS=1 SPPQ_LANE_TILE=65536 run_check spp_check_lane2_multispan $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" --cases 300 --seed 8 &
   SPPQ_LANE=2 SPPQ_LANE_STAGES=2 run_check spp_check_lane2 $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" --cases 300 --seed 9 &
@@ -106,11 +107,16 @@ if has check; then
     SPPQ_FIXED=2 SPPQ_FIXED_I8=$b run_check spp_check_fixed_i8_$b $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" --cases "${FIXED_CASES:-$CASES}" --seed $((50 + b)) --fixed --require-kernel 4 &
     SPPQ_FIXED=2 SPPQ_FIXED_I8=$b SPPQ_STREAM_BLOCKS=1 SPPQ_LANE_TILE=65536 run_check spp_check_fixed_multispan_i8_$b $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" --cases 200 --seed $((55 + b)) --fixed --require-kernel 4 &
   done
+  # the rows kernel (v9): on its own maps (drawn until it is chosen) and on the general random cases wherever it fits
+  SPPQ_ROWS=2 run_check spp_check_rows $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" --cases "${ROWS_CASES:-$CASES}" --seed 50 --rows --require-kernel 5 &
+  SPPQ_ROWS=2 SPPQ_ROWS_WARPS=0 run_check spp_check_rows_nochunk $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" --cases 300 --seed 53 --rows --require-kernel 5 &
+  SPPQ_ROWS=2 run_check spp_check_rows_anywhere $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" --cases "${ROWS_CASES:-$CASES}" --seed 51 &
   SPPQ_ROI_FASTDIV=0 run_check roi_check_intdiv $PY "$ROOT/benchmarks/gpu/check_roi_spp_kernels.py" "$KLIB" --cases 200 --seed 7 &
   SPPQ_ROI_CC=1 SPPQ_ROI_DERIVE=0 run_check roi_check_cc1_noderive $PY "$ROOT/benchmarks/gpu/check_roi_spp_kernels.py" "$KLIB" --cases 100 --seed 3 &
   if [[ -x "$BUILD/sppq_plugin_harness" ]]; then
     run_check spp_harness "$BUILD/sppq_plugin_harness" --require-gpu &
     run_check roi_harness "$BUILD/sppq_roi_plugin_harness" --require-gpu &
+    SPPQ_ROWS=2 run_check spp_harness_rows "$BUILD/sppq_plugin_harness" --require-gpu &
   else
     note "- plugin harnesses not built (no TensorRT headers found)"
   fi
@@ -121,6 +127,9 @@ fi
 if has sanitize && command -v compute-sanitizer > /dev/null && [[ -x "$BUILD/sppq_plugin_harness" ]]; then
   step "compute-sanitizer"
   for tool in memcheck racecheck; do
+    SPPQ_ROWS=2 run_check "${tool}_spp_rows" compute-sanitizer --tool "$tool" --error-exitcode 9 --kernel-regex kns=spp_rows_kernel \
+      $PY "$ROOT/benchmarks/gpu/check_spp_kernels.py" "$KLIB" --cases "${SANITIZE_ROWS_CASES:-24}" --seed 52 --rows --require-kernel 5 &
+    [[ -n "${SANITIZE_ROWS_ONLY:-}" ]] && { wait; continue; }  # the rows kernel's runs only
     for h in sppq_plugin_harness sppq_roi_plugin_harness; do
       run_check "${tool}_$h" compute-sanitizer --tool "$tool" --error-exitcode 9 "$BUILD/$h" --require-gpu &
     done
@@ -183,7 +192,7 @@ if has lane; then
   for v in ${LANE_VARIANTS:-SPPQ_LANE=0 SPPQ_LANE=2}; do
     i=$((i + 1)); tag=$i-$(echo "$v" | tr ',=' '__')
     env $(echo "$v" | tr ',' ' ') timeout "$(left)" $PY "$ROOT/benchmarks/gpu/bench_spp.py" "$KLIB" --sweep --max-hw "${LANE_MAX_HW:-256}" \
-      --max-nc "${LANE_MAX_NC:-0}" --ours-only \
+      --max-nc "${LANE_MAX_NC:-0}" --min-hw "${LANE_MIN_HW:-0}" --ours-only \
       --json "$LOGS/bench_lane_$tag.json" > "$LOGS/bench_lane_$tag.log" 2>&1 || status=1
     cp "$LOGS/bench_lane_$tag.json" "$OUT/" 2>/dev/null
   done
@@ -196,17 +205,22 @@ fi
 if has ncu && command -v ncu > /dev/null; then
   step "ncu"
   NCU_CASES=${NCU_CASES:-"spp:64,2048,7,7:4-2-1:fp32 spp:128,2048,7,7:6-3-2-1:int8 spp:128,2048,7,7:6-3-2-1:fp16 spp:128,256,13,13:6-3-2-1:int8 roi:sppnet:fp32 roi:sppnet:int8 roi:frcnn:fp16"}
+  # NCU_VARIANTS: space-separated runs, each "default" or a comma-separated list of VAR=VALUE knobs (all cases each)
+  for nv in ${NCU_VARIANTS:-default}; do
+  nenv=(); [[ $nv != default ]] && read -r -a nenv <<< "$(echo "$nv" | tr ',' ' ')"
+  echo "## ncu variant $nv" >> "$LOGS/ncu.log"
   # shellcheck disable=SC2086
-  (cd "$ROOT/benchmarks/gpu" && timeout "$(left)" ncu --clock-control none -k regex:"stream_kernel|lane_kernel|fixed_kernel|roi_spp_kernel|forward_kernel|small_kernel" \
+  (cd "$ROOT/benchmarks/gpu" && env "${nenv[@]}" timeout "$(left)" ncu --clock-control none -k regex:"stream_kernel|lane_kernel|fixed_kernel|roi_spp_kernel|forward_kernel|small_kernel|rows_kernel" \
      --launch-skip 0 --section SpeedOfLight --section Occupancy --section WarpStateStats --section LaunchStats \
-     --section MemoryWorkloadAnalysis $PY profile_spp.py "$KLIB" $NCU_CASES) > "$LOGS/ncu.log" 2>&1
-  { echo; echo "## ncu"; grep -E "_kernel<|Duration|DRAM Throughput|Memory Throughput|Compute \(SM\) Throughput|L1/TEX Hit|L2 Hit|Achieved Occupancy|Theoretical Occupancy|Registers Per|Block Limit (Shared|Reg)|Warp Cycles Per Issued|Grid Size|Block Size" \
+     --section MemoryWorkloadAnalysis $PY profile_spp.py "$KLIB" $NCU_CASES) >> "$LOGS/ncu.log" 2>&1
+  done
+  { echo; echo "## ncu"; grep -E "## ncu variant|_kernel<|Duration|DRAM Throughput|Memory Throughput|Compute \(SM\) Throughput|L1/TEX Hit|L2 Hit|Achieved Occupancy|Theoretical Occupancy|Registers Per|Block Limit (Shared|Reg)|Warp Cycles Per Issued|Grid Size|Block Size" \
      "$LOGS/ncu.log" | sed 's/^ *//' | head -120; } >> "$SUMMARY"
 fi
 
 if has sweep; then
   step "SPP sweep"
-  timeout "$(left)" $PY "$ROOT/benchmarks/gpu/bench_spp.py" "$KLIB" --sweep --max-hw "${SWEEP_MAX_HW:-0}" --sweep-budget "${SWEEP_BUDGET:-$(( $(left) - 40 - ${COMPILE_BUDGET:-60} ))}" \
+  timeout "$(left)" $PY "$ROOT/benchmarks/gpu/bench_spp.py" "$KLIB" --sweep --max-hw "${SWEEP_MAX_HW:-0}" --min-hw "${SWEEP_MIN_HW:-0}" --sweep-budget "${SWEEP_BUDGET:-$(( $(left) - 40 - ${COMPILE_BUDGET:-60} ))}" \
     --compile-budget "${COMPILE_BUDGET:-60}" --json "$LOGS/bench_spp_sweep.json" > "$LOGS/bench_spp_sweep.log" 2>&1 || status=1
   cp "$LOGS/bench_spp_sweep.json" "$OUT/" 2>/dev/null
   { echo; echo "## SPP sweep"; sed -n '/torch.compile rows/,$p' "$LOGS/bench_spp_sweep.log" | grep -vE "^$"; } >> "$SUMMARY"

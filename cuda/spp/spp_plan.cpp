@@ -115,6 +115,10 @@ SppKnobs spp_knobs() {
         s.fixed_warps = fw == 0 || fw == 1 || fw == 2 ? static_cast<int>(fw) : 4;
         const long long fi = env_knob("SPPQ_FIXED_I8", -1);
         s.fixed_i8 = fi >= 0 && fi <= 2 ? static_cast<int>(fi) : -1;
+        s.rows_mode = static_cast<int>(std::min(2LL, std::max(0LL, env_knob("SPPQ_ROWS", 1))));
+        s.rows_chunk_below = std::max(0LL, env_knob("SPPQ_ROWS_CHUNK_BELOW", s.rows_chunk_below));
+        s.rows_warps = std::max(0LL, env_knob("SPPQ_ROWS_WARPS", s.rows_warps));
+        s.rows_planes = std::max(1LL, env_knob("SPPQ_ROWS_PLANES", s.rows_planes));
         return s;
     }();
     return k;
@@ -532,6 +536,110 @@ int plan_segment(const SppArgs& a, const DeviceInfo& dev, long long threads_per_
     return SPPQ_OK;
 }
 
+namespace {
+
+// Rows kernel: per-level offsets, each level's source (the smallest finer level it divides, as the fixed
+// kernel) and the processing order (decreasing n, ties in list order, so a source precedes its levels).
+void fill_rows_levels(const SppArgs& a, RowsParams* p) {
+    p->nlev = a.num_levels;
+    for (int l = 0; l < a.num_levels; ++l) {
+        p->lev[l] = static_cast<unsigned char>(a.levels[l]);
+        p->off[l] = static_cast<unsigned short>(p->total_bins);
+        p->base[l] = static_cast<unsigned short>(p->sumn);
+        p->total_bins += a.levels[l] * a.levels[l];
+        p->sumn += a.levels[l];
+        int best = -1;
+        for (int i = 0; i < a.num_levels; ++i)
+            if (a.levels[i] > a.levels[l] && a.levels[i] % a.levels[l] == 0 && (best < 0 || a.levels[i] < a.levels[best])) best = i;
+        p->src[l] = static_cast<unsigned char>(best < 0 ? kRowsNoSrc : best);
+        p->k[l] = static_cast<unsigned char>(best < 0 ? 1 : a.levels[best] / a.levels[l]);
+    }
+    for (int r = 0; r < a.num_levels; ++r) {
+        for (int l = 0; l < a.num_levels; ++l) {
+            int rank = 0;
+            for (int j = 0; j < a.num_levels; ++j) rank += a.levels[j] > a.levels[l] || (a.levels[j] == a.levels[l] && j < l);
+            if (rank == r) p->order[r] = static_cast<unsigned char>(l);
+        }
+    }
+}
+
+}  // namespace
+
+// Rows kernel (v9): lanes over V-column vectors of a row (V from the row pitch and the input's
+// alignment, as the segment kernel), rc row chunks per plane (when whole planes give fewer than
+// chunk_below warps per SM: doubled while the launch has fewer than warps_per_sm warps per SM, a chunk
+// keeps >= 8 rows and a plane <= 32 lanes), G = 32 / (W / V * rc)
+// planes per warp, disjoint row segments at every bin boundary of every level and every chunk start,
+// each level read from CM (roots) or derived from the nearest finer level that it divides (the fixed
+// kernel's choice of source).
+bool plan_rows(const SppArgs& a, const DeviceInfo& dev, long long chunk_below, long long warps_per_sm, RowsParams* p,
+    int* vec_out, int* grid, size_t* smem) {
+    if (a.pooling != SPPQ_MAX || a.W > 255 || a.H > 65535) return false;
+    std::memset(p, 0, sizeof(*p));
+    const size_t es = esize_of(a.dtype);
+    int vec = static_cast<int>(16 / es);
+    while (vec > 1 && ((a.W % vec) != 0 || (a.in_addr % (vec * es)) != 0)) vec /= 2;
+    const int vpr = a.W / vec;
+    if (vpr > 32) return false;
+    p->vpr = vpr;
+    p->nc = static_cast<long long>(a.N) * a.C;
+    p->C = a.C; p->H = a.H; p->W = a.W; p->HW = a.H * a.W;
+    int8_ratio(a, &p->ratio, &p->requant);
+    fill_rows_levels(a, p);
+    // row chunks: more, shorter lanes (more warps) when whole planes leave the launch short of warps (v9 call 3:
+    // 1.1-3.4x at N*C <= 4096, 0.6-0.95x from ~12 warps per SM on, where the extra segments cost more)
+    const long long sms = std::max(1, dev.sms);
+    const long long want = (p->nc + 32 / vpr - 1) / (32 / vpr) < chunk_below * sms ? warps_per_sm * sms : 0;
+    int rc = 1;
+    while (2 * rc * vpr <= 32 && (a.H + 2 * rc - 1) / (2 * rc) >= 8 && (p->nc + 32 / (rc * vpr) - 1) / (32 / (rc * vpr)) < want)
+        rc *= 2;
+    const int rows = (a.H + rc - 1) / rc;
+    p->rows = rows;
+    p->rc = rc;  // lanes of chunks past H (when ceil(H / rows) < rc) stay idle
+    p->G = 32 / (vpr * rc);
+    unsigned short ybnd[kMaxSeg + 1];
+    unsigned char ylo[SPPQ_MAX_SUM_BINS], yhi[SPPQ_MAX_SUM_BINS];
+    if (!plan_axis(a.H, a.levels, a.num_levels, ybnd, &p->sy, ylo, yhi, rc > 1 ? rows : 0)) return false;
+    for (int s = 0; s < p->sy; ++s) p->yend[s] = ybnd[s + 1];
+    for (int ch = 0, s = 0; ch < rc && ch * rows < a.H; ++ch) {
+        while (ybnd[s] < ch * rows) ++s;
+        p->cseg[ch] = static_cast<unsigned char>(s);
+    }
+    for (int l = 0; l < a.num_levels; ++l) {
+        const int n = a.levels[l];
+        for (int i = 0; i < n; ++i) {
+            const int j = p->base[l] + i;
+            p->tab[j] = static_cast<unsigned>(ylo[j]) | (static_cast<unsigned>(yhi[j]) << 8) |
+                (static_cast<unsigned>(bin_start(i, a.W, n)) << 16) | (static_cast<unsigned>(bin_end(i, a.W, n)) << 24);
+        }
+    }
+    // CM rows: whole 4-byte words, an odd number of them (the bin phase's lanes read different rows)
+    int words = static_cast<int>((static_cast<size_t>(a.W) * es + 3) / 4);
+    if (words % 2 == 0) ++words;
+    p->cw = static_cast<int>(static_cast<size_t>(words) * 4 / es);
+    const size_t cm = align16(static_cast<size_t>(p->G) * p->sy * p->cw * es);
+    const size_t wb = align16(cm + static_cast<size_t>(p->G) * p->total_bins * 4 + static_cast<size_t>(p->sumn) * 4);
+    if (wb > 48 * 1024 / kRowsWarps) return false;  // 4 warps in the default 48 KB of a block
+    p->cm_bytes = static_cast<int>(cm);
+    p->warp_bytes = static_cast<int>(wb);
+    p->groups = (p->nc + p->G - 1) / p->G;
+    const long long blocks = (p->groups + kRowsWarps - 1) / kRowsWarps;
+    if (blocks > 0x7fffffffLL) return false;
+    *grid = static_cast<int>(blocks);
+    *smem = wb * kRowsWarps;
+    *vec_out = vec;
+    return true;
+}
+
+// Rows kernel part of the choice rule (v9 round, benchmarks/gpu/NOTES.md): against the segment kernel on
+// the 765 sweep rows with H*W >= 400 (same H200 call, the rows kernel forced with and without row chunks),
+// the rows kernel with chunks below 12 warps per SM won every 20x20 / 40x40 / 64x64 row with N*C >= 1024
+// (0.99-4.1x, median ~1.7x; one 20x20 fp32 row at 0.99) and lost some rows with N*C <= 512 (0.82-1.3x).
+// Odd widths (33, 53) do not fit (W / V > 32 lanes): segment kernel. Vector loads of >= 4 bytes only.
+bool rows_rule(const SppArgs& a, const SppKnobs& knobs, const RowsParams& p, int vec) {
+    return static_cast<size_t>(vec) * esize_of(a.dtype) >= 4 && p.nc >= knobs.rows_planes;
+}
+
 // Lane kernel part of the choice rule (v6 round, benchmarks/gpu/NOTES.md): the lane kernel with one
 // span tile per warp (SPPQ_LANE_STAGES=1, the default) forced on the 510 tiny-map sweep rows against
 // the v5 rule's kernels (stream / small) on the same kind of H200. It needs many planes (a warp
@@ -551,6 +659,8 @@ bool lane_rule(const SppArgs& a, const SppKnobs& knobs, const LaneParams& lp) {
 //     (fp16 / int8) or 4096 (fp32) on 11x11 / 13x13 (fixed_rule): fixed kernel, one-warp blocks when
 //     four-warp blocks would leave SMs idle (fixed_warps_rule); int8 on packed pairs except all-odd
 //     level sets at N*C <= 16384 (fixed_i8_rule, v9 round);
+//   max pooling on maps of more than 16 rows or 64 columns whose row fits a warp, N*C >= 1024 (rows_rule,
+//     v9): rows kernel, row chunks below 12 warps per SM (plan_rows);
 //   max pooling on tiny maps of very many planes (lane_rule above: N*C >= 32768, H*W <= 64, or
 //     H*W <= 256 for fp16 / int8): lane kernel;
 //   max pooling on other small maps (H <= 16, W <= 64) of many planes (N*C > 4096): stream kernel,
@@ -563,6 +673,21 @@ bool lane_rule(const SppArgs& a, const SppKnobs& knobs, const LaneParams& lp) {
 int plan_spp(const SppArgs& a, const DeviceInfo& dev, const SppKnobs& knobs, SppLaunch* out) {
     const bool small_map = knobs.small && a.H <= kSmallMaxH && a.W <= kSmallMaxW;
     const bool few_planes = static_cast<long long>(a.N) * a.C <= knobs.small_planes;
+    auto try_rows = [&](bool rule) {
+        if (a.pooling != SPPQ_MAX) return false;
+        int grid = 0, vec = 1;
+        size_t smem = 0;
+        if (!plan_rows(a, dev, knobs.rows_chunk_below, knobs.rows_warps, &out->rows, &vec, &grid, &smem) ||
+            (rule && !rows_rule(a, knobs, out->rows, vec)))
+            return false;
+        out->kind = SppKernel::kRows;
+        out->grid = grid;
+        out->threads = 32 * kRowsWarps;
+        out->vec = vec;
+        out->smem = smem;
+        return true;
+    };
+    if (knobs.rows_mode == 2 && try_rows(false)) return SPPQ_OK;
     if (a.pooling == SPPQ_MAX && knobs.fixed_mode > 0 && (knobs.fixed_mode == 2 || fixed_rule(a, knobs))) {
         int grid = 0, id = -1, threads = 0;
         size_t smem = 0;
@@ -588,6 +713,7 @@ int plan_spp(const SppArgs& a, const DeviceInfo& dev, const SppKnobs& knobs, Spp
             }
         }
     }
+    if (knobs.rows_mode == 1 && !small_map && try_rows(true)) return SPPQ_OK;
     const bool stream = knobs.stream_mode == 2 || (knobs.stream_mode == 1 && small_map && !few_planes);
     if (a.pooling == SPPQ_MAX && stream) {
         int grid = 0;

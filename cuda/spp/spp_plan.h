@@ -1,6 +1,9 @@
 // Launch planning for the whole-map SPP kernels: parameter blocks passed by value to the
 // kernels, and pure host functions that fill them (no CUDA calls here; the device facts come in
-// as a DeviceInfo). Five kernels, picked by plan_spp() (rule and evidence in spp_plan.cpp):
+// as a DeviceInfo). Six kernels, picked by plan_spp() (rule and evidence in spp_plan.cpp):
+//   rows     max pooling on maps of more than 16 rows or 64 columns whose row fits one warp (W / V <= 32
+//            lanes of V-element vectors, e.g. 20x20 .. 64x64) with N*C >= 1024: each warp streams whole
+//            planes (or row chunks) through registers, no block barrier (v9, spp_rows.cu).
 //   fixed    max pooling on an instantiated (H, W, levels) of spp_fixed.h (7x7, 11x11, 13x13 with
 //            the common level sets) with N*C >= 4096: the lane kernel's spans with the shape and
 //            levels at compile time; every bin in registers, no tables (v7).
@@ -146,7 +149,41 @@ struct LaneParams {
 // ---- fixed kernel (v7): the lane layout with compile-time shape and levels (spp_fixed.h) ---------
 constexpr int kFixedBlocksPerSm = 4;  // __launch_bounds__ minimum: <= 128 registers per thread (bins in registers)
 
-enum class SppKernel { kStream, kSmall, kSegment, kLane, kFixed };
+// ---- rows kernel (v9): max pooling on 17..255-wide maps whose rows fit one warp (spp_rows.cu) ------
+// A warp reduces G = 32 / vpr whole planes at once: each lane owns V adjacent columns of one plane
+// and walks all H rows with kRowsUnroll independent vector loads in flight, flushing its column
+// maxima at every row-segment end into the warp's shared-memory column table CM; then the warp
+// reads every root bin from CM, derives the other levels from the nearest finer level's bins, and
+// stores. Warps never wait for each other (no block barrier).
+constexpr int kRowsWarps = 4;        // warps per block
+constexpr int kRowsBlocksPerSm = 8;  // __launch_bounds__ minimum: <= 64 registers per thread
+constexpr int kRowsUnroll = 8;       // row loads in flight per lane
+constexpr int kRowsNoSrc = 255;      // RowsParams::src of a root level
+
+struct RowsParams {
+    long long nc;          // planes
+    long long groups;      // warps' work items: G planes each
+    int C, H, W, HW;
+    int vpr;               // lanes per plane: W / V
+    int G;                 // planes per warp
+    int rc, rows;          // row chunks per plane (lanes per plane = vpr x rc) and rows per chunk
+    int sy;                // row segments (disjoint; every bin row and every chunk is a run of them)
+    int cw;                // CM row length in elements: >= W, an odd number of 4-byte words (no bank conflicts)
+    int nlev, total_bins, sumn;
+    int cm_bytes;          // CM per warp: G x sy x cw input elements, 16-byte aligned
+    int warp_bytes;        // CM + RB (G x total_bins 4-byte slots) + the bin table (sumn words)
+    float ratio;           // int8: in_scale / out_scale
+    int requant;           // int8: 0 = copy values
+    unsigned char lev[SPPQ_MAX_LEVELS], src[SPPQ_MAX_LEVELS], k[SPPQ_MAX_LEVELS];
+    unsigned char order[SPPQ_MAX_LEVELS];   // levels by decreasing n (a source before its derived levels)
+    unsigned short off[SPPQ_MAX_LEVELS];    // sum of n^2 of the previous levels (output and RB offset)
+    unsigned short base[SPPQ_MAX_LEVELS];   // sum of n of the previous levels (bin table offset)
+    unsigned short yend[kMaxSeg + 1];       // row segment s ends before row yend[s]
+    unsigned char cseg[32];                 // first row segment of each row chunk
+    unsigned tab[SPPQ_MAX_SUM_BINS];        // per (level, bin i): first | end segment << 8 (rows), x0 << 16 | x1 << 24
+};
+
+enum class SppKernel { kStream, kSmall, kSegment, kLane, kFixed, kRows };
 
 struct SppLaunch {
     SppKernel kind;
@@ -157,6 +194,7 @@ struct SppLaunch {
     SmallParams small;
     StreamParams stream;
     LaneParams lane;
+    RowsParams rows;
 };
 
 // Knobs for experiments only (read once from the environment): SPPQ_STREAM (0: never the stream
@@ -168,7 +206,10 @@ struct SppLaunch {
 // SPPQ_LANE_STAGES (span tiles per warp, 1 or 2), SPPQ_LANE_PLANES (rule's least N*C, default 32768),
 // SPPQ_FIXED (0 never, 1 rule, 2 every instantiated shape), SPPQ_FIXED_PLANES (rule's least N*C; 0: by
 // shape and dtype),
-// SPPQ_FIXED_WARPS (fixed kernel's warps per block: 1, 2 or 4; 0: fixed_warps_rule).
+// SPPQ_FIXED_WARPS (fixed kernel's warps per block: 1, 2 or 4; 0: fixed_warps_rule),
+// SPPQ_ROWS (rows kernel: 0 never, 1 rule, 2 every map it fits), SPPQ_ROWS_CHUNK_BELOW / SPPQ_ROWS_WARPS (row
+// chunks when whole planes per lane give fewer warps per SM than the first, default 12, then until the second,
+// default 64; SPPQ_ROWS_WARPS=0: no chunks), SPPQ_ROWS_PLANES (rule's least N*C, default 1024).
 struct SppKnobs {
     int stream_mode = 1;  // 0 never, 1 the choice rule of plan_spp, 2 every map it fits
     long long stream_tile = 4096;
@@ -186,6 +227,10 @@ struct SppKnobs {
     long long fixed_planes = 0;      // choice rule: N*C at least this; 0: by shape and dtype (fixed_rule)
     int fixed_warps = 0;             // fixed kernel's warps per block (1, 2, 4); 0: fixed_warps_rule
     int fixed_i8 = -1;               // fixed kernel's int8 body (0, 1, 2: LaneParams::body); -1: fixed_i8_rule
+    int rows_mode = 1;               // rows kernel: 0 never, 1 the choice rule, 2 every map it fits
+    long long rows_chunk_below = 12; // rows kernel: row chunks only when whole planes give fewer warps per SM than this,
+    long long rows_warps = 64;       //   then until the launch has this many warps per SM
+    long long rows_planes = 1024;    // rows kernel choice rule: N*C at least this
 };
 SppKnobs spp_knobs();
 
@@ -212,6 +257,11 @@ int fixed_warps_rule(long long units, int sms);
 bool fixed_rule(const SppArgs& a, const SppKnobs& knobs);
 // Worst shared-memory bank conflict of the lane kernel's tile reads (lane l reads plane l).
 int lane_conflict_ways(int hw, int esize);
+// Rows kernel (v9): false when a row does not fit one warp or CM / RB exceed the shared memory.
+bool plan_rows(const SppArgs& a, const DeviceInfo& dev, long long chunk_below, long long warps_per_sm, RowsParams* p,
+    int* vec, int* grid, size_t* smem);
+// The rows kernel's part of the choice rule (measured; spp_plan.cpp).
+bool rows_rule(const SppArgs& a, const SppKnobs& knobs, const RowsParams& p, int vec);
 bool plan_stream(const SppArgs& a, const DeviceInfo& dev, const SppKnobs& knobs, StreamParams* p, int* grid,
     size_t* smem);
 void plan_small(const SppArgs& a, const DeviceInfo& dev, long long wpp, SmallParams* p, int* grid, int* threads,
