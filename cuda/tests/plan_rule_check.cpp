@@ -20,15 +20,19 @@ void expect(bool ok, const char* what, int n, int c, int hw, int dtype) {
     }
 }
 
-// kind and threads of the plan (threads 0 when not the fixed kernel)
-bool plan_of(const SppKnobs& knobs, int n, int c, int hw, int dtype, const int* lv, int nl, SppLaunch* l) {
+DeviceInfo h200() {  // the device the rules were measured on
     DeviceInfo dev;
     dev.sms = 132;
     dev.smem_optin = 227 * 1024;
     dev.smem_per_sm = 228 * 1024;
     dev.l2_bytes = 60 << 20;
+    return dev;
+}
+
+// kind and threads of the plan (threads 0 when not the fixed kernel)
+bool plan_of(const SppKnobs& knobs, int n, int c, int hw, int dtype, const int* lv, int nl, SppLaunch* l) {
     const SppArgs a{dtype, SPPQ_MAX, n, c, hw, hw, lv, nl, 1.0f, 1.0f, 256};
-    return plan_spp(a, dev, knobs, l) == SPPQ_OK;
+    return plan_spp(a, h200(), knobs, l) == SPPQ_OK;
 }
 
 void check_fixed(const SppKnobs& knobs, int n, int c, int hw, int dtype, bool fixed, int threads) {
@@ -78,11 +82,7 @@ void check_bodies() {
 // The rows kernel (v9): kind, vector width and warp layout of the plan for an H x W map.
 void check_rows(const SppKnobs& knobs, int n, int c, int h, int w, int dtype, int pooling, const int* lv, int nl,
     bool rows, int vec) {
-    DeviceInfo dev;
-    dev.sms = 132;
-    dev.smem_optin = 227 * 1024;
-    dev.smem_per_sm = 228 * 1024;
-    dev.l2_bytes = 60 << 20;
+    const DeviceInfo dev = h200();
     const SppArgs a{dtype, pooling, n, c, h, w, lv, nl, 1.0f, 1.0f, 256};
     SppLaunch l{};
     expect(plan_spp(a, dev, knobs, &l) == SPPQ_OK, "plan", n, c, h, dtype);
