@@ -189,3 +189,18 @@ def test_weight_rounding_images_must_be_positive(tmp_path: Path) -> None:
         load_config(ROOT / "configs" / "sppnet_digits.yaml", ["calibration.weight_rounding_images=0"])
     with pytest.raises(ConfigError, match="calibration.weight_rounding"):
         load_config(ROOT / "configs" / "sppnet_digits.yaml", ["calibration.weight_rounding=adaround"])
+
+
+def test_second_moments_stay_within_the_memory_budget() -> None:
+    rng = np.random.default_rng(3)
+    w_wide = rng.normal(size=(4, 16, 3, 3)).astype(np.float32)  # D = 144: 165 888 bytes of float64 moments
+    w_thin = rng.normal(size=(4, 4, 1, 1)).astype(np.float32)  # D = 4: 128 bytes
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["h"], name="wide", pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["h", "w2"], ["y"], name="thin")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 5, 5])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(w_wide, "w1"), numpy_helper.from_array(w_thin, "w2")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    assert [w for _, w, _, _ in RoundingPass(model).layers] == ["w1", "w2"]
+    small = RoundingPass(model, budget=10_000)
+    assert [w for _, w, _, _ in small.layers] == ["w2"] and small.skipped == ["wide"] and small.inputs == ["h"]

@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
 
 DAMPING = 0.01  # of the mean diagonal of H, added to it: GPTQ's default; keeps H invertible
 BLOCK = 128  # columns rounded between two matrix updates of the rest (GPTQ's lazy batches)
-MAX_WINDOWS = 512  # sampled output positions per batch and layer (all of them when fewer)
+MAX_WINDOWS = 512
+GRAM_BUDGET = 2 << 30  # bytes of float64 second moments held at once; the widest layers past it stay nearest  # sampled output positions per batch and layer (all of them when fewer)
 
 
 @dataclass(frozen=True)
@@ -211,7 +212,7 @@ def layers_to_round(model: onnx.ModelProto) -> list[tuple[onnx.NodeProto, str, i
 class RoundingPass:
     """Feed it the FP32 values of `inputs` batch by batch (`observe`), then `result()` rounds every layer."""
 
-    def __init__(self, model: onnx.ModelProto, seed: int = 0) -> None:
+    def __init__(self, model: onnx.ModelProto, seed: int = 0, budget: int = GRAM_BUDGET) -> None:
         layers = layers_to_round(model)
         names = {w for _, w, _ in layers}
         self.weights = {i.name: numpy_helper.to_array(i).astype(np.float32) for i in model.graph.initializer
@@ -221,7 +222,26 @@ class RoundingPass:
             gram = gram_for(node, self.weights[w], seed + k)
             if gram is not None:
                 self.layers.append((node, w, axis, gram))
+        self.skipped = self._fit_budget(budget)
         self.inputs = list(dict.fromkeys(node.input[0] for node, *_ in self.layers))
+
+    def _fit_budget(self, budget: int) -> list[str]:
+        """Drop the widest layers (they keep round-to-nearest) until the second moments fit ``budget`` bytes."""
+        def size(entry: tuple) -> int:  # (groups, D, D) float64; D = one output channel's weights (Conv)
+            node, w, axis, gram = entry
+            d = self.weights[w][0].size if node.op_type == "Conv" else self.weights[w].shape[1 - axis]
+            return gram.groups * d * d * 8
+        total, skipped = sum(size(e) for e in self.layers), []
+        for entry in sorted(self.layers, key=size, reverse=True):
+            if total <= budget:
+                break
+            total -= size(entry)
+            skipped.append(entry[0].name or entry[1])
+            self.layers.remove(entry)
+        if skipped:
+            log.warning("GPTQ: %d layer(s) keep round-to-nearest weights: their input second moments would pass "
+                        "%.1f GiB (%s)", len(skipped), budget / 2**30, ", ".join(skipped[:5]))
+        return skipped
 
     def observe(self, values: Mapping[str, np.ndarray]) -> None:
         for node, _, _, gram in self.layers:
