@@ -4,10 +4,14 @@ nearest): is percentile 99.99 still the right default once the weights are fixed
     python benchmarks/realmodels/rules_gptq.py ddddocr_det 32 240     # model, calibration images, eval images
 """
 import sys
+
 sys.path.insert(0, "/work/main/benchmarks/realmodels")
-import numpy as np, onnx, ours, run as R
-from tune_auto import infer_model, metric_on, GPTQ_IMAGES
+import onnx
+import ours
+import run as R
 from mse import mse_amax
+from tune_auto import GPTQ_IMAGES, infer_model, metric_on
+
 name = sys.argv[1]; nc, ne = int(sys.argv[2]), int(sys.argv[3])
 spec = R.load_spec(name); model = ours.prepare(onnx.load(str(spec.path())))
 calib, evx, targets = R.data(name, nc, ne); inp = model.graph.input[0].name
