@@ -39,7 +39,8 @@ SPP_RULES = {"entropy2": ("entropy2", {}), "minmax": ("minmax", {}),
              "percentile99.99": ("percentile", {"percentile": 99.99}),
              "percentile99.999": ("percentile", {"percentile": 99.999}), "mse": ("mse", {})}
 ORT_METHODS = ["MinMax", "Entropy", "Percentile"]
-BC_RULES = {"percentile99.99"}  # also with bias correction (the product default: `+bc` rows)
+BC_RULES = {"percentile99.99"}  # also with bias correction (`+bc`) and GPTQ weights (`+gptq`, the product default)
+GPTQ_IMAGES = 32  # calibration.weight_rounding_images' default
 
 
 def load_spec(name: str):
@@ -83,6 +84,9 @@ def worker_sppquant(name: str, n_calib: int, n_eval: int, out: Path) -> dict:
     hists, means = ours.collect(model, tqdm(list(batches(calib, spec.batch, inp)), desc="histograms",
                                             leave=False), threads=THREADS)
     t_hist = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    rounded = ours.gptq(model, batches(calib[:GPTQ_IMAGES], spec.batch, inp), threads=THREADS)
+    t_gptq = time.perf_counter() - t0  # an export-time cost, counted in the `+gptq` row's time
     res, diags = {}, {}
     for label, (algo, params) in SPP_RULES.items():
         t1 = time.perf_counter()
@@ -95,11 +99,14 @@ def worker_sppquant(name: str, n_calib: int, n_eval: int, out: Path) -> dict:
             amax = ours.tie(model, amax)
         else:
             amax = ours.amax_table(model, hists, algo, **params)
-        for tag, m in (("", None), ("+bc", means)) if label in BC_RULES else (("", None),):
-            qdq = ours.qdq_model(model, amax, algo, means=m)
+        variants = (("", None, None), ("+bc", means, None), ("+gptq", means, rounded)) if label in BC_RULES else \
+            (("", None, None),)
+        for tag, m, rw in variants:
+            qdq = ours.qdq_model(model, amax, algo, means=m, rounded=rw)
             p = out / f"{name}.sppquant.{label}{tag}.onnx"
             onnx.save(qdq, str(p))
-            res[label + tag] = {"model": str(p), "calib_s": t_hist + time.perf_counter() - t1}
+            res[label + tag] = {"model": str(p),
+                                "calib_s": t_hist + time.perf_counter() - t1 + (t_gptq if rw else 0.0)}
         diags[label] = amax
     res["fp32-prepared"] = {"model": str(out / f"{name}.fp32.prepared.onnx"), "calib_s": 0.0}
     # per-tensor diagnostics: amax vs max|x|, clipped fraction, local SQNR (|x| histogram-based)
