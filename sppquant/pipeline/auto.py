@@ -23,7 +23,7 @@ import math
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -37,10 +37,10 @@ from sppquant.calibration.table import scale_from_amax
 from sppquant.calibration.thresholds import thresholds
 from sppquant.calibration.tying import tie_sources
 from sppquant.config import Config
-from sppquant.data import BadFiles, calibration_set, iter_batches
+from sppquant.data import calibration_set
 from sppquant.errors import ModelError, TableError
 from sppquant.pipeline.auto_joint import JOINT_IMAGES, pick_rules_joint
-from sppquant.pipeline.context import ModelContext, ort_runner
+from sppquant.pipeline.context import ModelContext, image_feeds, ort_runner
 from sppquant.quantize.qdq import build_qdq_model, fake_quantize
 from sppquant.quantize.switchable import switch_feeds, switchable_model
 from sppquant.tasks.metrics import SqnrAccumulator
@@ -204,14 +204,7 @@ def _score(model: onnx.ModelProto, per_rule: Mapping[str, Mapping[str, float]], 
 
 
 def _feeds(cfg: Config, ctx: ModelContext, count: int = AUTO_IMAGES) -> list[dict[str, np.ndarray]]:
-    images = calibration_set(cfg.calibration)
-    subset = replace(images, paths=images.paths[:count])
-    cal = cfg.calibration
-    out = []
-    for batch in iter_batches(subset, cfg.preprocess, cfg.input.sizes, cal.batch_size, "keep", "skip", cal.workers,
-                              bad=BadFiles(), progress=False, extra_feeds=ctx.extra_feeds):
-        out += [batch.feeds(k, cfg.model.input_name) for k in range(len(cfg.input.sizes))]
-    return out
+    return image_feeds(cfg, ctx, calibration_set(cfg.calibration), count, cfg.calibration.batch_size)
 
 
 def output_sqnr_alone(model: onnx.ModelProto, amax: Mapping[str, float], names: Sequence[str],

@@ -8,7 +8,7 @@ apply everywhere.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -16,7 +16,7 @@ import onnx
 
 from sppquant.backends.onnxruntime import OrtRunner
 from sppquant.config import Config
-from sppquant.data import FeedBuilder
+from sppquant.data import BadFiles, FeedBuilder, ImageSet, iter_batches
 from sppquant.errors import ModelError
 from sppquant.model import FLOAT_TYPES, graph_output_names, load_model
 from sppquant.preprocess import output_size_range
@@ -94,3 +94,17 @@ def ort_runner(cfg: Config, model: onnx.ModelProto, extra_outputs: Sequence[str]
                spinning: bool = True) -> OrtRunner:
     """An ONNX Runtime runner with the config's execution providers and threads (``spinning``: see make_session)."""
     return OrtRunner(model, extra_outputs=extra_outputs, options=cfg.onnxruntime, spinning=spinning)
+
+
+def image_feeds(cfg: Config, ctx: ModelContext, images: ImageSet, limit: int, batch_size: int,
+                progress: bool = False, desc: str = "images") -> list[dict]:
+    """The model feeds of the first ``limit`` of ``images`` at every configured size, in listing order
+    (bad files skipped: these passes follow a calibration or evaluation that already reported them)."""
+    subset = replace(images, paths=images.paths[:limit],
+                     labels=images.labels[:limit] if images.labels is not None else None)
+    feeds = []
+    for batch in iter_batches(subset, cfg.preprocess, cfg.input.sizes, batch_size, "keep", "skip",
+                              cfg.calibration.workers, bad=BadFiles(), progress=progress, desc=desc,
+                              extra_feeds=ctx.extra_feeds):
+        feeds += [batch.feeds(k, cfg.model.input_name) for k in range(len(cfg.input.sizes))]
+    return feeds

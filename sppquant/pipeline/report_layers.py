@@ -24,9 +24,9 @@ from tqdm import tqdm
 from sppquant.calibration.histogram import Histogram
 from sppquant.calibration.table import CalibrationTable
 from sppquant.config import Config
-from sppquant.data import BadFiles, ImageSet, iter_batches
+from sppquant.data import ImageSet
 from sppquant.model import activation_names
-from sppquant.pipeline.context import ModelContext, ort_runner
+from sppquant.pipeline.context import ModelContext, image_feeds, ort_runner
 from sppquant.pipeline.executor import Executor, split
 from sppquant.quantize.qdq import QdqInfo, fake_quantize
 from sppquant.quantize.switchable import switch_feeds, switchable_model
@@ -45,14 +45,7 @@ class LayerAnalysis:
 
 def _layer_feeds(cfg: Config, ctx: ModelContext, images: ImageSet, limit: int, progress: bool) -> list[dict]:
     """The feeds of the first ``limit`` images at every size (kept: every tensor's pass reuses them)."""
-    subset = replace(images, paths=images.paths[:limit],
-                     labels=images.labels[:limit] if images.labels is not None else None)
-    feeds = []
-    for batch in iter_batches(subset, cfg.preprocess, cfg.input.sizes, cfg.report.batch_size, "keep", "skip",
-                              cfg.calibration.workers, bad=BadFiles(), progress=progress, desc="layers",
-                              extra_feeds=ctx.extra_feeds):
-        feeds += [batch.feeds(k, cfg.model.input_name) for k in range(len(cfg.input.sizes))]
-    return feeds
+    return image_feeds(cfg, ctx, images, limit, cfg.report.batch_size, progress, "layers")
 
 
 def analyse_layers(cfg: Config, ctx: ModelContext, table: CalibrationTable, qdq: tuple[Any, QdqInfo],

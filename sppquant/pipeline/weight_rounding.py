@@ -18,9 +18,8 @@ from typing import Any
 import numpy as np
 
 from sppquant.config import Config
-from sppquant.data import calibration_set, iter_batches
-from sppquant.pipeline.context import ModelContext, ort_runner
-from sppquant.pipeline.shards import subset
+from sppquant.data import calibration_set
+from sppquant.pipeline.context import ModelContext, image_feeds, ort_runner
 from sppquant.pipeline.tables import bias_means
 from sppquant.quantize.weight_rounding import RoundedWeight, RoundingPass
 
@@ -43,18 +42,15 @@ def rounded_weights(cfg: Config, ctx: ModelContext, progress: bool = True) -> di
         return _CACHE[key]
     rounding = RoundingPass(ctx.model, cal.seed)
     images = calibration_set(cal)
-    images = subset(images, tuple(range(min(cal.weight_rounding_images, len(images)))))
-    runner = ort_runner(cfg, ctx.model, extra_outputs=rounding.inputs)
-    wanted = [t for t in rounding.inputs if t not in set(runner.input_names)]
-    with runner:
-        for batch in iter_batches(images, cfg.preprocess, cfg.input.sizes, cal.batch_size, "keep", cal.bad_files,
-                                  cal.workers, progress=progress, desc="weight rounding (GPTQ) inputs",
-                                  extra_feeds=ctx.extra_feeds):
-            for k in range(len(cfg.input.sizes)):
-                feeds = batch.feeds(k, cfg.model.input_name)
-                rounding.observe({**feeds, **runner.run(feeds, wanted)})
+    feeds = image_feeds(cfg, ctx, images, cal.weight_rounding_images, cal.batch_size, progress,
+                        "weight rounding (GPTQ) inputs")
+    with ort_runner(cfg, ctx.model, extra_outputs=rounding.inputs) as runner:
+        wanted = [t for t in rounding.inputs if t not in set(runner.input_names)]
+        for f in feeds:
+            rounding.observe({**f, **runner.run(f, wanted)})
     out = rounding.result(progress)
-    log.info("GPTQ-rounded the INT8 weights of %d layer(s) from %d calibration image(s)", len(out), len(images))
+    log.info("GPTQ-rounded the INT8 weights of %d layer(s) from %d calibration image(s)", len(out),
+             min(cal.weight_rounding_images, len(images)))
     _CACHE[key] = out
     return out
 
