@@ -7,6 +7,7 @@ same questions of a model, and the answers must not depend on which backend runs
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import onnx
 
@@ -120,3 +121,23 @@ def input_shapes(model: onnx.ModelProto) -> dict[str, list[int | str | None]]:
             dims.append(d.dim_value if d.HasField("dim_value") else (d.dim_param or None))
         out[vi.name] = dims
     return out
+
+
+def node_attribute(node: onnx.NodeProto, name: str, default: Any = None) -> Any:
+    """The value of ``node``'s attribute ``name`` (ints, floats, lists, bytes as ONNX stores them), else ``default``."""
+    for a in node.attribute:
+        if a.name == name:
+            return onnx.helper.get_attribute_value(a)
+    return default
+
+
+def reader_counts(graph: onnx.GraphProto, outputs_read: bool = False) -> dict[str, int]:
+    """How many node inputs read each tensor (``outputs_read``: a graph output counts as one more reader)."""
+    readers: dict[str, int] = {}
+    for n in graph.node:
+        for i in n.input:
+            readers[i] = readers.get(i, 0) + 1
+    if outputs_read:
+        for o in graph.output:
+            readers[o.name] = readers.get(o.name, 0) + 1
+    return readers

@@ -19,6 +19,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from sppquant.model import node_attribute, reader_counts
 from sppquant.quantize.fake import fake_quantize, weight_scales
 
 
@@ -32,10 +33,7 @@ class Correction:
 
 
 def _attr(node: onnx.NodeProto, name: str, default: float) -> float:
-    for a in node.attribute:
-        if a.name == name:
-            return float(onnx.helper.get_attribute_value(a))
-    return default
+    return float(node_attribute(node, name, default))
 
 
 def mean_shift(node: onnx.NodeProto, w: np.ndarray, axis: int, mean: np.ndarray) -> np.ndarray | None:
@@ -90,10 +88,7 @@ def correct_biases(graph: onnx.GraphProto, uses: Iterable[tuple[int, str, int]],
     """Correct, in place, the bias of every node ``k`` in ``uses`` = (node index, weight, axis) whose
     data input has a mean in ``means``; returns what was done (layers without a mean are skipped)."""
     inits = {i.name: i for i in graph.initializer}
-    readers: dict[str, int] = {}
-    for n in graph.node:
-        for i in n.input:
-            readers[i] = readers.get(i, 0) + 1
+    readers = reader_counts(graph)
     done: list[Correction] = []
     for k, weight, axis in uses:
         node = graph.node[k]

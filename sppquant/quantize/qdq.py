@@ -41,6 +41,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from sppquant.calibration.table import CalibrationTable
 from sppquant.errors import ModelError, TableError
+from sppquant.model import reader_counts
 from sppquant.ops import default_opset
 from sppquant.ops.names import Names
 from sppquant.quantize.bias_correction import Correction, correct_biases
@@ -242,12 +243,7 @@ def _plan(graph: onnx.GraphProto, rules: RuleTable, inits: dict[str, onnx.Tensor
     """Apply the rule table to every node (or, with ``only``, pair exactly those tensors for all their readers)."""
     plan = _Plan()
     producer = {o: (k, n) for k, n in enumerate(graph.node) for o in n.output}
-    readers: dict[str, int] = {}
-    for n in graph.node:
-        for i in n.input:
-            readers[i] = readers.get(i, 0) + 1
-    for o in graph.output:
-        readers[o.name] = readers.get(o.name, 0) + 1
+    readers = reader_counts(graph, outputs_read=True)
     depth = _depths(graph)
     for k, node in enumerate(graph.node):
         if only is not None:

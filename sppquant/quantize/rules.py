@@ -31,8 +31,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 import onnx
-from onnx import helper
 
+from sppquant.model import node_attribute
 from sppquant.ops import OPS, OpSpec
 
 MIN_GEMM_DIM = 16
@@ -43,10 +43,7 @@ AxisFn = Callable[[onnx.NodeProto, int], "int | None"]
 
 
 def _attr(node: onnx.NodeProto, name: str, default: int) -> int:
-    for a in node.attribute:
-        if a.name == name:
-            return int(helper.get_attribute_value(a))
-    return default
+    return int(node_attribute(node, name, default))
 
 
 def _conv_axis(node: onnx.NodeProto, rank: int) -> int | None:

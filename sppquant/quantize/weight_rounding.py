@@ -25,6 +25,7 @@ import onnx
 from onnx import numpy_helper
 from tqdm import tqdm
 
+from sppquant.model import node_attribute, reader_counts
 from sppquant.quantize.fake import weight_scales
 
 log = logging.getLogger(__name__)
@@ -45,17 +46,7 @@ class RoundedWeight:
 
 
 def _ints(node: onnx.NodeProto, name: str, default: list[int]) -> list[int]:
-    for a in node.attribute:
-        if a.name == name:
-            return list(onnx.helper.get_attribute_value(a))
-    return default
-
-
-def _attr(node: onnx.NodeProto, name: str, default: object) -> object:
-    for a in node.attribute:
-        if a.name == name:
-            return onnx.helper.get_attribute_value(a)
-    return default
+    return list(node_attribute(node, name, default))
 
 
 @dataclass
@@ -113,7 +104,7 @@ class LayerGram:
 def _pads(node: onnx.NodeProto, size: tuple[int, ...], k: tuple[int, int], s: tuple[int, int],
           d: tuple[int, int]) -> list[int]:
     """Begin/end pads as ONNX Conv applies them (explicit ``pads`` or ``auto_pad``)."""
-    auto = _attr(node, "auto_pad", b"NOTSET")
+    auto = node_attribute(node, "auto_pad", b"NOTSET")
     auto = auto.decode() if isinstance(auto, bytes) else str(auto)
     if auto in ("SAME_UPPER", "SAME_LOWER"):
         out = []
@@ -130,9 +121,9 @@ def _pads(node: onnx.NodeProto, size: tuple[int, ...], k: tuple[int, int], s: tu
 def gram_for(node: onnx.NodeProto, weight: np.ndarray, seed: int) -> LayerGram | None:
     """A `LayerGram` for a Conv (2-D kernel) or Gemm whose weight is ``weight``; None for other layers."""
     if node.op_type == "Conv" and weight.ndim == 4:
-        groups = int(_attr(node, "group", 1))
+        groups = int(node_attribute(node, "group", 1))
         return LayerGram(node, (int(weight.shape[2]), int(weight.shape[3])), groups, seed)
-    if node.op_type == "Gemm" and weight.ndim == 2 and not int(_attr(node, "transA", 0)):
+    if node.op_type == "Gemm" and weight.ndim == 2 and not int(node_attribute(node, "transA", 0)):
         return LayerGram(node, seed=seed)
     return None
 
@@ -194,17 +185,14 @@ def round_layer(node: onnx.NodeProto, weight: np.ndarray, axis: int, gram: Layer
 def layers_to_round(model: onnx.ModelProto) -> list[tuple[onnx.NodeProto, str, int]]:
     """(node, weight initializer, output-channel axis) of every Conv / Gemm whose weight only it reads."""
     inits = {i.name for i in model.graph.initializer}
-    readers: dict[str, int] = {}
-    for n in model.graph.node:
-        for i in n.input:
-            readers[i] = readers.get(i, 0) + 1
+    readers = reader_counts(model.graph)
     out = []
     for n in model.graph.node:
         if n.op_type not in ("Conv", "Gemm") or len(n.input) < 2 or n.input[1] not in inits:
             continue
         if readers.get(n.input[1]) != 1:
             continue
-        trans_b = next((int(a.i) for a in n.attribute if a.name == "transB"), 0)
+        trans_b = int(node_attribute(n, "transB", 0))
         out.append((n, n.input[1], 0 if n.op_type == "Conv" or trans_b else 1))
     return out
 
