@@ -15,6 +15,7 @@ from sppquant.backends.onnxruntime import OrtRunner, activation_names
 from sppquant.calibration import CalibrationTable, Histogram, compute_amax
 from sppquant.calibration.collect import ActivationCollector
 from sppquant.calibration.tying import apply_ties, tie_sources
+from sppquant.config import CalibrationConfig
 from sppquant.model import weighted_layer_inputs
 from sppquant.quantize.qdq import build_qdq_model
 from sppquant.quantize.weight_rounding import RoundedWeight, RoundingPass
@@ -22,6 +23,7 @@ from sppquant.quantize.weight_rounding import RoundedWeight, RoundingPass
 log = logging.getLogger(__name__)
 
 TRT_VERSION = 101601
+GPTQ_IMAGES = CalibrationConfig.weight_rounding_images  # the product's default: the first 32 calibration images
 HEADERS = {"entropy2": "EntropyCalibration2", "minmax": "MinMaxCalibration"}
 
 

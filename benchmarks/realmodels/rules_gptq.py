@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ours  # noqa: E402
 import run as R  # noqa: E402
 from mse import mse_amax  # noqa: E402
-from tune_auto import GPTQ_IMAGES, infer_model, metric_on  # noqa: E402
+from tune_auto import infer_model, metric_on  # noqa: E402
 
 log = logging.getLogger("rules_gptq")
 
@@ -41,7 +41,7 @@ def main(name: str, n_calib: int, n_eval: int) -> None:
     calib, evx, targets = R.data(name, n_calib, n_eval)
     inp = model.graph.input[0].name
     hists, means = ours.collect(model, R.batches(calib, spec.batch, inp))
-    rounded = ours.gptq(model, R.batches(calib[:GPTQ_IMAGES], spec.batch, inp))
+    rounded = ours.gptq(model, R.batches(calib[:ours.GPTQ_IMAGES], spec.batch, inp))
     ref = infer_model(model, evx, spec.batch)
     for label, (algo, params) in RULES.items():
         q = ours.qdq_model(model, amax_of(model, hists, algo, params), algo, means=means, rounded=rounded)

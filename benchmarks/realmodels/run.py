@@ -40,7 +40,6 @@ SPP_RULES = {"entropy2": ("entropy2", {}), "minmax": ("minmax", {}),
              "percentile99.999": ("percentile", {"percentile": 99.999}), "mse": ("mse", {})}
 ORT_METHODS = ["MinMax", "Entropy", "Percentile"]
 BC_RULES = {"percentile99.99"}  # also with bias correction (`+bc`) and GPTQ weights (`+gptq`, the product default)
-GPTQ_IMAGES = 32  # calibration.weight_rounding_images' default
 
 
 def load_spec(name: str):
@@ -85,7 +84,7 @@ def worker_sppquant(name: str, n_calib: int, n_eval: int, out: Path) -> dict:
                                             leave=False), threads=THREADS)
     t_hist = time.perf_counter() - t0
     t0 = time.perf_counter()
-    rounded = ours.gptq(model, batches(calib[:GPTQ_IMAGES], spec.batch, inp), threads=THREADS)
+    rounded = ours.gptq(model, batches(calib[:ours.GPTQ_IMAGES], spec.batch, inp), threads=THREADS)
     t_gptq = time.perf_counter() - t0  # an export-time cost, counted in the `+gptq` row's time
     res, diags = {}, {}
     for label, (algo, params) in SPP_RULES.items():

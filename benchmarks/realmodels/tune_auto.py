@@ -39,7 +39,6 @@ import ours  # noqa: E402
 import run as R  # noqa: E402
 
 log = logging.getLogger("tune_auto")
-GPTQ_IMAGES = 32  # calibration.weight_rounding_images' default
 TUNE_METRIC = {"ddddocr_rec": "exact_match", "ddddocr_det": "box_f1_fp32", "effnet_lite0": "top1_agree_fp32"}
 
 
@@ -84,7 +83,7 @@ def calibrate_rules(model: onnx.ModelProto, calib: np.ndarray, spec, compare_pru
         per_rule[rule] = tables[rule]
     times["percentile+bc"] = times["percentile"]  # the same table, bias-corrected export
     t1 = time.perf_counter()
-    rounded = ours.gptq(model, R.batches(calib[:GPTQ_IMAGES], spec.batch, inp), threads=R.THREADS)
+    rounded = ours.gptq(model, R.batches(calib[:ours.GPTQ_IMAGES], spec.batch, inp), threads=R.THREADS)
     times["gptq_s"] = time.perf_counter() - t1
     times["percentile+gptq"] = times["percentile"] + times["gptq_s"]  # the product default now
     extra = {"means": means, "rounded": rounded}
