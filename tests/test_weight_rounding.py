@@ -204,3 +204,42 @@ def test_second_moments_stay_within_the_memory_budget() -> None:
     assert [w for _, w, _, _ in RoundingPass(model).layers] == ["w1", "w2"]
     small = RoundingPass(model, budget=10_000)
     assert [w for _, w, _, _ in small.layers] == ["w2"] and small.skipped == ["wide"] and small.inputs == ["h"]
+
+
+def test_matmul_weights_of_a_token_model_are_rounded_and_exported() -> None:
+    """A transformer-style linear layer: (B, T, K) @ (K, N) + bias. Its weight is rounded per output column
+    (axis 1), lowers the output error on NEW inputs against nearest rounding, and the export carries it."""
+    rng = np.random.default_rng(11)
+    k, n = 48, 32
+    w = (rng.normal(size=(k, n)) * 0.1).astype(np.float32)
+    b = rng.normal(size=n).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"], name="fc"), helper.make_node("Add", ["h", "b"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 40, k])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    rp = RoundingPass(model)
+    assert [(node.name, weight, axis) for node, weight, axis, _ in rp.layers] == [("fc", "w", 1)]
+    mix = rng.normal(size=(k, k)) * 0.6 + np.eye(k)  # correlated features, as hidden states are
+    tokens = [(rng.normal(size=(4, 40, k)) @ mix + 0.3).astype(np.float32) for _ in range(8)]
+    for x in tokens:
+        rp.observe({"x": x})
+    assert rp.layers[0][3].count == 8 * 160  # every row of (4, 40, K) while under MAX_WINDOWS
+    got = rp.result()["w"]
+    assert got.axis == 1 and got.values.shape == w.shape
+    k_int = got.values / got.scales[None, :]
+    np.testing.assert_allclose(k_int, np.rint(k_int), atol=1e-4)
+    x_new = (rng.normal(size=(4000, k)) @ mix + 0.3).astype(np.float64)
+    near = fake_quantize(w, weight_scales(w, 1), 1)
+    err = ((x_new @ (got.values - w)) ** 2).mean()
+    assert err < 0.8 * ((x_new @ (near - w)) ** 2).mean()
+    q, info = build_qdq_model(model, {"x": 20.0}, high_precision="fp32", rounded_weights={"w": got})
+    assert info.rounded_weights == ["w"]
+    inits = {i.name: numpy_helper.to_array(i) for i in q.graph.initializer}
+    wq = next(nd for nd in q.graph.node if nd.op_type == "QuantizeLinear" and nd.input[0] == "w")
+    scale = inits[wq.input[1]]
+    ints = np.clip(np.rint(inits["w"] / scale[None, :]), -127, 127)
+    np.testing.assert_array_equal(ints * scale[None, :], got.values)
+    many = LayerGram(nodes[0], seed=1)
+    many.update(rng.normal(size=(64, 40, k)).astype(np.float32))  # 2560 rows: sampled like conv positions
+    assert many.count == 512

@@ -53,7 +53,8 @@ def _ints(node: onnx.NodeProto, name: str, default: list[int]) -> list[int]:
 class LayerGram:
     """``H = E[x x^T]`` of one layer's input windows, per group: (groups, D, D) with D = C/groups x kernel area.
 
-    Gemm: every input row is a sample (D = in features). Conv (2-D only): a random sample of output
+    Gemm: every input row is a sample (D = in features); MatMul with a constant (K, N) weight: rows of
+    its ``(..., K)`` input, sampled like conv positions (``MAX_WINDOWS``). Conv (2-D only): a random sample of output
     positions per batch (``MAX_WINDOWS``), each window's values in (channel, ky, kx) order, the
     order of the weight's flattened input dimension.
     """
@@ -70,8 +71,12 @@ class LayerGram:
         self._rng = np.random.default_rng(self.seed)
 
     def update(self, x: np.ndarray) -> None:
-        cols = self._windows(np.asarray(x, np.float32)) if self.node.op_type == "Conv" else \
-            np.asarray(x, np.float32).reshape(1, -1, x.shape[-1])
+        if self.node.op_type == "Conv":
+            cols = self._windows(np.asarray(x, np.float32))
+        else:
+            cols = np.asarray(x, np.float32).reshape(1, -1, x.shape[-1])
+            if self.node.op_type == "MatMul" and cols.shape[1] > MAX_WINDOWS:  # rows of (..., K): like conv positions
+                cols = cols[:, np.sort(self._rng.choice(cols.shape[1], MAX_WINDOWS, replace=False))]
         part = np.matmul(cols.transpose(0, 2, 1), cols).astype(np.float64)  # float32 BLAS per batch, float64 sums
         self.gram = part if self.gram is None else self.gram + part
         self.count += cols.shape[1]
@@ -119,11 +124,13 @@ def _pads(node: onnx.NodeProto, size: tuple[int, ...], k: tuple[int, int], s: tu
 
 
 def gram_for(node: onnx.NodeProto, weight: np.ndarray, seed: int) -> LayerGram | None:
-    """A `LayerGram` for a Conv (2-D kernel) or Gemm whose weight is ``weight``; None for other layers."""
+    """A `LayerGram` for a Conv (2-D kernel), Gemm or MatMul (2-D weight) whose weight is ``weight``; else None."""
     if node.op_type == "Conv" and weight.ndim == 4:
         groups = int(node_attribute(node, "group", 1))
         return LayerGram(node, (int(weight.shape[2]), int(weight.shape[3])), groups, seed)
     if node.op_type == "Gemm" and weight.ndim == 2 and not int(node_attribute(node, "transA", 0)):
+        return LayerGram(node, seed=seed)
+    if node.op_type == "MatMul" and weight.ndim == 2:
         return LayerGram(node, seed=seed)
     return None
 
@@ -183,14 +190,15 @@ def round_layer(node: onnx.NodeProto, weight: np.ndarray, axis: int, gram: Layer
 
 
 def layers_to_round(model: onnx.ModelProto) -> list[tuple[onnx.NodeProto, str, int]]:
-    """(node, weight initializer, output-channel axis) of every Conv / Gemm whose weight only it reads."""
+    """(node, weight initializer, output-channel axis) of every Conv / Gemm / MatMul whose weight only it reads
+    and whose data input is an activation (MatMul: weight (K, N), output channels on axis 1)."""
     inits = {i.name for i in model.graph.initializer}
     readers = reader_counts(model.graph)
     out = []
     for n in model.graph.node:
-        if n.op_type not in ("Conv", "Gemm") or len(n.input) < 2 or n.input[1] not in inits:
+        if n.op_type not in ("Conv", "Gemm", "MatMul") or len(n.input) < 2 or n.input[1] not in inits:
             continue
-        if readers.get(n.input[1]) != 1:
+        if readers.get(n.input[1]) != 1 or n.input[0] in inits:
             continue
         trans_b = int(node_attribute(n, "transB", 0))
         out.append((n, n.input[1], 0 if n.op_type == "Conv" or trans_b else 1))
