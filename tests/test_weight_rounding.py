@@ -243,3 +243,62 @@ def test_matmul_weights_of_a_token_model_are_rounded_and_exported() -> None:
     many = LayerGram(nodes[0], seed=1)
     many.update(rng.normal(size=(64, 40, k)).astype(np.float32))  # 2560 rows: sampled like conv positions
     assert many.count == 512
+
+
+def _unrolled_rnn(w_hh: np.ndarray, w_ih: np.ndarray, steps: int) -> onnx.ModelProto:
+    """h_{t+1} = tanh(x_t W_ih^T + h_t W_hh^T), one Gemm pair per step reading the SAME two weights."""
+    nodes, h = [], "h0"
+    for t in range(steps):
+        nodes += [helper.make_node("Gemm", [f"x{t}", "w_ih"], [f"a{t}"], transB=1),
+                  helper.make_node("Gemm", [h, "w_hh"], [f"b{t}"], transB=1),
+                  helper.make_node("Add", [f"a{t}", f"b{t}"], [f"s{t}"]), helper.make_node("Tanh", [f"s{t}"], [f"h{t + 1}"])]
+        h = f"h{t + 1}"
+    d = w_hh.shape[0]
+    inputs = [helper.make_tensor_value_info(f"x{t}", TensorProto.FLOAT, [None, w_ih.shape[1]]) for t in range(steps)]
+    inputs.append(helper.make_tensor_value_info("h0", TensorProto.FLOAT, [None, d]))
+    graph = helper.make_graph(nodes, "rnn", inputs, [helper.make_tensor_value_info(h, TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(w_hh, "w_hh"), numpy_helper.from_array(w_ih, "w_ih")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_a_weight_shared_by_unrolled_steps_is_rounded_for_all_of_them() -> None:
+    rng = np.random.default_rng(21)
+    d, k, steps = 24, 20, 3
+    w_hh, w_ih = (rng.normal(size=(d, d)) * 0.2).astype(np.float32), (rng.normal(size=(d, k)) * 0.2).astype(np.float32)
+    model = _unrolled_rnn(w_hh, w_ih, steps)
+    rp = RoundingPass(model)
+    assert {w: rp.sources[w] for _, w, _, _ in rp.layers} == {
+        "w_ih": ("x0", "x1", "x2"), "w_hh": ("h0", "h1", "h2")}
+    assert all(axis == 0 for _, _, axis, _ in rp.layers)  # transB: output channels are rows
+    hidden = helper.make_model(model.graph, opset_imports=model.opset_import)
+    hidden.graph.output.extend([helper.make_tensor_value_info(f"h{t}", TensorProto.FLOAT, None) for t in (1, 2)])
+    ref = ReferenceEvaluator(hidden)
+    mix = rng.normal(size=(k, k)) * 0.7 + np.eye(k)
+    seen = {"w_hh": [], "w_ih": []}
+    for _ in range(6):
+        feeds = {f"x{t}": (rng.normal(size=(32, k)) @ mix).astype(np.float32) for t in range(steps)}
+        feeds["h0"] = np.zeros((32, d), np.float32)
+        outs = dict(zip(["h3", "h1", "h2"], ref.run(None, feeds)))
+        values = {**feeds, **outs}
+        rp.observe(values)
+        for w in seen:
+            seen[w] += [values[t] for t in rp.sources[w]]
+    got = rp.result()
+    for w, weight in (("w_hh", w_hh), ("w_ih", w_ih)):
+        x = np.concatenate(seen[w]).astype(np.float64)  # every step's input: what the shared weight answers
+        near = fake_quantize(weight, weight_scales(weight, 0), 0)
+        err = ((x @ (got[w].values - weight).T) ** 2).mean()
+        assert err < ((x @ (near - weight).T) ** 2).mean()
+    assert sum(gram.count for *_, gram in rp.layers) == 2 * 6 * 32 * steps  # both weights, every step's rows
+
+
+def test_weights_read_another_way_or_by_different_layers_keep_nearest() -> None:
+    rng = np.random.default_rng(2)
+    w = rng.normal(size=(4, 4)).astype(np.float32)
+    nodes = [helper.make_node("Gemm", ["x", "w"], ["a"], transB=1), helper.make_node("Gemm", ["a", "w"], ["b"]),
+             helper.make_node("Gemm", ["b", "v"], ["c"]), helper.make_node("Add", ["c", "v"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(w, "w"), numpy_helper.from_array(w.copy(), "v")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    assert RoundingPass(model).layers == []  # w: transB differs between its readers; v: also an Add operand

@@ -364,6 +364,36 @@ class _Agreement:
         return {"top1_agree_fp32": top1, "top5_overlap_fp32": ov}
 
 
+# ----------------------------------------------------------------------------------------------------
+# captcha-whisperer (captcha_crnn.onnx: DenseNet trunk + unrolled BiLSTM + CTC, raw 0..255 BGR input):
+# captcha_whisperer/preprocess.py _to_bgr_chw, recognizer.py decode; images from the `captcha` package's
+# ImageCaptcha at the model's 160x60 (its default size), so the ground truth is the generated string
+# ----------------------------------------------------------------------------------------------------
+CAPTCHA_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"  # no 0/O, 1/I: ambiguous in ImageCaptcha's fonts
+
+
+def _captcha_set(n: int, seed: int) -> tuple[list[Image.Image], list[str]]:
+    from captcha.image import ImageCaptcha
+    rng = random.Random(seed)
+    random.seed(seed)  # ImageCaptcha draws its noise and warps from the global generator
+    gen = ImageCaptcha(width=160, height=60)
+    texts = ["".join(rng.choice(CAPTCHA_ALPHABET) for _ in range(4)) for _ in range(n)]
+    return [gen.generate_image(t) for t in texts], texts
+
+
+def _captcha_pre(img: Image.Image) -> np.ndarray:
+    from captcha_whisperer.preprocess import _to_bgr_chw
+    return _to_bgr_chw(img, 60, 160)
+
+
+def captcha_metric(outputs: list[np.ndarray], labels: list[str]) -> dict[str, float]:
+    from captcha_whisperer.recognizer import decode
+    texts = [t for o in outputs for t in decode(o)[0]]  # outputs: (T, N, C) per batch
+    exact = np.mean([t == g for t, g in zip(texts, labels)])
+    cer = sum(_cer(t, g) for t, g in zip(texts, labels)) / sum(len(g) for g in labels)
+    return {"exact_match": float(exact), "cer": float(cer)}
+
+
 MODELS: dict[str, ModelSpec] = {
     "ddddocr_rec": ModelSpec(
         name="ddddocr_rec", package="ddddocr", file="common.onnx", task="CTC captcha/text recognizer (CNN + LSTM, beta model)",
@@ -387,4 +417,11 @@ MODELS: dict[str, ModelSpec] = {
                              "crop/pad) is not letterbox; equal for square images only; PIL antialiased bilinear vs "
                              "OpenCV linear differ on downscaling"),
         build_set=_cls_set, preprocess=cls_preprocess, metric=_Agreement(), batch=16, export=_effnet_export),
+    "captcha_crnn": ModelSpec(
+        name="captcha_crnn", package="captcha_whisperer", file="models/captcha_crnn.onnx",
+        task="CTC captcha recognizer (DenseNet trunk, pre-activation BN-ReLU-Conv, BiLSTM unrolled to 80 Gemm)",
+        source="captcha_whisperer/preprocess.py _to_bgr_chw, recognizer.py decode",
+        sppquant_preprocess=("mostly: bgr, stretch to 160x60, pixels kept 0..255 (needs std = 1/255); PIL "
+                             "bilinear on uint8 vs OpenCV linear on float32 differ slightly"),
+        build_set=_captcha_set, preprocess=_captcha_pre, metric=captcha_metric, batch=16),
 }

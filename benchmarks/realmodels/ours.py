@@ -12,8 +12,9 @@ import numpy as np
 import onnx
 
 from sppquant.backends.onnxruntime import OrtRunner, activation_names
-from sppquant.calibration import CalibrationTable, Histogram, compute_amax
+from sppquant.calibration import CalibrationTable, Histogram
 from sppquant.calibration.collect import ActivationCollector
+from sppquant.calibration.thresholds import ZERO_TENSOR_AMAX, thresholds
 from sppquant.calibration.tying import apply_ties, tie_sources
 from sppquant.config import CalibrationConfig
 from sppquant.model import weighted_layer_inputs
@@ -61,8 +62,9 @@ def collect_histograms(model: onnx.ModelProto, batches: Iterable[dict[str, np.nd
 
 def amax_table(model: onnx.ModelProto, hists: dict[str, Histogram], algorithm: str,
                **params: float) -> dict[str, float]:
-    """amax per tensor with sppquant's rule, then its scale ties (pool/reshape outputs)."""
-    amax = {n: float(compute_amax(h, algorithm, **params)) for n, h in hists.items() if h.count}
+    """amax per tensor with sppquant's rule (all-zero tensors, e.g. an RNN's initial state, as `calibrate` treats
+    them), then its scale ties (pool/reshape outputs)."""
+    amax, _degenerate = thresholds(hists, algorithm, params)
     apply_ties(amax, tie_sources(model))
     return amax
 
@@ -105,6 +107,9 @@ def histogram_arrays(h: Histogram) -> tuple[np.ndarray, float, float]:
 
 
 def tie(model: onnx.ModelProto, amax: dict[str, float]) -> dict[str, float]:
-    """Apply sppquant's scale ties to an amax dict computed outside sppquant."""
+    """Apply sppquant's scale ties to an amax dict computed outside sppquant (no range: `calibrate`'s amax)."""
+    for n, v in amax.items():
+        if not (np.isfinite(v) and v > 0):
+            amax[n] = ZERO_TENSOR_AMAX
     apply_ties(amax, tie_sources(model))
     return amax

@@ -25,7 +25,7 @@ import onnx
 from onnx import numpy_helper
 from tqdm import tqdm
 
-from sppquant.model import node_attribute, reader_counts
+from sppquant.model import node_attribute
 from sppquant.quantize.fake import weight_scales
 
 log = logging.getLogger(__name__)
@@ -189,19 +189,33 @@ def round_layer(node: onnx.NodeProto, weight: np.ndarray, axis: int, gram: Layer
     return RoundedWeight(np.ascontiguousarray(values, np.float32), scales, axis)
 
 
-def layers_to_round(model: onnx.ModelProto) -> list[tuple[onnx.NodeProto, str, int]]:
-    """(node, weight initializer, output-channel axis) of every Conv / Gemm / MatMul whose weight only it reads
-    and whose data input is an activation (MatMul: weight (K, N), output channels on axis 1)."""
+def _same_layer(a: onnx.NodeProto, b: onnx.NodeProto) -> bool:
+    """Same op and attributes: one weight's readers then see their inputs through the same windows."""
+    return a.op_type == b.op_type and sorted(x.SerializeToString() for x in a.attribute) == \
+        sorted(x.SerializeToString() for x in b.attribute)
+
+
+def layers_to_round(model: onnx.ModelProto) -> list[tuple[onnx.NodeProto, str, int, tuple[str, ...]]]:
+    """(first reader, weight initializer, output-channel axis, the readers' data inputs) of every Conv / Gemm /
+    MatMul weight (MatMul: (K, N), output channels on axis 1) whose readers all are such layers with the same
+    attributes, reading it as their weight: an RNN unrolled over time reuses one weight at every step, and its
+    rounding then answers the inputs of all of them."""
     inits = {i.name for i in model.graph.initializer}
-    readers = reader_counts(model.graph)
-    out = []
+    uses: dict[str, list[onnx.NodeProto]] = {}
     for n in model.graph.node:
-        if n.op_type not in ("Conv", "Gemm", "MatMul") or len(n.input) < 2 or n.input[1] not in inits:
+        for i, name in enumerate(n.input):
+            if name in inits:
+                uses.setdefault(name, []).append(n if i == 1 else None)  # None: read some other way
+    out = []
+    for w, readers in uses.items():
+        first = readers[0]
+        if first is None or first.op_type not in ("Conv", "Gemm", "MatMul") or len(first.input) < 2:
             continue
-        if readers.get(n.input[1]) != 1 or n.input[0] in inits:
+        if any(r is None or not _same_layer(first, r) or r.input[0] in inits for r in readers):
             continue
-        trans_b = int(node_attribute(n, "transB", 0))
-        out.append((n, n.input[1], 0 if n.op_type == "Conv" or trans_b else 1))
+        trans_b = int(node_attribute(first, "transB", 0))
+        axis = 0 if first.op_type == "Conv" or trans_b else 1
+        out.append((first, w, axis, tuple(dict.fromkeys(r.input[0] for r in readers))))
     return out
 
 
@@ -210,16 +224,18 @@ class RoundingPass:
 
     def __init__(self, model: onnx.ModelProto, seed: int = 0, budget: int = GRAM_BUDGET) -> None:
         layers = layers_to_round(model)
-        names = {w for _, w, _ in layers}
+        names = {w for _, w, _, _ in layers}
         self.weights = {i.name: numpy_helper.to_array(i).astype(np.float32) for i in model.graph.initializer
                         if i.name in names}
         self.layers: list[tuple[onnx.NodeProto, str, int, LayerGram]] = []
-        for k, (node, w, axis) in enumerate(layers):
+        self.sources: dict[str, tuple[str, ...]] = {}  # weight -> the data inputs of its readers
+        for k, (node, w, axis, sources) in enumerate(layers):
             gram = gram_for(node, self.weights[w], seed + k)
             if gram is not None:
                 self.layers.append((node, w, axis, gram))
+                self.sources[w] = sources
         self.skipped = self._fit_budget(budget)
-        self.inputs = list(dict.fromkeys(node.input[0] for node, *_ in self.layers))
+        self.inputs = list(dict.fromkeys(t for _, w, _, _ in self.layers for t in self.sources[w]))
 
     def _fit_budget(self, budget: int) -> list[str]:
         """Drop the widest layers (they keep round-to-nearest) until the second moments fit ``budget`` bytes."""
@@ -241,8 +257,9 @@ class RoundingPass:
         return skipped
 
     def observe(self, values: Mapping[str, np.ndarray]) -> None:
-        for node, _, _, gram in self.layers:
-            gram.update(values[node.input[0]])
+        for _, w, _, gram in self.layers:
+            for t in self.sources[w]:
+                gram.update(values[t])
 
     def result(self, progress: bool = False) -> dict[str, RoundedWeight]:
         out: dict[str, RoundedWeight] = {}
