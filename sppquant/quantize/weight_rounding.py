@@ -257,9 +257,12 @@ class RoundingPass:
         return skipped
 
     def observe(self, values: Mapping[str, np.ndarray]) -> None:
-        for _, w, _, gram in self.layers:
-            for t in self.sources[w]:
-                gram.update(values[t])
+        for node, w, _, gram in self.layers:
+            xs = [values[t] for t in self.sources[w]]
+            if len(xs) > 1 and node.op_type != "Conv":  # a shared GEMM weight: one product for all its readers
+                xs = [np.concatenate([x.reshape(-1, x.shape[-1]) for x in xs])]
+            for x in xs:
+                gram.update(x)
 
     def result(self, progress: bool = False) -> dict[str, RoundedWeight]:
         out: dict[str, RoundedWeight] = {}
