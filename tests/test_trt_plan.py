@@ -166,3 +166,19 @@ def test_cli_build_plan_errors_are_one_line_exit_2(tiny_project: Path, capsys: p
     assert main(["build", "--config", str(tiny_project), "--precision", "int8", "--plan", str(bad)]) == 2
     err = capsys.readouterr().err.strip()
     assert "bad.json: not a usable precision plan" in err and "\n" not in err
+
+
+@pytest.mark.parametrize("fp16", [True, False])
+def test_layers_around_tensors_past_fp16_range_are_constrained_to_fp32(trt: ModuleType, fp16: bool) -> None:
+    net, layers = _network(trt)
+    config = _Config(trt, fp16)
+    B.apply_plan_constraints(trt, net, config, {"conv1"})  # a plan's FP16 constraint first ...
+    names = B.apply_fp32_constraints(trt, net, config, frozenset({"conv1"}))
+    if not fp16:  # an FP32 build has nothing to overflow: the plan's constraint (FP32 there) stays
+        assert names == [] and layers["conv1"].precision == trt.float32
+        return
+    assert names == ["conv1", "relu1"]  # ... then FP32 wins for the tensor FP16 cannot hold
+    assert layers["conv1"].precision == trt.float32 and layers["conv1"].output_types == {0: trt.float32}
+    assert layers["relu1"].precision == trt.float32 and layers["conv2"].precision is None
+    assert trt.BuilderFlag.PREFER_PRECISION_CONSTRAINTS in config.flags
+    assert B.apply_fp32_constraints(trt, net, _Config(trt, True), frozenset()) == []

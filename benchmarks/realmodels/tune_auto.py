@@ -39,7 +39,8 @@ import ours  # noqa: E402
 import run as R  # noqa: E402
 
 log = logging.getLogger("tune_auto")
-TUNE_METRIC = {"ddddocr_rec": "exact_match", "ddddocr_det": "box_f1_fp32", "effnet_lite0": "top1_agree_fp32"}
+TUNE_METRIC = {"ddddocr_rec": "exact_match", "ddddocr_det": "box_f1_fp32", "effnet_lite0": "top1_agree_fp32",
+               "captcha_crnn": "exact_match"}
 
 
 def metric_on(spec, ref: list[np.ndarray], outs: list[np.ndarray], targets: list) -> dict[str, float]:

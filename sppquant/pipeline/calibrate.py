@@ -86,6 +86,18 @@ def warn_heavy_clipping(collector: ActivationCollector, table: CalibrationTable,
                     100 * CLIP_WARN, len(worst), names, algorithm)
 
 
+def warn_fp16_overflow(collector: ActivationCollector) -> None:
+    """One warning naming the activations FP16 cannot hold (`FP16_SAFE_MAX`): build, export-qdq, report and
+    tune keep them FP32 (from the ranges this calibration records)."""
+    from sppquant.quantize.fp16 import FP16_SAFE_MAX  # noqa: PLC0415
+
+    wide = sorted((h.max_abs, n) for n, h in collector.histograms.items() if h.max_abs >= FP16_SAFE_MAX)[::-1]
+    if wide:
+        names = ", ".join(f"{n} ({a:.3g})" for a, n in wide[:5])
+        log.warning("%d activation(s) reach max|x| >= %.0f, past FP16's safe range (FP16 holds 65504): %s. FP16 "
+                    "engines and the Q/DQ export's FP16 base keep them FP32", len(wide), FP16_SAFE_MAX, names)
+
+
 def header_version(cfg: Config) -> tuple[int, str]:
     """Table header version: the installed TensorRT's, else the config's target."""
     version = tensorrt_version() or cfg.calibration.trt_version
@@ -193,6 +205,7 @@ def _calibrate_histograms(cfg: Config, table_path: Path, algorithm: str, progres
     record.executor = executor.record()
     record.channel_means = {n: [float(f"{v:.8g}") for v in m] for n, m in collector.channel_means.means().items()}
     warn_heavy_clipping(collector, table, algorithm)
+    warn_fp16_overflow(collector)
     prov_path = write_provenance(table_path, record)  # first: a crash before the table leaves a hash mismatch
     try:
         write_table(table_path, table)

@@ -13,7 +13,7 @@ from sppquant.errors import TableError, UserError
 from sppquant.ops import upgrade_opset
 from sppquant.pipeline.context import open_model, ort_runner
 from sppquant.pipeline.tables import resolve_table
-from sppquant.pipeline.weight_rounding import int8_weights
+from sppquant.pipeline.weight_rounding import qdq_extras
 from sppquant.quantize.qdq import (
     HIGH_PRECISIONS,
     MIN_OPSET,
@@ -70,7 +70,7 @@ def export_qdq(cfg: Config, output: str | Path, table_path: str | Path | None = 
     extra = sorted(set(table.scales) - model_tensor_names(model))
     try:
         qdq, info = build_qdq_model(model, table, high_precision=high_precision, keep_high_precision=keep,
-                                    **int8_weights(cfg, ctx, table_path, progress).kwargs())
+                                    **qdq_extras(cfg, ctx, table_path, progress).kwargs())
     except TableError as exc:
         also = f"; {len(extra)} table tensor(s) not in the model: {few(extra)}" if extra else ""
         raise TableError(f"{table_path}: calibration table does not match {cfg.model.path}: {exc}{also} "

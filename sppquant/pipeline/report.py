@@ -45,8 +45,8 @@ from sppquant.pipeline.report_variants import (
     tensorrt_variants,
 )
 from sppquant.pipeline.shards import EvaluationJob, evaluate_sharded
-from sppquant.pipeline.tables import TableChoice, resolve_tables
-from sppquant.pipeline.weight_rounding import int8_weights
+from sppquant.pipeline.tables import TableChoice, fp16_overflow, resolve_tables
+from sppquant.pipeline.weight_rounding import qdq_extras
 from sppquant.quantize.qdq import check_table_matches
 from sppquant.report.model import DatasetInfo, Fp16Info, Report, TableInfo
 
@@ -161,10 +161,13 @@ def build_report(
         check_table_matches(choice.table, names, str(choice.path), str(cfg.model.path))
     qdq = int8_models(cfg, ctx, tables, out_dir, progress)
     ex = make_executor(cfg, None, chosen)
-    variants = tensorrt_variants(cfg, algos, qdq) if chosen == "tensorrt" else ort_variants(cfg, ctx, qdq, mixed)
+    wide = fp16_overflow(next(iter(tables.values())).path)
+    variants = tensorrt_variants(cfg, algos, qdq) if chosen == "tensorrt" else \
+        ort_variants(cfg, ctx, qdq, mixed, wide)
     try:
         if ex.workers > 1:
-            job = EvaluationJob(cfg, images, chosen, tuple(algos), out_dir, mixed=mixed is not None, task=ctx.task)
+            job = EvaluationJob(cfg, images, chosen, tuple(algos), out_dir, mixed=mixed is not None, task=ctx.task,
+                                fp32_tensors=wide)
             ev = evaluate_sharded(job, ex, progress)
         else:
             ev = evaluate(cfg, ctx, variants.runners, images, images.labels is not None, progress)
@@ -178,7 +181,7 @@ def build_report(
                      "latency is each worker's own wall time per image (not the run's throughput)")
     report = _assemble(cfg, ctx, chosen, algos, tables, variants, ev, layers, images, notes, classes,
                        backend_info, device)
-    report.notes += int8_warnings(report, ctx.task.primary)
+    report.notes += int8_warnings(report, ctx.task.primary) + overflow_warnings(report)
     return _write(report, layers, tables, out_dir, start, _task_plot_hook(ctx, ev, images, report))
 
 
@@ -192,7 +195,7 @@ def _mixed(cfg: Config, ctx: ModelContext, plan: str | Path, names: Sequence[str
     path = plan_table_path(read, plan)
     table = read_table(path, drop_zero_inf=True)
     check_table_matches(table, names, str(path), str(cfg.model.path))
-    return mixed_model(ctx, read, table, out_dir, int8_weights(cfg, ctx, path)), read
+    return mixed_model(ctx, read, table, out_dir, qdq_extras(cfg, ctx, path)), read
 
 
 DROP_WARN = 0.01  # a primary-metric drop (fraction) past which INT8 is reported as a problem
@@ -218,6 +221,19 @@ def int8_warnings(report: Report, primary: str) -> list[str]:
                      f"`sppquant report --algorithms mse,auto,percentile` and calibrate with the best "
                      f"(`sppquant calibrate --algorithm auto`).")
         log.warning("%s", notes[-1])
+    return notes
+
+
+def overflow_warnings(report: Report) -> list[str]:
+    """A loud note per column whose outputs held inf/NaN (scored as lost values): the model overflows there."""
+    notes = []
+    for key, p in report.precisions.items():
+        bad = p.metrics.get("nonfinite_outputs") or 0
+        if bad and key != "fp32":
+            notes.append(f"{key.upper()} outputs held {bad} inf/NaN value(s) (scored as 0): the model overflows in "
+                         f"that precision. Calibrate with the ONNX Runtime backend so the table records every "
+                         f"tensor's range; tensors past FP16's range are then kept FP32 (README, FP16 range).")
+            log.warning("%s", notes[-1])
     return notes
 
 

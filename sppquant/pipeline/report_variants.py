@@ -28,7 +28,7 @@ from sppquant.ops import upgrade_opset
 from sppquant.pipeline.context import ModelContext, ort_runner
 from sppquant.pipeline.precision_plan import PrecisionPlan
 from sppquant.pipeline.tables import TableChoice
-from sppquant.pipeline.weight_rounding import Int8Weights, int8_weights
+from sppquant.pipeline.weight_rounding import QdqExtras, qdq_extras
 from sppquant.quantize.fp16 import ort_fp16_model
 from sppquant.quantize.qdq import MIN_OPSET, QdqInfo, build_qdq_model, check_qdq_model
 from sppquant.report.model import BackendInfo, DeviceInfo, Fp16Info, Int8ModelInfo
@@ -79,7 +79,7 @@ def int8_models(cfg: Config, ctx: ModelContext, tables: dict[str, TableChoice],
     qdq = {}
     base = upgrade_opset(ctx.model, MIN_OPSET, "per-axis Q/DQ", str(ctx.path))
     for algo, choice in tables.items():
-        model_q, info = build_qdq_model(base, choice.table, **int8_weights(cfg, ctx, choice.path, progress).kwargs())
+        model_q, info = build_qdq_model(base, choice.table, **qdq_extras(cfg, ctx, choice.path, progress).kwargs())
         check_qdq_model(model_q, f"INT8 Q/DQ model ({algo})")
         atomic_write_bytes(out_dir / f"model_int8_{algo}.qdq.onnx", model_q.SerializeToString())
         qdq[algo] = (model_q, info)
@@ -90,20 +90,23 @@ MIXED_MODEL = "model_mixed.qdq.onnx"
 
 
 def mixed_model(ctx: ModelContext, plan: PrecisionPlan, table: CalibrationTable, out_dir: Path,
-                weights: Int8Weights | None = None) -> onnx.ModelProto:
+                weights: QdqExtras | None = None) -> onnx.ModelProto:
     """The "mixed" column of ``report --plan``: the plan's table without Q/DQ on its kept tensors (the file
     ``export-qdq --plan`` writes), checked and saved as ``model_mixed.qdq.onnx``."""
     base = upgrade_opset(ctx.model, MIN_OPSET, "per-axis Q/DQ", str(ctx.path))
     model_q, _ = build_qdq_model(base, table, keep_high_precision=plan.kept_high_precision,
-                                 **(weights or Int8Weights()).kwargs())
+                                 **(weights or QdqExtras()).kwargs())
     check_qdq_model(model_q, "mixed-precision Q/DQ model (--plan)")
     atomic_write_bytes(out_dir / MIXED_MODEL, model_q.SerializeToString())
     return model_q
 
 
 def ort_variants(cfg: Config, ctx: ModelContext, qdq: dict[str, tuple[Any, QdqInfo]],
-                 mixed: tuple[onnx.ModelProto, PrecisionPlan] | None = None) -> Variants:
-    fp16_model, kept, moved = ort_fp16_model(ctx.model, cfg.onnxruntime)
+                 mixed: tuple[onnx.ModelProto, PrecisionPlan] | None = None,
+                 fp32_tensors: tuple[str, ...] = ()) -> Variants:
+    """``fp32_tensors``: activations past FP16's range (`tables.fp16_overflow`), FP32 in the FP16 column as in
+    the INT8 models' FP16 base."""
+    fp16_model, kept, moved = ort_fp16_model(ctx.model, cfg.onnxruntime, fp32_tensors)
     runners: dict[str, Runner] = {"fp32": ort_runner(cfg, ctx.model), "fp16": ort_runner(cfg, fp16_model)}
     info: dict[str, dict[str, Any]] = {"fp32": {"precision": "fp32"}, "fp16": {"precision": "fp16"}}
     for i, (algo, (model_q, _)) in enumerate(qdq.items()):
@@ -116,6 +119,9 @@ def ort_variants(cfg: Config, ctx: ModelContext, qdq: dict[str, tuple[Any, QdqIn
                          "kept_high_precision": len(mixed[1].kept_high_precision)}
     note = ("weights and activations in FP16; ops without an FP16 kernel in ONNX Runtime's CPU provider compute in "
             "FP32 between explicit Casts (their inputs/outputs stay FP16-rounded)")
+    if fp32_tensors:
+        note += (f"; {len(fp32_tensors)} activation(s) whose calibrated max|x| passes FP16's safe range stay FP32 "
+                 f"with the ops around them: {', '.join(fp32_tensors[:5])}")
     return Variants(runners, info, qdq, Fp16Info(kept, moved, note))
 
 

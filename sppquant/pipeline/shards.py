@@ -124,6 +124,7 @@ class EvaluationJob:
     progress: bool = False
     mixed: bool = False  # `report --plan`: the mixed model is qdq_dir/model_mixed.qdq.onnx
     task: Any = None  # the parent's configured task (detection: with its ground truth); None: from the config
+    fp32_tensors: tuple[str, ...] = ()  # activations past FP16's range: FP32 in the FP16 column
 
 
 def evaluation_shard(job: EvaluationJob) -> Evaluation:
@@ -141,7 +142,7 @@ def evaluation_shard(job: EvaluationJob) -> Evaluation:
         if job.mixed:  # the plan itself only labels the column: the coordinator's info wins
             stub = PrecisionPlan("", "", "", "", 0.0, 0.0, [], [], 0, 0, 0, 0.0, 0.0, True)
             mixed = (onnx.load(str(job.qdq_dir / MIXED_MODEL)), stub)
-        variants = ort_variants(job.cfg, ctx, qdq, mixed)
+        variants = ort_variants(job.cfg, ctx, qdq, mixed, job.fp32_tensors)
     try:
         return evaluate(job.cfg, ctx, variants.runners, job.images, job.images.labels is not None, job.progress)
     finally:

@@ -31,6 +31,7 @@ from sppquant.config import Config
 from sppquant.data import BadFiles, ImageSet, calibration_set
 from sppquant.errors import DataError, TableError
 from sppquant.ops import default_opset
+from sppquant.quantize.fp16 import FP16_SAFE_MAX
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +189,18 @@ def bias_means(cfg: Config, table_path: Path) -> dict[str, np.ndarray] | None:
                  "recalibrate (--force) to get it", table_path)
         return None
     return {name: np.asarray(values, np.float32) for name, values in stored.items()}
+
+
+def fp16_overflow(table_path: Path) -> tuple[str, ...]:
+    """Activations whose max|x| on ``table_path``'s calibration images reached `FP16_SAFE_MAX`: FP16 storage
+    would overflow on them, so FP16 models keep them FP32. Empty for a table without histogram summaries
+    (TensorRT's own calibrator, or a bare table)."""
+    try:
+        tensors = read_provenance(table_path).tensors
+    except TableError:
+        return ()
+    return tuple(sorted(n for n, t in tensors.items()
+                        if float((t.get("histogram") or {}).get("max_abs") or 0.0) >= FP16_SAFE_MAX))
 
 
 @dataclass(frozen=True)

@@ -67,7 +67,7 @@ from sppquant.errors import UserError
 from sppquant.pipeline import trt_settings as S
 from sppquant.pipeline.context import open_model
 from sppquant.pipeline.precision_plan import plan_table_path, read_plan
-from sppquant.pipeline.tables import TableLookup
+from sppquant.pipeline.tables import TableLookup, fp16_overflow
 from sppquant.pipeline.trt_cache import TableCache
 from sppquant.pipeline.trt_feed import BatchFeeder
 
@@ -102,6 +102,9 @@ class EngineRecord:
     kept_high_precision: list[str] = field(default_factory=list)
     constrained_layers: list[str] = field(default_factory=list)
     precision_constraints: str | None = None
+    # activations past FP16's range (`tables.fp16_overflow`) and the layers constrained to FP32 around them
+    fp32_tensors: list[str] = field(default_factory=list)
+    fp32_layers: list[str] = field(default_factory=list)
     sppquant_version: str = __version__
     created: str = ""
 
@@ -178,11 +181,14 @@ class Built:
     missing: list[str] = field(default_factory=list)
     source: str | None = None  # "reused" or "calibrated" when a calibrator ran
     constrained: list[str] = field(default_factory=list)  # layers given a precision constraint by a plan
+    fp32_layers: list[str] = field(default_factory=list)  # layers kept FP32 around tensors past FP16's range
 
 
 def build_one(sess: TrtSession, cfg: Config, flags: Sequence[str], what: str, *, calibration: Calibration | None = None,
-              dummy_ranges: bool = False, timing: TimingCache | None = None) -> Built:
-    """Parse, profile, flag and build one engine; with ``calibration``, TensorRT calibrates or reuses a table."""
+              dummy_ranges: bool = False, timing: TimingCache | None = None,
+              fp32_tensors: frozenset[str] = frozenset()) -> Built:
+    """Parse, profile, flag and build one engine; with ``calibration``, TensorRT calibrates or reuses a table;
+    with the FP16 flag, layers around ``fp32_tensors`` (past FP16's range) are constrained to FP32."""
     trt = sess.trt
     network, _parser, inputs = parse_network(trt, sess.builder, sess.logger, cfg.model.path,
                                              [cfg.model.input_name, *S.region_inputs(cfg)])
@@ -200,6 +206,7 @@ def build_one(sess: TrtSession, cfg: Config, flags: Sequence[str], what: str, *,
                     "accuracy is meaningless", set_dummy_ranges(trt, network), DUMMY_RANGE, what)
     elif calibration is not None:
         calibrator = _attach_calibrator(sess, cfg, network, config, inp, calibration, built)
+    built.fp32_layers = apply_fp32_constraints(sess.trt, network, config, fp32_tensors)  # after a plan's FP16 ones
     start = time.perf_counter()
     built.data = serialize(sess.builder, network, config, calibrator, what)
     built.seconds = time.perf_counter() - start
@@ -249,6 +256,20 @@ def apply_plan_constraints(trt: ModuleType, network: Any, config: Any, excluded:
     return names
 
 
+def apply_fp32_constraints(trt: ModuleType, network: Any, config: Any, wide: frozenset[str]) -> list[str]:
+    """FP16 builds: layers reading or producing a tensor past FP16's range compute in FP32 and write it in FP32.
+
+    TensorRT's FP16 engines otherwise store such values as inf (users meet this as "FP16 engine, wrong
+    output"); PREFER as for a plan: a layer without an FP32 choice warns instead of failing the build."""
+    if not wide or not config.get_flag(trt.BuilderFlag.FP16):
+        return []
+    names = constrain_layers(trt, network, wide, trt.float32)
+    config.set_flag(trt.BuilderFlag.PREFER_PRECISION_CONSTRAINTS)
+    log.warning("%d tensor(s) reached FP16's safe range on the calibration images: %d layer(s) constrained to FP32 "
+                "(%s)", len(wide), len(names), ", ".join(sorted(wide)[:5]))
+    return names
+
+
 # --------------------------------------------------------------------------- the API
 
 
@@ -279,6 +300,7 @@ def build_engines(
     cache = TableCache(cfg, table_path, algorithm, header, version)
     decision = None
     keep: frozenset[str] = frozenset(precision_plan.kept_high_precision) if precision_plan else frozenset()
+    wide = frozenset(fp16_overflow(table_path)) if Path(table_path).exists() else frozenset()
     if any(p.precision == "int8" and not p.dummy_scales for p in plans):
         decision = table_decision(cache, algorithm, force)  # before any work
         if precision_plan is not None and decision != "reuse":
@@ -299,9 +321,9 @@ def build_engines(
         calibration = None
         if plan.precision == "int8" and not plan.dummy_scales:
             calibration = Calibration(cache, base_name, memory, reuse=decision == "reuse", progress=progress,
-                                      keep=keep)
+                                      keep=keep | wide)
         built = build_one(sess, cfg, plan.flags, plan.precision, calibration=calibration,
-                          dummy_ranges=plan.dummy_scales, timing=timing)
+                          dummy_ranges=plan.dummy_scales, timing=timing, fp32_tensors=wide)
         if built.source is not None:
             decision = "reuse"  # a table TensorRT just wrote is reused by later INT8 builds
             cache.invalidate()
@@ -312,6 +334,8 @@ def build_engines(
             record = replace(record, precision_plan=str(plan_path), kept_high_precision=sorted(keep),
                              constrained_layers=built.constrained,
                              precision_constraints="PREFER_PRECISION_CONSTRAINTS")
+        if built.fp32_layers:
+            record = replace(record, fp32_tensors=sorted(wide), fp32_layers=built.fp32_layers)
         record.write(plan.record_path)
         log.info("built %s (%s, %.1f s)", plan.engine_path, plan.precision, built.seconds)
         records.append(record)

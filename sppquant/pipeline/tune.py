@@ -44,7 +44,7 @@ from sppquant.pipeline.report_eval import evaluate
 from sppquant.pipeline.report_layers import _layer_feeds
 from sppquant.pipeline.tables import resolve_tables
 from sppquant.pipeline.tune_search import PlanState, greedy_search
-from sppquant.pipeline.weight_rounding import Int8Weights, int8_weights
+from sppquant.pipeline.weight_rounding import QdqExtras, qdq_extras
 from sppquant.quantize.qdq import build_qdq_model
 from sppquant.tasks.metrics import SqnrAccumulator
 
@@ -89,7 +89,7 @@ def tune(cfg: Config, max_drop: float, output: str | Path, metric: str | None = 
         metric = "sqnr_db"
     tune_set, holdout = _split(images)
     choice = resolve_tables(cfg, [algorithm], force=force, progress=progress)[algorithm]
-    weights = int8_weights(cfg, ctx, choice.path, progress)  # the INT8 model tune judges is export-qdq's
+    weights = qdq_extras(cfg, ctx, choice.path, progress)  # the INT8 model tune judges is export-qdq's
     _, info = build_qdq_model(ctx.model, choice.table)
     tensors = list(info.activations)
     proxy = _noise_proxy(cfg, ctx, choice.table, tune_set, progress, weights)
@@ -130,7 +130,7 @@ def _notes(plan: PrecisionPlan, tune_met: bool, tune_got: float) -> list[str]:
 
 
 def _noise_proxy(cfg: Config, ctx: ModelContext, table: CalibrationTable, images: ImageSet,
-                 progress: bool, weights: Int8Weights | None = None) -> Callable[[PlanState], float]:
+                 progress: bool, weights: QdqExtras | None = None) -> Callable[[PlanState], float]:
     """The search's proxy: output noise energy / signal energy vs FP32 (1 / output SQNR, linear) on the first
     ``report.layer_images`` tune images, for the plan's Q/DQ model."""
     feeds = _layer_feeds(cfg, ctx, images, cfg.report.layer_images, progress)
@@ -140,7 +140,7 @@ def _noise_proxy(cfg: Config, ctx: ModelContext, table: CalibrationTable, images
 
     def proxy(state: PlanState) -> float:
         model_q, _ = build_qdq_model(ctx.model, table, keep_high_precision=state.keep,
-                                     **(weights or Int8Weights()).kwargs())
+                                     **(weights or QdqExtras()).kwargs())
         acc = SqnrAccumulator()
         with ort_runner(cfg, model_q) as run:
             for f, ref in zip(feeds, refs):

@@ -20,7 +20,7 @@ import numpy as np
 from sppquant.config import Config
 from sppquant.data import calibration_set
 from sppquant.pipeline.context import ModelContext, image_feeds, ort_runner
-from sppquant.pipeline.tables import bias_means
+from sppquant.pipeline.tables import bias_means, fp16_overflow
 from sppquant.quantize.weight_rounding import RoundedWeight, RoundingPass
 
 log = logging.getLogger(__name__)
@@ -56,17 +56,21 @@ def rounded_weights(cfg: Config, ctx: ModelContext, progress: bool = True) -> di
 
 
 @dataclass(frozen=True)
-class Int8Weights:
-    """What the INT8 weights of a Q/DQ model get beyond per-channel scales: bias correction and rounding."""
+class QdqExtras:
+    """What a Q/DQ model gets beyond the table: bias correction and rounding of its INT8 weights, and the
+    activations its FP16 base keeps FP32 because FP16 cannot hold their calibrated range."""
 
     channel_means: dict[str, np.ndarray] | None = None
     rounded: dict[str, RoundedWeight] | None = None
+    fp32_tensors: tuple[str, ...] = ()
 
     def kwargs(self) -> dict[str, Any]:
         """`build_qdq_model` keyword arguments."""
-        return {"channel_means": self.channel_means, "rounded_weights": self.rounded}
+        return {"channel_means": self.channel_means, "rounded_weights": self.rounded,
+                "fp32_tensors": self.fp32_tensors}
 
 
-def int8_weights(cfg: Config, ctx: ModelContext, table_path: Path, progress: bool = True) -> Int8Weights:
-    """The config's bias correction (means ``table_path``'s calibration recorded) and weight rounding."""
-    return Int8Weights(bias_means(cfg, table_path), rounded_weights(cfg, ctx, progress))
+def qdq_extras(cfg: Config, ctx: ModelContext, table_path: Path, progress: bool = True) -> QdqExtras:
+    """The config's bias correction (means ``table_path``'s calibration recorded), weight rounding, and the
+    tensors past FP16's range (`tables.fp16_overflow`, from the same record)."""
+    return QdqExtras(bias_means(cfg, table_path), rounded_weights(cfg, ctx, progress), fp16_overflow(table_path))

@@ -45,6 +45,11 @@ from sppquant.ops.names import Names
 log = logging.getLogger(__name__)
 
 FP16_MAX = float(np.finfo(np.float16).max)
+# Largest calibrated max|x| an activation may reach and still be computed and stored in FP16: a
+# factor 4 below FP16_MAX, because calibration images only sample the inputs a deployment sees.
+# Above it (a decomposed LayerNorm's squares, a detector's unnormalised sums) FP16 overflows to inf
+# and the model's output is lost, as TensorRT users meet on FP16 engines; those tensors stay FP32.
+FP16_SAFE_MAX = FP16_MAX / 4
 # Inputs that the ONNX spec requires to be float32 whatever the data type.
 FLOAT32_INPUTS = {"Resize": (1, 2), "Upsample": (1,)}
 REWRITE_IN_FP32_OPSET = 15  # from here the RoI SPP rewrite casts in and back itself (CastLike)
@@ -80,9 +85,15 @@ def _to_fp16_array(a: np.ndarray) -> tuple[np.ndarray, int]:
     return np.where(finite, np.clip(a, -FP16_MAX, FP16_MAX), a).astype(np.float16), clipped
 
 
-def convert_to_fp16(model: onnx.ModelProto, keep_fp32: Iterable[str] = ()) -> onnx.ModelProto:
-    """A copy of ``model`` computing in FP16 except ops in ``keep_fp32``; FP32 graph inputs/outputs."""
+def convert_to_fp16(model: onnx.ModelProto, keep_fp32: Iterable[str] = (),
+                    fp32_tensors: Iterable[str] = ()) -> onnx.ModelProto:
+    """A copy of ``model`` computing in FP16 except ops in ``keep_fp32``; FP32 graph inputs/outputs.
+
+    ``fp32_tensors``: activations whose values FP16 cannot hold (`FP16_SAFE_MAX`): they stay FP32,
+    and every node that writes or reads one computes in FP32 (its other inputs are cast up, its
+    other outputs cast back to FP16)."""
     keep = set(keep_fp32)
+    wide = set(fp32_tensors)
     types = tensor_types(model)
     out = onnx.ModelProto()
     out.CopyFrom(model)
@@ -119,6 +130,8 @@ def convert_to_fp16(model: onnx.ModelProto, keep_fp32: Iterable[str] = ()) -> on
             out_rename[vi.name] = names.new(f"{vi.name}_fp16")
 
     cast32: dict[str, str] = {}  # FP16 tensor -> its FP32 copy (shared by kept nodes)
+    for t in wide:  # already FP32: a graph input reads as itself, others keep their (renamed) name
+        cast32[rename.get(t, out_rename.get(t, t))] = t if t in rename else out_rename.get(t, t)
     body: list[onnx.NodeProto] = []
     for node in g.node:
         new = onnx.NodeProto()
@@ -132,15 +145,16 @@ def convert_to_fp16(model: onnx.ModelProto, keep_fp32: Iterable[str] = ()) -> on
             if name in out_rename:
                 new.output[i] = out_rename[name]
         for attr in new.attribute:
-            if new.op_type == "Cast" and attr.name == "to" and attr.i == TensorProto.FLOAT:
+            if new.op_type == "Cast" and attr.name == "to" and attr.i == TensorProto.FLOAT and node.output[0] not in wide:
                 attr.i = TensorProto.FLOAT16
             elif new.op_type in ("Constant", "ConstantOfShape") and attr.name == "value" \
                     and attr.t.data_type == TensorProto.FLOAT:
                 arr, n = _to_fp16_array(numpy_helper.to_array(attr.t))
                 clipped += n
                 attr.t.CopyFrom(numpy_helper.from_array(arr, attr.t.name))
-        if new.op_type in keep and new.domain in ("", "ai.onnx"):
-            body += _computed_in_fp32(node, new, is_float, types, f32_inits, cast32, names)
+        touches_wide = any(t in wide for t in list(node.input) + list(node.output))
+        if (new.op_type in keep or touches_wide) and new.domain in ("", "ai.onnx"):
+            body += _computed_in_fp32(node, new, is_float, types, f32_inits, cast32, names, wide)
         else:
             body += _keep_coordinates_fp32(node, new, rename, cast32, names) + [new]
     tail = [helper.make_node("Cast", [fp16], [orig], name=names.new(f"{orig}_to_fp32"), to=TensorProto.FLOAT)
@@ -155,9 +169,10 @@ def convert_to_fp16(model: onnx.ModelProto, keep_fp32: Iterable[str] = ()) -> on
 
 def _computed_in_fp32(node: onnx.NodeProto, new: onnx.NodeProto, is_float: Callable[[str], bool],
                       types: dict[str, int], f32_inits: set[str], cast32: dict[str, str],
-                      names: Names) -> list[onnx.NodeProto]:
+                      names: Names, wide: set[str] = frozenset()) -> list[onnx.NodeProto]:
     """``new`` between Casts: FP16 float inputs cast to FP32 before it (one cast per tensor, shared via
-    ``cast32``), its float outputs cast back to FP16 after it. ``node`` (the original) decides float-ness."""
+    ``cast32``), its float outputs cast back to FP16 after it, except outputs in ``wide`` (they stay
+    FP32). ``node`` (the original) decides float-ness."""
     pre, post = [], []
     for i, name in enumerate(node.input):
         if (is_float(name) or types.get(name) == TensorProto.FLOAT16) and name not in f32_inits:
@@ -168,7 +183,7 @@ def _computed_in_fp32(node: onnx.NodeProto, new: onnx.NodeProto, is_float: Calla
                                             to=TensorProto.FLOAT))
             new.input[i] = cast32[src]
     for i, name in enumerate(node.output):
-        if is_float(name):
+        if is_float(name) and name not in wide:
             dst = new.output[i]
             tmp = names.new(f"{dst}_fp32")
             new.output[i] = tmp
@@ -205,7 +220,17 @@ def has_coordinate_inputs(node: onnx.NodeProto) -> bool:
     return bool(_coordinate_inputs(node))
 
 
-def ort_fp16_model(model: onnx.ModelProto, options: OrtOptions = DEFAULT_ORT
+def _spread_into_rewrites(graph_model: onnx.ModelProto, wide: set[str], measured: set[str]) -> list[str]:
+    """``wide`` plus the tensors a plugin's ONNX Runtime rewrite computes from them: calibration measured
+    only the original graph's tensors, and a max pool's windows are as wide as its input."""
+    out = set(wide)
+    for node in graph_model.graph.node:
+        if any(i in out for i in node.input):
+            out.update(o for o in node.output if o and o not in measured)
+    return sorted(out)
+
+
+def ort_fp16_model(model: onnx.ModelProto, options: OrtOptions = DEFAULT_ORT, fp32_tensors: Iterable[str] = ()
                    ) -> tuple[onnx.ModelProto, list[str], list[str]]:
     """The FP16 model ONNX Runtime runs (SPP rewritten), the op types kept FP32 in it, and extra moves.
 
@@ -217,14 +242,15 @@ def ort_fp16_model(model: onnx.ModelProto, options: OrtOptions = DEFAULT_ORT
     are returned as the third item so the report can name them too. Plugins with coordinate
     inputs (RoI SPP) are converted as plugin nodes (coordinates kept FP32) and rewritten
     afterwards at opset >= `REWRITE_IN_FP32_OPSET`, where their rewrite computes in FP32
-    whatever its I/O type, as the plugin does.
+    whatever its I/O type, as the plugin does. ``fp32_tensors``: see `convert_to_fp16`.
     """
     rewritten = rewrite_for_onnxruntime(model, select=lambda n: not has_coordinate_inputs(n))
 
     def runnable(m: onnx.ModelProto) -> onnx.ModelProto:
         return rewrite_for_onnxruntime(upgrade_opset(m, REWRITE_IN_FP32_OPSET, "the FP16 RoI SPP rewrite"))
 
-    keep = sorted(ort_fp16_fallbacks(runnable(convert_to_fp16(rewritten)), options))
-    final = runnable(convert_to_fp16(rewritten, keep_fp32=keep))
+    wide = _spread_into_rewrites(rewritten, set(fp32_tensors), {o for n in model.graph.node for o in n.output})
+    keep = sorted(ort_fp16_fallbacks(runnable(convert_to_fp16(rewritten, fp32_tensors=wide)), options))
+    final = runnable(convert_to_fp16(rewritten, keep_fp32=keep, fp32_tensors=wide))
     moved = sorted(ort_fp16_fallbacks(final, options))
     return final, keep, moved

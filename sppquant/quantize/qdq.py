@@ -123,6 +123,7 @@ class QdqInfo:
     folded_weights: list[str] = field(default_factory=list)  # Constant-node weights made initializers
     bias_corrections: list[Correction] = field(default_factory=list)  # layers whose bias absorbed dW . E[x]
     rounded_weights: list[str] = field(default_factory=list)  # weights on GPTQ grid points (`weight_rounding`)
+    fp32_tensors: list[str] = field(default_factory=list)  # FP16 base: activations kept FP32 (past FP16's range)
     high_precision: str = "fp32"
     placement: str = ""  # one line for reports: which placement this model follows
 
@@ -447,8 +448,9 @@ def _upgrade_opset(model: onnx.ModelProto) -> onnx.ModelProto:
     return out
 
 
-def _to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
-    """The non-INT8 part in FP16 (fp16.convert_to_fp16), Q/DQ scales FP16; FP32 graph I/O kept.
+def _to_fp16(model: onnx.ModelProto, fp32_tensors: Iterable[str] = ()) -> onnx.ModelProto:
+    """The non-INT8 part in FP16 (fp16.convert_to_fp16), Q/DQ scales FP16; FP32 graph I/O kept;
+    ``fp32_tensors`` (values FP16 cannot hold) and the nodes writing or reading them stay FP32.
 
     Scales below `FP16_MIN_SCALE` (or that underflow to 0) are raised to it: Q and DQ share the
     scale, so the channel stays consistent, with a coarser step for values that small (a weight
@@ -456,7 +458,7 @@ def _to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     """
     from sppquant.quantize.fp16 import convert_to_fp16
 
-    out = convert_to_fp16(model)
+    out = convert_to_fp16(model, fp32_tensors=fp32_tensors)
     qdq_scales = {n.input[1] for n in out.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")}
     raised = []
     for init in out.graph.initializer:
@@ -493,6 +495,7 @@ def build_qdq_model(
     keep_high_precision: Iterable[str] = (),
     channel_means: Mapping[str, np.ndarray] | None = None,
     rounded_weights: Mapping[str, RoundedWeight] | None = None,
+    fp32_tensors: Iterable[str] = (),
 ) -> tuple[onnx.ModelProto, QdqInfo]:
     """A copy of ``model`` with Q/DQ placed by ``rules`` (default: ``rules.default_rules()``).
 
@@ -505,7 +508,8 @@ def build_qdq_model(
     whose weights get INT8 absorbs the rounding's mean shift (`bias_correction`).
     ``rounded_weights`` (weight -> its INT8 values and scales, `weight_rounding`): these weights take
     those grid points instead of the nearest ones (same per-channel scales); their layers get no bias
-    correction.
+    correction. ``fp32_tensors`` (FP16 base only): activations whose calibrated range FP16 cannot hold
+    (`fp16.FP16_SAFE_MAX`); they get no Q/DQ and stay FP32 with the nodes that write or read them.
     """
     opset = default_opset(model)
     if opset < MIN_OPSET:
@@ -530,7 +534,8 @@ def build_qdq_model(
         out = _upgrade_opset(out)
     inits = {i.name: i for i in out.graph.initializer}
     plan = _plan(out.graph, rules, inits, info, quantize_weights, only_list)
-    _keep(plan, out.graph, set(keep_high_precision))
+    wide = sorted(set(fp32_tensors)) if hp == "fp16" else []
+    _keep(plan, out.graph, set(keep_high_precision) | set(wide))
     _check_scales(plan, scales)
     rounded = _usable_rounding(plan, inits, rounded_weights or {})
     if channel_means:  # for weights rounded to nearest: GPTQ's objective already holds the input mean, and
@@ -544,8 +549,11 @@ def build_qdq_model(
     info.rounded_weights = sorted(rounded)
     _emit(out.graph, plan, scales, info, inits, {w: r.scales for w, r in rounded.items()})
     if hp == "fp16":
-        out = _to_fp16(out)
+        out = _to_fp16(out, wide)
+        info.fp32_tensors = wide
     info.placement = _describe(rules, only_list, hp)
+    if wide:
+        info.placement += f"; {len(wide)} tensor(s) past FP16's range kept FP32"
     if info.rounded_weights:
         info.placement += f"; {len(info.rounded_weights)} weight(s) GPTQ-rounded"
     if info.bias_corrections:

@@ -199,7 +199,10 @@ class SqnrAccumulator:
 
 
 class OutputAccumulator:
-    """Agreement-free output comparison of one output tensor: cosine, SQNR, |error| statistics."""
+    """Agreement-free output comparison of one output tensor: cosine, SQNR, |error| statistics.
+
+    Non-finite values in the compared output (an FP16 or INT8 model overflowing) are counted in
+    ``nonfinite`` and scored as lost (0), so the statistics stay numbers and the report can say so."""
 
     def __init__(self) -> None:
         self.sqnr = SqnrAccumulator()
@@ -207,9 +210,14 @@ class OutputAccumulator:
         self.images = 0
         self.err = Histogram()
         self.err_sum = ExactSum()
+        self.nonfinite = 0
 
     def add(self, ref: np.ndarray, x: np.ndarray) -> None:
         ref64, x64 = np.asarray(ref, dtype=np.float64), np.asarray(x, dtype=np.float64)
+        bad = ~np.isfinite(x64)
+        if bad.any():
+            self.nonfinite += int(bad.sum())
+            x64 = np.where(bad, 0.0, x64)
         self.sqnr.add(ref64, x64)
         cos = cosine_rows(ref64, x64)
         self.cos_sum.add_all(cos)
@@ -223,6 +231,7 @@ class OutputAccumulator:
         out.sqnr = self.sqnr.merge(other.sqnr)
         out.cos_sum, out.images = self.cos_sum.merge(other.cos_sum), self.images + other.images
         out.err, out.err_sum = self.err.merge(other.err), self.err_sum.merge(other.err_sum)
+        out.nonfinite = self.nonfinite + other.nonfinite
         return out
 
     def result(self) -> dict[str, float]:
@@ -233,6 +242,7 @@ class OutputAccumulator:
             "max_abs_err": self.err.max_abs if n else math.nan,
             "mean_abs_err": self.err_sum.value / n if n else math.nan,
             "p99_abs_err": percentile_amax(self.err, 99.0) if n else math.nan,
+            "nonfinite_outputs": self.nonfinite,
         }
 
 
