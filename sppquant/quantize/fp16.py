@@ -116,19 +116,7 @@ def convert_to_fp16(model: onnx.ModelProto, keep_fp32: Iterable[str] = (),
             init.CopyFrom(numpy_helper.from_array(arr, init.name))
             types[init.name] = TensorProto.FLOAT16
 
-    rename: dict[str, str] = {}  # FP32 graph input -> its FP16 copy
-    head: list[onnx.NodeProto] = []
-    for vi in g.input:
-        if is_float(vi.name) and vi.name not in {i.name for i in g.initializer}:
-            new = names.new(f"{vi.name}_fp16")
-            head.append(helper.make_node("Cast", [vi.name], [new], name=names.new(f"{vi.name}_to_fp16"),
-                                         to=TensorProto.FLOAT16))
-            rename[vi.name] = new
-    out_rename: dict[str, str] = {}  # FP32 graph output -> the FP16 tensor computed for it
-    for vi in g.output:
-        if is_float(vi.name):
-            out_rename[vi.name] = names.new(f"{vi.name}_fp16")
-
+    head, rename, out_rename = _interface_casts(g, names, is_float)
     cast32: dict[str, str] = {}  # FP16 tensor -> its FP32 copy (shared by kept nodes)
     for t in wide:  # already FP32: a graph input reads as itself, others keep their (renamed) name
         cast32[rename.get(t, out_rename.get(t, t))] = t if t in rename else out_rename.get(t, t)
@@ -165,6 +153,23 @@ def convert_to_fp16(model: onnx.ModelProto, keep_fp32: Iterable[str] = (),
     if clipped:
         log.warning("FP16 conversion clipped %d constant value(s) beyond +-%g", clipped, FP16_MAX)
     return out
+
+
+def _interface_casts(g: onnx.GraphProto, names: Names, is_float: Callable[[str], bool]
+                     ) -> tuple[list[onnx.NodeProto], dict[str, str], dict[str, str]]:
+    """The Casts to FP16 after the float graph inputs, input -> its FP16 copy, and output -> the FP16 tensor
+    computed for it (cast back to FP32 at the end): the graph keeps its FP32 interface."""
+    rename: dict[str, str] = {}
+    head: list[onnx.NodeProto] = []
+    inits = {i.name for i in g.initializer}
+    for vi in g.input:
+        if is_float(vi.name) and vi.name not in inits:
+            new = names.new(f"{vi.name}_fp16")
+            head.append(helper.make_node("Cast", [vi.name], [new], name=names.new(f"{vi.name}_to_fp16"),
+                                         to=TensorProto.FLOAT16))
+            rename[vi.name] = new
+    out_rename = {vi.name: names.new(f"{vi.name}_fp16") for vi in g.output if is_float(vi.name)}
+    return head, rename, out_rename
 
 
 def _computed_in_fp32(node: onnx.NodeProto, new: onnx.NodeProto, is_float: Callable[[str], bool],
