@@ -97,6 +97,28 @@ def weighted_layer_inputs(model: onnx.ModelProto) -> dict[str, int]:
     return out
 
 
+WEIGHTED_LAYERS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
+
+
+def input_side_tensors(model: onnx.ModelProto) -> set[str]:
+    """Float tensors computed from the graph inputs and constants alone, before any weighted layer
+    (normalisation, padding, space-to-depth of the image): the inputs of the network's first layers.
+
+    A node's float outputs belong here only when every float activation it reads does, so a layer
+    that also reads features (a RoI op reading the image-side boxes) ends the input side there.
+    """
+    types = tensor_types(model)
+    consts = {i.name for i in model.graph.initializer} | {
+        o for n in model.graph.node if n.op_type in ("Constant", "ConstantOfShape") for o in n.output}
+    front = {i.name for i in model.graph.input if types.get(i.name) == onnx.TensorProto.FLOAT} - consts
+    for node in model.graph.node:
+        floats = [i for i in node.input if i and types.get(i) == onnx.TensorProto.FLOAT and i not in consts]
+        if node.op_type in WEIGHTED_LAYERS or not floats or not all(i in front for i in floats):
+            continue
+        front.update(o for o in node.output if types.get(o) == onnx.TensorProto.FLOAT)
+    return front
+
+
 def coordinate_only_tensors(model: onnx.ModelProto) -> set[str]:
     """Tensors whose every consumer is a custom op reading them outside its ``float_inputs`` (coordinates)."""
     coord: set[str] = set()

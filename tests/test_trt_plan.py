@@ -182,3 +182,25 @@ def test_layers_around_tensors_past_fp16_range_are_constrained_to_fp32(trt: Modu
     assert layers["relu1"].precision == trt.float32 and layers["conv2"].precision is None
     assert trt.BuilderFlag.PREFER_PRECISION_CONSTRAINTS in config.flags
     assert B.apply_fp32_constraints(trt, net, _Config(trt, True), frozenset()) == []
+
+
+def test_int8_build_serves_the_table_without_the_input_side_and_records_it(tiny_project: Path, trt: ModuleType,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """`calibration.input_layer: float` (default): the INT8 build's calibration keeps the input side (the image)
+    out of the served table; `int8` puts it back. `build_one` is replaced: the stubs cannot build."""
+    seen: list[B.Calibration | None] = []
+
+    def fake_build_one(sess, cfg, flags, what, *, calibration=None, dummy_ranges=False, timing=None,
+                       fp32_tensors=frozenset()):
+        seen.append(calibration)
+        return B.Built(b"engine", 0.1, S.profile_shapes(cfg), "image", source="reused")
+
+    sess = type("Sess", (), {"version": "10.16.1", "plugin": Path("lib.so")})()
+    monkeypatch.setattr(B, "build_one", fake_build_one)
+    monkeypatch.setattr(B.TrtSession, "open", staticmethod(lambda cfg: sess))
+    monkeypatch.setattr(B, "gpu_name", lambda: "stub")
+    for value, want in (("float", {"image"}), ("int8", set())):
+        cfg = load_config(tiny_project, ["calibration.algorithm=minmax", f"calibration.input_layer={value}"])
+        calibrate(cfg, backend="onnxruntime", progress=False)
+        records = B.build_engines(cfg, "int8", tiny_project.parent / f"engines_{value}")
+        assert set(seen[-1].keep) == want and records[0].input_side == sorted(want)

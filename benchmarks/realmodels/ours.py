@@ -82,14 +82,16 @@ def gptq(model: onnx.ModelProto, batches: Iterable[dict[str, np.ndarray]], seed:
 
 def qdq_model(model: onnx.ModelProto, amax: dict[str, float], algorithm: str,
               keep: Iterable[str] = (), means: dict[str, np.ndarray] | None = None,
-              rounded: dict[str, RoundedWeight] | None = None) -> onnx.ModelProto:
+              rounded: dict[str, RoundedWeight] | None = None,
+              input_layer: str = CalibrationConfig.input_layer) -> onnx.ModelProto:
     """sppquant's Q/DQ model; ``means``: bias correction from these per-channel input means, ``rounded``: GPTQ
-    weights (both the product default; None: without)."""
+    weights (both the product default; None: without); ``input_layer``: as `calibration.input_layer` (default:
+    the product's, the first layers' input left float)."""
     table = CalibrationTable.from_amax(TRT_VERSION, HEADERS.get(algorithm, "EntropyCalibration2"), amax)
     # FP32 between the Q/DQ pairs, as ORT quantize_static leaves it: the benchmark judges INT8 thresholds. (The
     # export's TensorRT 11 default, FP16 there, alone takes the recognizer to 5.9 dB: RESULTS.md, issue 10 part 2.)
     qdq, _info = build_qdq_model(model, table, high_precision="fp32", keep_high_precision=keep, channel_means=means,
-                                 rounded_weights=rounded)
+                                 rounded_weights=rounded, quantize_input_layer=input_layer == "int8")
     return qdq
 
 

@@ -283,7 +283,7 @@ def markdown(rows: list[dict], cmd: str, wall: float) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", default="ddddocr_rec,ddddocr_det,effnet_lite0")
+    ap.add_argument("--models", default="ddddocr_rec,ddddocr_det,effnet_lite0,captcha_crnn")
     ap.add_argument("--quick", action="store_true", help="one small model, sppquant rules only (< 2 min)")
     ap.add_argument("--calib", type=int, default=None, help="calibration images per model")
     ap.add_argument("--eval", type=int, default=None, help="evaluation images per model")

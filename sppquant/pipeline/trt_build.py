@@ -64,6 +64,7 @@ from sppquant.calibration.algorithms import get_algorithm
 from sppquant.calibration.provenance import sha256_file
 from sppquant.config import Config
 from sppquant.errors import UserError
+from sppquant.model import input_side_tensors
 from sppquant.pipeline import trt_settings as S
 from sppquant.pipeline.context import open_model
 from sppquant.pipeline.precision_plan import plan_table_path, read_plan
@@ -105,6 +106,8 @@ class EngineRecord:
     # activations past FP16's range (`tables.fp16_overflow`) and the layers constrained to FP32 around them
     fp32_tensors: list[str] = field(default_factory=list)
     fp32_layers: list[str] = field(default_factory=list)
+    # `calibration.input_layer: float`: the input-side tensors served without a range (their readers constrained)
+    input_side: list[str] = field(default_factory=list)
     sppquant_version: str = __version__
     created: str = ""
 
@@ -301,6 +304,8 @@ def build_engines(
     decision = None
     keep: frozenset[str] = frozenset(precision_plan.kept_high_precision) if precision_plan else frozenset()
     wide = frozenset(fp16_overflow(table_path)) if Path(table_path).exists() else frozenset()
+    front = frozenset(input_side_tensors(open_model(cfg).model)) if cfg.calibration.input_layer == "float" \
+        else frozenset()
     if any(p.precision == "int8" and not p.dummy_scales for p in plans):
         decision = table_decision(cache, algorithm, force)  # before any work
         if precision_plan is not None and decision != "reuse":
@@ -321,7 +326,7 @@ def build_engines(
         calibration = None
         if plan.precision == "int8" and not plan.dummy_scales:
             calibration = Calibration(cache, base_name, memory, reuse=decision == "reuse", progress=progress,
-                                      keep=keep | wide)
+                                      keep=keep | wide | front)
         built = build_one(sess, cfg, plan.flags, plan.precision, calibration=calibration,
                           dummy_ranges=plan.dummy_scales, timing=timing, fp32_tensors=wide)
         if built.source is not None:
@@ -336,6 +341,8 @@ def build_engines(
                              precision_constraints="PREFER_PRECISION_CONSTRAINTS")
         if built.fp32_layers:
             record = replace(record, fp32_tensors=sorted(wide), fp32_layers=built.fp32_layers)
+        if calibration is not None and front:
+            record = replace(record, input_side=sorted(front))
         record.write(plan.record_path)
         log.info("built %s (%s, %.1f s)", plan.engine_path, plan.precision, built.seconds)
         records.append(record)

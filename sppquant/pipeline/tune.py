@@ -90,7 +90,7 @@ def tune(cfg: Config, max_drop: float, output: str | Path, metric: str | None = 
     tune_set, holdout = _split(images)
     choice = resolve_tables(cfg, [algorithm], force=force, progress=progress)[algorithm]
     weights = qdq_extras(cfg, ctx, choice.path, progress)  # the INT8 model tune judges is export-qdq's
-    _, info = build_qdq_model(ctx.model, choice.table)
+    _, info = build_qdq_model(ctx.model, choice.table, **weights.kwargs())  # the tensors export-qdq quantizes
     tensors = list(info.activations)
     proxy = _noise_proxy(cfg, ctx, choice.table, tune_set, progress, weights)
 

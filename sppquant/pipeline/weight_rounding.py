@@ -63,14 +63,16 @@ class QdqExtras:
     channel_means: dict[str, np.ndarray] | None = None
     rounded: dict[str, RoundedWeight] | None = None
     fp32_tensors: tuple[str, ...] = ()
+    quantize_input_layer: bool = True
 
     def kwargs(self) -> dict[str, Any]:
         """`build_qdq_model` keyword arguments."""
         return {"channel_means": self.channel_means, "rounded_weights": self.rounded,
-                "fp32_tensors": self.fp32_tensors}
+                "fp32_tensors": self.fp32_tensors, "quantize_input_layer": self.quantize_input_layer}
 
 
 def qdq_extras(cfg: Config, ctx: ModelContext, table_path: Path, progress: bool = True) -> QdqExtras:
-    """The config's bias correction (means ``table_path``'s calibration recorded), weight rounding, and the
-    tensors past FP16's range (`tables.fp16_overflow`, from the same record)."""
-    return QdqExtras(bias_means(cfg, table_path), rounded_weights(cfg, ctx, progress), fp16_overflow(table_path))
+    """The config's bias correction (means ``table_path``'s calibration recorded), weight rounding, the
+    tensors past FP16's range (`tables.fp16_overflow`, from the same record) and `calibration.input_layer`."""
+    return QdqExtras(bias_means(cfg, table_path), rounded_weights(cfg, ctx, progress), fp16_overflow(table_path),
+                     cfg.calibration.input_layer == "int8")

@@ -41,7 +41,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from sppquant.calibration.table import CalibrationTable
 from sppquant.errors import ModelError, TableError
-from sppquant.model import reader_counts
+from sppquant.model import input_side_tensors, reader_counts
 from sppquant.ops import default_opset
 from sppquant.ops.names import Names
 from sppquant.quantize.bias_correction import Correction, correct_biases
@@ -124,6 +124,7 @@ class QdqInfo:
     bias_corrections: list[Correction] = field(default_factory=list)  # layers whose bias absorbed dW . E[x]
     rounded_weights: list[str] = field(default_factory=list)  # weights on GPTQ grid points (`weight_rounding`)
     fp32_tensors: list[str] = field(default_factory=list)  # FP16 base: activations kept FP32 (past FP16's range)
+    input_side: list[str] = field(default_factory=list)  # input-side activations left unquantized (first layers)
     high_precision: str = "fp32"
     placement: str = ""  # one line for reports: which placement this model follows
 
@@ -496,6 +497,7 @@ def build_qdq_model(
     channel_means: Mapping[str, np.ndarray] | None = None,
     rounded_weights: Mapping[str, RoundedWeight] | None = None,
     fp32_tensors: Iterable[str] = (),
+    quantize_input_layer: bool = True,
 ) -> tuple[onnx.ModelProto, QdqInfo]:
     """A copy of ``model`` with Q/DQ placed by ``rules`` (default: ``rules.default_rules()``).
 
@@ -510,6 +512,8 @@ def build_qdq_model(
     those grid points instead of the nearest ones (same per-channel scales); their layers get no bias
     correction. ``fp32_tensors`` (FP16 base only): activations whose calibrated range FP16 cannot hold
     (`fp16.FP16_SAFE_MAX`); they get no Q/DQ and stay FP32 with the nodes that write or read them.
+    ``quantize_input_layer=False``: the input side (`model.input_side_tensors`: the image up to the first
+    weighted layers) gets no Q/DQ, so those layers run in the high precision (`calibration.input_layer`).
     """
     opset = default_opset(model)
     if opset < MIN_OPSET:
@@ -535,7 +539,9 @@ def build_qdq_model(
     inits = {i.name: i for i in out.graph.initializer}
     plan = _plan(out.graph, rules, inits, info, quantize_weights, only_list)
     wide = sorted(set(fp32_tensors)) if hp == "fp16" else []
-    _keep(plan, out.graph, set(keep_high_precision) | set(wide))
+    front = input_side_tensors(out) if not quantize_input_layer and only is None else set()
+    info.input_side = sorted(front & set(plan.consumers))
+    _keep(plan, out.graph, set(keep_high_precision) | set(wide) | front)
     _check_scales(plan, scales)
     rounded = _usable_rounding(plan, inits, rounded_weights or {})
     if channel_means:  # for weights rounded to nearest: GPTQ's objective already holds the input mean, and
@@ -554,6 +560,8 @@ def build_qdq_model(
     info.placement = _describe(rules, only_list, hp)
     if wide:
         info.placement += f"; {len(wide)} tensor(s) past FP16's range kept FP32"
+    if info.input_side:
+        info.placement += f"; the first layers' input ({few(info.input_side)}) left {hp.upper()}"
     if info.rounded_weights:
         info.placement += f"; {len(info.rounded_weights)} weight(s) GPTQ-rounded"
     if info.bias_corrections:
