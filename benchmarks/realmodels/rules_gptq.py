@@ -14,9 +14,8 @@ import onnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ours  # noqa: E402
-import run as R  # noqa: E402
 from mse import mse_amax  # noqa: E402
-from tune_auto import infer_model, metric_on  # noqa: E402
+from prepared import judge, prepare  # noqa: E402
 
 log = logging.getLogger("rules_gptq")
 
@@ -36,19 +35,11 @@ def amax_of(model: onnx.ModelProto, hists: dict, algo: str, params: dict) -> dic
 
 
 def main(name: str, n_calib: int, n_eval: int) -> None:
-    spec = R.load_spec(name)
-    model = ours.prepare(onnx.load(str(spec.path())))
-    calib, evx, targets = R.data(name, n_calib, n_eval)
-    inp = model.graph.input[0].name
-    hists, means = ours.collect(model, R.batches(calib, spec.batch, inp))
-    rounded = ours.gptq(model, R.batches(calib[:ours.GPTQ_IMAGES], spec.batch, inp))
-    ref = infer_model(model, evx, spec.batch)
+    p = prepare(name, n_calib, n_eval)
     for label, (algo, params) in RULES.items():
-        q = ours.qdq_model(model, amax_of(model, hists, algo, params), algo, means=means, rounded=rounded)
-        outs = infer_model(q, evx, spec.batch)
-        metrics = {k: round(v, 4) for k, v in metric_on(spec, ref, outs, targets).items()}
-        log.info("%s %-18s %6.2f dB %s", name, label, R.sqnr_db(ref, outs), metrics)
-
+        q = ours.qdq_model(p.model, amax_of(p.model, p.hists, algo, params), algo, means=p.means, rounded=p.rounded)
+        sqnr, metrics = judge(p, q)
+        log.info("%s %-18s %6.2f dB %s", name, label, sqnr, metrics)
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(message)s")
