@@ -251,7 +251,8 @@ def _unrolled_rnn(w_hh: np.ndarray, w_ih: np.ndarray, steps: int) -> onnx.ModelP
     for t in range(steps):
         nodes += [helper.make_node("Gemm", [f"x{t}", "w_ih"], [f"a{t}"], transB=1),
                   helper.make_node("Gemm", [h, "w_hh"], [f"b{t}"], transB=1),
-                  helper.make_node("Add", [f"a{t}", f"b{t}"], [f"s{t}"]), helper.make_node("Tanh", [f"s{t}"], [f"h{t + 1}"])]
+                  helper.make_node("Add", [f"a{t}", f"b{t}"], [f"s{t}"]),
+                  helper.make_node("Tanh", [f"s{t}"], [f"h{t + 1}"])]
         h = f"h{t + 1}"
     d = w_hh.shape[0]
     inputs = [helper.make_tensor_value_info(f"x{t}", TensorProto.FLOAT, [None, w_ih.shape[1]]) for t in range(steps)]

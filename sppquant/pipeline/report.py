@@ -231,8 +231,9 @@ def overflow_warnings(report: Report) -> list[str]:
         bad = p.metrics.get("nonfinite_outputs") or 0
         if bad and key != "fp32":
             notes.append(f"{key.upper()} outputs held {bad} inf/NaN value(s) (scored as 0): the model overflows in "
-                         f"that precision. Calibrate with the ONNX Runtime backend so the table records every "
-                         f"tensor's range; tensors past FP16's range are then kept FP32 (README: \"Values FP16 cannot hold\").")
+                         "that precision. Calibrate with the ONNX Runtime backend so the table records every "
+                         "tensor's range; tensors past FP16's range are then kept FP32 (README: \"Values FP16 "
+                         "cannot hold\").")
             log.warning("%s", notes[-1])
     return notes
 

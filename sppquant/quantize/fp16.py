@@ -133,7 +133,8 @@ def convert_to_fp16(model: onnx.ModelProto, keep_fp32: Iterable[str] = (),
             if name in out_rename:
                 new.output[i] = out_rename[name]
         for attr in new.attribute:
-            if new.op_type == "Cast" and attr.name == "to" and attr.i == TensorProto.FLOAT and node.output[0] not in wide:
+            to_float = new.op_type == "Cast" and attr.name == "to" and attr.i == TensorProto.FLOAT
+            if to_float and node.output[0] not in wide:
                 attr.i = TensorProto.FLOAT16
             elif new.op_type in ("Constant", "ConstantOfShape") and attr.name == "value" \
                     and attr.t.data_type == TensorProto.FLOAT:

@@ -54,7 +54,7 @@ class LayerGram:
     """``H = E[x x^T]`` of one layer's input windows, per group: (groups, D, D) with D = C/groups x kernel area.
 
     Gemm: every input row is a sample (D = in features); MatMul with a constant (K, N) weight: rows of
-    its ``(..., K)`` input, sampled like conv positions (``MAX_WINDOWS``). Conv (2-D only): a random sample of output
+    its ``(..., K)`` input, sampled like conv positions. Conv (2-D only): a random sample of output
     positions per batch (``MAX_WINDOWS``), each window's values in (channel, ky, kx) order, the
     order of the weight's flattened input dimension.
     """
@@ -75,7 +75,7 @@ class LayerGram:
             cols = self._windows(np.asarray(x, np.float32))
         else:
             cols = np.asarray(x, np.float32).reshape(1, -1, x.shape[-1])
-            if self.node.op_type == "MatMul" and cols.shape[1] > MAX_WINDOWS:  # rows of (..., K): like conv positions
+            if self.node.op_type == "MatMul" and cols.shape[1] > MAX_WINDOWS:  # (..., K) rows: like conv positions
                 cols = cols[:, np.sort(self._rng.choice(cols.shape[1], MAX_WINDOWS, replace=False))]
         part = np.matmul(cols.transpose(0, 2, 1), cols).astype(np.float64)  # float32 BLAS per batch, float64 sums
         self.gram = part if self.gram is None else self.gram + part
