@@ -132,6 +132,9 @@ def test_report_json_structure(report_run: tuple[Path, dict]) -> None:
     assert [r["rank"] for r in quantized] == list(range(1, len(quantized) + 1))
     outs = [r["output_sqnr_db"] for r in quantized]
     assert outs == sorted(outs, key=lambda v: math.inf if v is None else v)
+    unquantized = [r for r in rep["layers"] if not r["quantized"]]  # the image (input_layer: float), logits, ...
+    assert "image" in [r["name"] for r in unquantized]
+    assert all(r["output_sqnr_db"] is None for r in unquantized)  # not measured (n/a): one run per tensor saved
     assert set(rep["plots"]) == {"accuracy.png", "layer_sqnr.png", "histograms.png"}
     for png in rep["plots"]:
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

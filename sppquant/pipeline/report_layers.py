@@ -5,8 +5,10 @@ For each table tensor, on the first ``limit`` evaluation images at every size:
 - LOCAL SQNR: the tensor fake-quantized alone vs its FP32 value;
 - ACCUMULATED SQNR: that tensor in the whole INT8 Q/DQ model vs FP32;
 - OUTPUT SQNR: the model output with only that tensor quantized, vs FP32: the tensor's
-  sensitivity, which ranks the list (tensors the Q/DQ model quantizes first). One session
-  (`sppquant.quantize.switchable`) serves every tensor; each run switches one quantizer on.
+  sensitivity, which ranks the list. Measured for the tensors the Q/DQ model quantizes (n/a for
+  the others: one model run per tensor and image, and an unrolled RNN has hundreds of gate
+  tensors no layer quantizes). One session (`sppquant.quantize.switchable`) serves them all;
+  each run switches one quantizer on.
 
 The FP32 histograms of the same images feed the histogram plots.
 """
@@ -79,11 +81,13 @@ def analyse_layers(cfg: Config, ctx: ModelContext, table: CalibrationTable, qdq:
                     zeros[n] += int(np.count_nonzero(a == 0))
                     local[n].add(a, fake_quantize(a, table.scales[n]))
                     accum[n].add(a, q[int8_read[n]] if int8_read[n] not in inputs else a)  # unquantized input: exact
+    ranked = [n for n in names if n in info.activations] or names  # nothing quantized: rank every tensor
     if executor is not None and executor.workers > 1:
-        output = _sharded_sensitivity(cfg, ctx, table, names, images, limit, refs, executor, progress)
+        output = _sharded_sensitivity(cfg, ctx, table, ranked, images, limit, refs, executor, progress)
     else:
-        output = _output_sensitivity(cfg, ctx, table, names, feeds, refs, progress)
-    rows = [_row(n, info, table, hists[n], zeros[n], local[n], accum[n], output[n]) for n in names]
+        output = _output_sensitivity(cfg, ctx, table, names, feeds, refs, progress, only=ranked)
+    rows = [_row(n, info, table, hists[n], zeros[n], local[n], accum[n], output[n] if n in ranked else None)
+            for n in names]
     rows.sort(key=lambda r: (not r.quantized, _rank_key(r.output_sqnr_db), _rank_key(r.local_sqnr_db)))
     for i, r in enumerate(rows, 1):
         r.rank = i
@@ -97,10 +101,9 @@ def _output_sensitivity(cfg: Config, ctx: ModelContext, table: CalibrationTable,
     outputs = list(ctx.outputs)
     out = {n: SqnrAccumulator() for n in names}
     graph_outputs = set(outputs)
-    switched = [n for n in names if n not in graph_outputs]
-    model, flags = switchable_model(ctx.model, table.scales, switched)
     chosen = set(only) if only is not None else set(names)
-    todo = [n for n in switched if n in chosen]
+    todo = [n for n in names if n not in graph_outputs and n in chosen]
+    model, flags = switchable_model(ctx.model, table.scales, todo)  # switches for these only: a lighter graph
     with ort_runner(cfg, model) as runner:
         for n in tqdm(todo, desc="layer sensitivity", unit="tensor", disable=None if progress else True):
             on = switch_feeds(flags, n)
@@ -154,10 +157,11 @@ def _sharded_sensitivity(cfg: Config, ctx: ModelContext, table: CalibrationTable
 
 
 def _row(n: str, info: QdqInfo, table: CalibrationTable, hist: Histogram, zeros: int, local: SqnrAccumulator,
-         accum: SqnrAccumulator, output: SqnrAccumulator) -> LayerRow:
+         accum: SqnrAccumulator, output: SqnrAccumulator | None) -> LayerRow:
+    """``output`` None: not measured (a tensor the INT8 model does not quantize): NaN, shown as n/a."""
     return LayerRow(n, n in info.activations, table.amax(n), table.scales[n], hist.max_abs,
                     clipped_fraction(hist, table.amax(n)), zeros / hist.count if hist.count else 0.0,
-                    local.db, accum.db, output.db)
+                    local.db, accum.db, output.db if output is not None else math.nan)
 
 
 def _rank_key(v: float) -> float:
