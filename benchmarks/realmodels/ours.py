@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 TRT_VERSION = 101601
 GPTQ_IMAGES = CalibrationConfig.weight_rounding_images  # the product's default: the first 32 calibration images
+QUANTIZE_INPUT_LAYER = CalibrationConfig.input_layer == "int8"  # the product's default: False (first layers float)
 HEADERS = {"entropy2": "EntropyCalibration2", "minmax": "MinMaxCalibration"}
 
 

@@ -173,8 +173,8 @@ def tune_model(model: onnx.ModelProto, amax: dict, evx: np.ndarray, targets: lis
     from sppquant.quantize.qdq import build_qdq_model
 
     table = CalibrationTable.from_amax(ours.TRT_VERSION, "EntropyCalibration2", amax)
-    _, info = build_qdq_model(model, table, high_precision="fp32")
-    quantized = list(info.activations)
+    _, info = build_qdq_model(model, table, high_precision="fp32", quantize_input_layer=ours.QUANTIZE_INPUT_LAYER)
+    quantized = list(info.activations)  # the tensors the default Q/DQ model quantizes
     idx_t, idx_h = list(range(0, len(evx), 2)), list(range(1, len(evx), 2))
     inp, outputs = model.graph.input[0].name, [o.name for o in model.graph.output]
     t0 = time.perf_counter()

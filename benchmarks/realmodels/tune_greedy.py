@@ -93,7 +93,8 @@ def tune_model_greedy(model: onnx.ModelProto, tables: dict[str, dict[str, float]
     from sppquant.quantize.qdq import build_qdq_model
 
     table = CalibrationTable.from_amax(ours.TRT_VERSION, "EntropyCalibration2", tables[base])
-    tensors = list(build_qdq_model(model, table, high_precision="fp32")[1].activations)
+    tensors = list(build_qdq_model(model, table, high_precision="fp32",
+                                   quantize_input_layer=ours.QUANTIZE_INPUT_LAYER)[1].activations)
     idx_t, idx_h = list(range(0, len(evx), 2)), list(range(1, len(evx), 2))
     ref_t, ref_h = infer_model(model, evx[idx_t], spec.batch), infer_model(model, evx[idx_h], spec.batch)
     tg_t, tg_h = [targets[i] for i in idx_t], [targets[i] for i in idx_h]
