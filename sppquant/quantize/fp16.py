@@ -118,8 +118,9 @@ def convert_to_fp16(model: onnx.ModelProto, keep_fp32: Iterable[str] = (),
 
     head, rename, out_rename = _interface_casts(g, names, is_float)
     cast32: dict[str, str] = {}  # FP16 tensor -> its FP32 copy (shared by kept nodes)
-    for t in wide:  # already FP32: a graph input reads as itself, others keep their (renamed) name
-        cast32[rename.get(t, out_rename.get(t, t))] = t if t in rename else out_rename.get(t, t)
+    for t in wide:  # already FP32: nodes read a graph input under its FP16 copy's name, so map it back
+        read_as = rename.get(t) or out_rename.get(t, t)
+        cast32[read_as] = t if t in rename else read_as
     body: list[onnx.NodeProto] = []
     for node in g.node:
         new = onnx.NodeProto()
